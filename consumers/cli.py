@@ -1,0 +1,210 @@
+"""The ``decision-audit`` command line."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+
+from consumers.clickhouse import ClickHouseUnavailable, connect
+from consumers.local_broker import BrokerUnavailable, LocalBroker
+from consumers.settings import ClickHouseSettings, WorkerSettings
+
+ENV = "DECISION_AUDIT_"
+
+
+def _settings(cls: type[Any], **given: Any) -> Any:
+    """Build settings from the flags given; unset flags fall back to env vars, then defaults."""
+    try:
+        return cls(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise click.UsageError(problems) from None
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("decision_audit.kafka").setLevel(logging.WARNING)
+
+
+clickhouse_url_option = click.option(
+    "--clickhouse-url",
+    help="clickhouse-connect DSN: http://user:pass@host:8123 for a server, chdb:///path for "
+    f"the embedded engine. [env: {ENV}CLICKHOUSE_URL; default: chdb://.decision-audit/chdb]",
+)
+database_option = click.option(
+    "--database",
+    help=f"ClickHouse database of the audit tables. [env: {ENV}DATABASE; default: audit]",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="decision-audit")
+def main() -> None:
+    """decision-audit: a tamper-evident audit trail for ML decisions (Kafka → ClickHouse).
+
+    Every option can also be set with a DECISION_AUDIT_<OPTION> environment variable.
+    """
+
+
+@main.command()
+@click.option(
+    "--port", type=int, default=9092, show_default=True, help="loopback port to listen on"
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def broker(port: int, host: str) -> None:
+    """Run the local Tansu broker (in-memory storage) in the foreground until Ctrl-C."""
+    try:
+        b = LocalBroker(port=port, host=host).start()
+    except BrokerUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"broker listening on {b.bootstrap_servers} (memory storage; Ctrl-C to stop)")
+    try:
+        while b.running:
+            time.sleep(0.5)
+        raise click.ClickException(f"broker exited: {b.log_tail()}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.close()
+
+
+@main.command()
+@clickhouse_url_option
+@database_option
+def migrate(clickhouse_url: str | None, database: str | None) -> None:
+    """Create or upgrade the audit tables (idempotent: safe to run on every deploy)."""
+    from consumers.migrate import migrate as apply
+
+    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
+    try:
+        client = connect(s.clickhouse_url)
+    except ClickHouseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    applied = apply(client, s.database)
+    for mig in applied:
+        click.echo(f"applied {mig.version:04d}_{mig.name}")
+    click.echo(f"database {s.database} is up to date ({len(applied)} migration(s) applied)")
+
+
+@main.command()
+@click.option("--bootstrap-servers", help=f"Kafka bootstrap servers. [env: {ENV}BOOTSTRAP_SERVERS]")
+@clickhouse_url_option
+@database_option
+@click.option("--topic", help="topic to consume [default: decisions]")
+@click.option("--dlq-topic", help="dead-letter topic [default: decisions-dlq]")
+@click.option("--group", help="consumer group id [default: decision-audit]")
+@click.option("--batch-size", type=int, help="max events per insert [default: 10000]")
+@click.option(
+    "--flush-interval", type=float, help="seconds before a partial batch is written [default: 1.0]"
+)
+@click.option("--exit-when-idle", type=float, help="exit once caught up and idle this many seconds")
+@click.option("--max-event-bytes", type=int, help="quarantine larger messages [default: 1000000]")
+@click.option(
+    "--create-topics/--no-create-topics", default=None, help="create missing topics [default: on]"
+)
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def worker(verbose: bool, **flags: Any) -> None:
+    """Consume decision events, verify, de-duplicate and batch-insert them into ClickHouse.
+
+    Offsets are committed only after a batch is stored. SIGINT/SIGTERM finish the batch,
+    commit and exit 0.
+    """
+    from consumers.worker import Worker
+
+    _setup_logging(verbose)
+    settings = _settings(WorkerSettings, **flags)
+    w = Worker(settings)
+    signal.signal(signal.SIGTERM, lambda *_: w.stop())
+    signal.signal(signal.SIGINT, lambda *_: w.stop())
+    try:
+        stats = w.run()
+    except ClickHouseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"stored {stats.inserted} events, dropped {stats.duplicates} duplicates, "
+        f"quarantined {stats.quarantined_total}",
+        err=True,
+    )
+
+
+@main.command()
+@clickhouse_url_option
+@database_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.argument("sql")
+def query(clickhouse_url: str | None, database: str | None, fmt: str, sql: str) -> None:
+    """Run SQL against the audit store and print the result.
+
+    Example: decision-audit query "SELECT model_name, count() FROM audit.decisions GROUP BY 1"
+    """
+    from consumers.output import render
+
+    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
+    try:
+        client = connect(s.clickhouse_url)
+        result = client.query(sql)
+    except ClickHouseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        raise click.ClickException(f"query failed: {exc}") from None
+    render(result.column_names, result.result_rows, fmt, Console())
+
+
+@main.command()
+@click.option(
+    "--events", type=click.IntRange(1), default=10_000, show_default=True, help="decisions to log"
+)
+@click.option(
+    "--producers",
+    type=click.IntRange(1, 32),
+    default=3,
+    show_default=True,
+    help="simulated serving processes",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".decision-audit/demo"),
+    show_default=True,
+    help="chDB data directory (kept afterwards so you can query it)",
+)
+def demo(events: int, producers: int, data_dir: Path) -> None:
+    """Run the whole pipeline on the embedded stack and show what an auditor would see.
+
+    Starts a local broker on a free port, simulates serving processes logging decisions,
+    runs a worker into chDB under --data-dir, and prints counts, recent decisions and a
+    lookup by request id.
+    """
+    from consumers.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run_demo(events=events, producers=producers, data_dir=data_dir, console=Console())
+    except (BrokerUnavailable, ClickHouseUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":
+    main()

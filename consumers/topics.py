@@ -1,0 +1,31 @@
+"""Creating the topics the pipeline uses, when they are missing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+
+def ensure_topics(
+    bootstrap_servers: str, partitions: Mapping[str, int], timeout: float = 15.0
+) -> None:
+    """Create each missing topic with the given partition count (existing ones are left as is)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [
+        NewTopic(name, num_partitions=n, replication_factor=1)
+        for name, n in partitions.items()
+        if name not in existing
+    ]
+    if not missing:
+        return
+    for name, fut in admin.create_topics(missing, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise RuntimeError(f"cannot create topic {name!r}: {exc}") from exc

@@ -1,0 +1,136 @@
+"""Per-message checks: decode, schema, hash and field sanity. Returns an event or a rejection."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.codec import CodecError, DecodedRecord, SingleObjectCodec
+from schemas.hashing import chain_hash
+
+EVENT_HASH_HEADER = "da-event-hash"
+
+# Stable reason codes for quarantine rows, DLQ headers and metrics.
+REASONS: dict[str, str] = {
+    "empty_value": "message has no value",
+    "oversized": "message larger than max_event_bytes",
+    "bad_magic": "not Avro single-object encoding",
+    "unknown_schema": "writer schema fingerprint is not one of the shipped schemas",
+    "malformed_avro": "body does not decode with its writer schema",
+    "unexpected_record": "a record type this topic does not carry",
+    "missing_hash": "no da-event-hash header",
+    "hash_mismatch": "SHA-256(prev_hash || body) differs from the da-event-hash header",
+    "key_mismatch": "message key is not the event's producer_id",
+    "invalid_event": "decoded fields violate the event contract",
+    "invalid_timestamp": "occurred_at is implausibly far in the past or future",
+}
+
+_MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message cannot be trusted. ``reason`` is one of :data:`REASONS`."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEvent:
+    decoded: DecodedRecord
+    event_hash: bytes
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.decoded.record
+
+
+Headers = list[tuple[str, str | bytes | None]] | None
+
+
+def _header(headers: Headers, name: str) -> bytes | None:
+    if headers:
+        for key, value in headers:
+            if key == name:
+                return value.encode() if isinstance(value, str) else value
+    return None
+
+
+class EventVerifier:
+    """Checks one Kafka message of the decisions topic."""
+
+    def __init__(
+        self,
+        codec: SingleObjectCodec,
+        *,
+        max_event_bytes: int,
+        max_future_skew: timedelta = timedelta(days=1),
+    ) -> None:
+        self._codec = codec
+        self._max_bytes = max_event_bytes
+        self._max_future_skew = max_future_skew
+
+    def check(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+    ) -> VerifiedEvent | Rejection:
+        if not value:
+            return Rejection("empty_value", "message value is empty or null")
+        if len(value) > self._max_bytes:
+            return Rejection("oversized", f"{len(value)} bytes > max_event_bytes={self._max_bytes}")
+        try:
+            decoded = self._codec.decode(value)
+        except CodecError as exc:
+            return Rejection(exc.reason, exc.detail)
+        if decoded.writer.name != "decision_event":
+            return Rejection(
+                "unexpected_record", f"record {decoded.writer.name!r} on decisions topic"
+            )
+        rec = decoded.record
+        claimed = _header(headers, EVENT_HASH_HEADER)
+        if claimed is None:
+            return Rejection("missing_hash", f"no {EVENT_HASH_HEADER} header")
+        event_hash = chain_hash(rec["prev_hash"], decoded.body)
+        if claimed != event_hash:
+            return Rejection(
+                "hash_mismatch",
+                f"header {claimed.hex()[:16]}… != computed {event_hash.hex()[:16]}… "
+                f"(producer {rec['producer_id']!r} seq {rec['seq']})",
+            )
+        if key is None or key != rec["producer_id"].encode():
+            return Rejection("key_mismatch", f"key {key!r} != producer_id {rec['producer_id']!r}")
+        problem = self._field_problem(rec)
+        if problem is not None:
+            return problem
+        return VerifiedEvent(decoded, event_hash)
+
+    def _field_problem(self, rec: dict[str, Any]) -> Rejection | None:
+        if rec["seq"] < 1 or rec["producer_epoch"] < 0:
+            return Rejection("invalid_event", f"seq={rec['seq']} epoch={rec['producer_epoch']}")
+        try:
+            uuid.UUID(rec["event_id"])
+        except ValueError:
+            return Rejection("invalid_event", f"event_id {rec['event_id'][:64]!r} is not a UUID")
+        for name in ("score", "latency_ms"):
+            v = rec[name]
+            if v is not None and not math.isfinite(v):
+                return Rejection("invalid_event", f"{name} is {v}")
+        if not rec["model_name"] or not rec["model_version"]:
+            return Rejection("invalid_event", "empty model_name or model_version")
+        try:
+            inputs = json.loads(rec["inputs"])
+        except ValueError as exc:
+            return Rejection("invalid_event", f"inputs is not JSON: {exc}")
+        if not isinstance(inputs, dict):
+            return Rejection("invalid_event", "inputs is not a JSON object")
+        ts = rec["occurred_at"]
+        if ts < _MIN_TIME or ts > datetime.now(UTC) + self._max_future_skew:
+            return Rejection("invalid_timestamp", f"occurred_at={ts.isoformat()}")
+        return None

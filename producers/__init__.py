@@ -1,0 +1,6 @@
+"""The library serving code embeds to record model decisions."""
+
+from producers.producer import AuditProducer, DeliveryProblem, ProducerStats
+from producers.settings import ProducerSettings
+
+__all__ = ["AuditProducer", "DeliveryProblem", "ProducerSettings", "ProducerStats"]
