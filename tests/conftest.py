@@ -1,0 +1,68 @@
+"""Session fixtures: one real Tansu broker and one chDB data directory per test run.
+
+Tests isolate themselves with a fresh topic, consumer group and ClickHouse database each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumers.clickhouse import connect
+from consumers.local_broker import LocalBroker
+from consumers.migrate import migrate
+from consumers.settings import WorkerSettings
+from consumers.topics import ensure_topics
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[LocalBroker]:
+    with LocalBroker() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture(scope="session")
+def ch(chdb_dir: Path) -> Any:
+    return connect(f"chdb://{chdb_dir}")
+
+
+@pytest.fixture
+def database(ch: Any) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    migrate(ch, name)
+    yield name
+    ch.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.fixture
+def topic(broker: LocalBroker) -> str:
+    name = f"decisions-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {name: 3, f"{name}-dlq": 1})
+    return name
+
+
+@pytest.fixture
+def worker_settings(
+    broker: LocalBroker, chdb_dir: Path, database: str, topic: str
+) -> WorkerSettings:
+    return WorkerSettings(
+        bootstrap_servers=broker.bootstrap_servers,
+        clickhouse_url=f"chdb://{chdb_dir}",
+        database=database,
+        topic=topic,
+        dlq_topic=f"{topic}-dlq",
+        group=f"g-{uuid.uuid4().hex[:8]}",
+        flush_interval=0.2,
+        exit_when_idle=1.5,
+        session_timeout_ms=2000,
+        create_topics=False,
+    )

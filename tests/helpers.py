@@ -1,0 +1,110 @@
+"""Test helpers: crafting wire messages by hand and reading what the pipeline stored."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from consumers.settings import WorkerSettings
+from consumers.worker import Worker, WorkerStats
+from schemas import chain_hash, default_codec, genesis_hash, uuid7
+from schemas.models import utc_now
+
+
+def event_record(
+    producer_id: str, epoch: int, seq: int, prev_hash: bytes, **fields: Any
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "event_id": str(uuid7()),
+        "occurred_at": utc_now(),
+        "model_name": "m",
+        "model_version": "1",
+        "deployment_id": None,
+        "request_id": None,
+        "inputs": json.dumps({"x": seq}),
+        "prediction": "yes",
+        "prediction_is_json": False,
+        "score": None,
+        "explanation": None,
+        "run_id": None,
+        "dataset_version": None,
+        "code_commit": None,
+        "environment_hash": None,
+        "actor": None,
+        "latency_ms": None,
+        "tags": {},
+        "redaction_policy": None,
+        "producer_id": producer_id,
+        "producer_epoch": epoch,
+        "seq": seq,
+        "prev_hash": prev_hash,
+    }
+    rec.update(fields)
+    return rec
+
+
+def craft_chain(
+    producer_id: str, count: int, epoch: int = 1, **fields: Any
+) -> list[tuple[bytes, bytes]]:
+    """``count`` valid chained messages as ``(value, event_hash)``."""
+    codec = default_codec()
+    schema = codec.registry.latest("decision_event")
+    prev = genesis_hash(producer_id, epoch)
+    out = []
+    for seq in range(1, count + 1):
+        body = codec.encode_body(schema, event_record(producer_id, epoch, seq, prev, **fields))
+        h = chain_hash(prev, body)
+        out.append((codec.frame(schema, body), h))
+        prev = h
+    return out
+
+
+def send_raw(
+    bootstrap: str,
+    topic: str,
+    messages: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]],
+) -> None:
+    """Produce ``(key, value, headers)`` exactly as given."""
+    p = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 20_000_000})
+    for key, value, headers in messages:
+        p.produce(topic, value, key, headers=headers)
+    assert p.flush(15) == 0
+    p.close()
+
+
+def run_worker(settings: WorkerSettings, client: Any, **overrides: Any) -> WorkerStats:
+    s = settings.model_copy(update=overrides) if overrides else settings
+    return Worker(s, client=client).run()
+
+
+def count(client: Any, sql: str, **params: Any) -> int:
+    return int(client.query(sql, parameters=params or None).result_rows[0][0])
+
+
+def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) -> list[Any]:
+    """Read ``expect`` messages of ``topic`` from the start (assign(), no group wait)."""
+    from confluent_kafka import TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    meta = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
+    import time
+
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expect and time.monotonic() < deadline:
+        for m in c.consume(1000, 0.5):
+            if m.error() is None:
+                out.append(m)
+    c.close()
+    return out

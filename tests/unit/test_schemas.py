@@ -1,0 +1,107 @@
+"""The shared contract: schemas, codec, ids, hashing and the pydantic mirror."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from importlib import resources
+
+import pytest
+
+from schemas import CodecError, DecisionEvent, chain_hash, default_codec, genesis_hash, uuid7
+from schemas.ids import uuid7_unix_ms
+from schemas.registry import avro_fingerprint
+from tests.helpers import craft_chain, event_record
+
+
+def test_single_object_header_and_spec_fingerprint() -> None:
+    # Test vector from the Avro spec: CRC-64-AVRO of "null" is 0x63dd24e7cc258f8a.
+    assert int.from_bytes(avro_fingerprint("null"), "little") == 0x63DD24E7CC258F8A
+    value, _ = craft_chain("p", 1)[0]
+    schema = default_codec().registry.latest("decision_event")
+    assert value[:2] == b"\xc3\x01" and value[2:10] == schema.fingerprint
+
+
+def test_codec_round_trip() -> None:
+    codec = default_codec()
+    schema = codec.registry.latest("decision_event")
+    rec = event_record("p", 7, 1, b"\x01" * 32, tags={"k": "v"}, score=0.5)
+    decoded = codec.decode(codec.encode(schema, rec))
+    assert decoded.writer is schema
+    assert decoded.record == rec
+
+
+def test_v1_bytes_resolve_to_v2_with_defaults() -> None:
+    codec = default_codec()
+    v1 = codec.registry.get("decision_event", 1)
+    rec = event_record("p", 1, 1, b"\x00" * 32)
+    decoded = codec.decode(codec.encode(v1, rec))
+    assert decoded.writer is v1
+    assert decoded.record["code_commit"] is None and decoded.record["redaction_policy"] is None
+    assert decoded.record["inputs"] == rec["inputs"]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "bad_magic"),
+        (b"\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07", "bad_magic"),
+        (b"\xc3\x01" + b"\x00" * 8 + b"body", "unknown_schema"),
+    ],
+)
+def test_codec_rejects_with_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(CodecError) as err:
+        default_codec().decode(data)
+    assert err.value.reason == reason
+
+
+def test_codec_rejects_truncated_and_trailing_bytes() -> None:
+    value, _ = craft_chain("p", 1)[0]
+    for bad in (value[:-3], value + b"\x00\x00"):
+        with pytest.raises(CodecError) as err:
+            default_codec().decode(bad)
+        assert err.value.reason == "malformed_avro"
+
+
+def test_uuid7_layout_and_order() -> None:
+    now = time.time_ns() // 1_000_000
+    ids = [uuid7() for _ in range(200)]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
+    assert abs(uuid7_unix_ms(ids[0]) - now) < 5_000
+    assert len(set(ids)) == 200
+    assert uuid7(1000) < uuid7(2000)
+
+
+def test_chain_genesis_names_the_chain() -> None:
+    assert genesis_hash("a", 1) != genesis_hash("a", 2) != genesis_hash("b", 1)
+    assert genesis_hash("a", 1) == genesis_hash("a", 1)
+    assert chain_hash(b"\x00" * 32, b"x") != chain_hash(b"\x01" + b"\x00" * 31, b"x")
+
+
+def test_crafted_chain_links() -> None:
+    msgs = craft_chain("p", 3)
+    codec = default_codec()
+    prev = genesis_hash("p", 1)
+    for value, h in msgs:
+        d = codec.decode(value)
+        assert d.record["prev_hash"] == prev
+        assert chain_hash(prev, d.body) == h
+        prev = h
+
+
+def test_pydantic_model_mirrors_latest_avro_schema() -> None:
+    latest = json.loads(
+        resources.files("schemas").joinpath("avro/decision_event.v2.avsc").read_text()
+    )
+    assert [f["name"] for f in latest["fields"]] == list(DecisionEvent.model_fields)
+    assert default_codec().registry.latest("decision_event").version == 2
+
+
+def test_decision_event_model_reads_a_decoded_record() -> None:
+    rec = event_record("p", 1, 3, b"\x02" * 32, prediction='{"a":1}', prediction_is_json=True)
+    rec["occurred_at"] = datetime(2026, 1, 1, tzinfo=UTC)
+    ev = DecisionEvent.model_validate(rec)
+    assert ev.prediction_value == {"a": 1}
+    assert ev.inputs_value == {"x": 3}

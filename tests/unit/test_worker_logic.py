@@ -1,0 +1,105 @@
+"""Pure worker logic: watermarks, batch tokens, verification, settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.dedupe import SeqWatermarks
+from consumers.settings import WorkerSettings
+from consumers.sink import batch_token
+from consumers.verify import EventVerifier, Rejection, VerifiedEvent
+from schemas import default_codec
+from tests.helpers import craft_chain
+
+
+def test_watermarks_drop_redeliveries_and_advance_only_on_commit() -> None:
+    looked_up: list[set[tuple[str, int]]] = []
+
+    def lookup(chains: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        looked_up.append(chains)
+        return {("a", 1): 5}
+
+    wm = SeqWatermarks(lookup)
+    wm.prepare([("a", 1), ("b", 1)])
+    assert not wm.accept(("a", 1), 5)
+    assert wm.accept(("a", 1), 6)
+    assert not wm.accept(("a", 1), 6)  # within the batch
+    assert wm.accept(("b", 1), 1)
+    wm.abort()  # insert failed: nothing advanced
+    assert wm.accept(("a", 1), 6)
+    wm.commit()
+    assert not wm.accept(("a", 1), 6)
+    wm.prepare([("a", 1)])
+    assert len(looked_up) == 1  # cached until reset
+    wm.reset()
+    wm.prepare([("a", 1)])
+    assert len(looked_up) == 2
+
+
+def test_batch_token_is_deterministic_and_content_bound() -> None:
+    a = [(0, 10, b"x"), (0, 11, b"y"), (2, 5, b"z")]
+    assert batch_token("t", a) == batch_token("t", list(a))
+    assert batch_token("t", a).startswith("t/0:10-11,2:5-5/")
+    # Same offsets, other bytes (e.g. a broker that lost its log): another token.
+    assert batch_token("t", a) != batch_token("t", [(0, 10, b"x"), (0, 11, b"Y"), (2, 5, b"z")])
+
+
+def _verifier(max_bytes: int = 1_000_000) -> EventVerifier:
+    return EventVerifier(default_codec(), max_event_bytes=max_bytes)
+
+
+def test_verifier_accepts_a_valid_message() -> None:
+    value, h = craft_chain("p", 1)[0]
+    result = _verifier().check(value, b"p", [("da-event-hash", h)])
+    assert isinstance(result, VerifiedEvent) and result.event_hash == h
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda v, h, k: (None, h, k), "empty_value"),
+        (lambda v, h, k: (v + b"\x00" * 2_000_000, h, k), "oversized"),
+        (lambda v, h, k: (v, b"\x00" * 32, k), "hash_mismatch"),
+        (lambda v, h, k: (v, h, b"other"), "key_mismatch"),
+    ],
+)
+def test_verifier_rejections(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
+    value, h = craft_chain("p", 1)[0]
+    v, hh, k = mutate(value, h, b"p")
+    result = _verifier().check(v, k, [("da-event-hash", hh)])
+    assert isinstance(result, Rejection) and result.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"score": float("nan")}, "invalid_event"),
+        ({"latency_ms": float("inf")}, "invalid_event"),
+        ({"inputs": "{not json"}, "invalid_event"),
+        ({"inputs": "[1,2]"}, "invalid_event"),
+        ({"event_id": "not-a-uuid"}, "invalid_event"),
+        ({"model_name": ""}, "invalid_event"),
+    ],
+)
+def test_verifier_field_contract(fields: dict[str, object], reason: str) -> None:
+    value, h = craft_chain("p", 1, **fields)[0]
+    result = _verifier().check(value, b"p", [("da-event-hash", h)])
+    assert isinstance(result, Rejection) and result.reason == reason, result
+
+
+def test_verifier_rejects_implausible_timestamps() -> None:
+    from datetime import UTC, datetime
+
+    for ts in (datetime(1971, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)):
+        value, h = craft_chain("p", 1, occurred_at=ts)[0]
+        result = _verifier().check(value, b"p", [("da-event-hash", h)])
+        assert isinstance(result, Rejection) and result.reason == "invalid_timestamp"
+
+
+def test_settings_read_env_and_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DECISION_AUDIT_BATCH_SIZE", "123")
+    monkeypatch.setenv("DECISION_AUDIT_TOPIC", "from-env")
+    s = WorkerSettings(topic="from-flag")
+    assert (s.batch_size, s.topic) == (123, "from-flag")
+    conf = s.consumer_config()
+    assert conf["enable.auto.commit"] is False and conf["enable.auto.offset.store"] is False
