@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,16 @@ def migrate(clickhouse_url: str | None, database: str | None) -> None:
 @click.option(
     "--create-topics/--no-create-topics", default=None, help="create missing topics [default: on]"
 )
+@click.option(
+    "--keys",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="directory of KEY_ID.pub public keys: checkpoint signatures are verified as they arrive",
+)
+@click.option(
+    "--require-signed/--allow-unsigned",
+    default=None,
+    help="quarantine events of chains that sign no checkpoints [default: allow, unattested]",
+)
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 def worker(verbose: bool, **flags: Any) -> None:
     """Consume decision events, verify, de-duplicate and batch-insert them into ClickHouse.
@@ -141,6 +152,94 @@ def worker(verbose: bool, **flags: Any) -> None:
         f"quarantined {stats.quarantined_total}",
         err=True,
     )
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="directory to write KEY_ID.key (private, mode 0600) and KEY_ID.pub into",
+)
+@click.option("--key-id", default=None, help="key id [default: producer-<random>]")
+def keygen(out: Path, key_id: str | None) -> None:
+    """Create an Ed25519 key pair for signing checkpoints.
+
+    Give the .key file to a producer (AuditProducer(signing_key=...)) and put the .pub file
+    in the directory passed to `worker --keys` and `verify --keys`.
+    """
+    import secrets
+
+    from producers.signing import generate_keypair
+
+    kid = key_id or f"producer-{secrets.token_hex(4)}"
+    try:
+        private, public = generate_keypair(out, kid)
+    except (ValueError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"key id:      {kid}\nprivate key: {private}\npublic key:  {public}")
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    ts = datetime.fromisoformat(value)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+@main.command()
+@clickhouse_url_option
+@database_option
+@click.option(
+    "--keys",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="directory of trusted KEY_ID.pub keys; without it signatures are not checked",
+)
+@click.option("--producer", help="only this producer_id")
+@click.option("--since", help="only events at or after this ISO time (UTC if no zone)")
+@click.option("--until", help="only events before this ISO time")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def verify(
+    clickhouse_url: str | None,
+    database: str | None,
+    keys: Path | None,
+    producer: str | None,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+) -> None:
+    """Prove the stored trail is complete and untouched.
+
+    Recomputes every event hash from the stored original bytes, walks each producer's
+    chain in seq order, and checks every checkpoint signature. Exits 0 only when all checks
+    pass; 1 with a report of each altered, deleted, inserted or reordered row and each
+    forged or missing checkpoint otherwise.
+    """
+    from rich.progress import Progress
+
+    from consumers.keys import KeyRing
+    from consumers.trail import TrailVerifier
+    from consumers.trail_report import print_report
+
+    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
+    try:
+        keyring = KeyRing.load(keys)
+        window = (_parse_ts(since), _parse_ts(until))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        client = connect(s.clickhouse_url)
+    except ClickHouseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    verifier = TrailVerifier(client, s.database, keyring)
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("verifying", total=verifier.count(producer, *window))
+        report = verifier.run(producer, *window, on_rows=lambda n: progress.advance(task, n))
+    print_report(report, fmt, Console())
+    sys.exit(0 if report.ok else 1)
 
 
 @main.command()

@@ -22,6 +22,16 @@ def chdb_path(dsn: str) -> Path | None:
     return Path(rest).expanduser().resolve()
 
 
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for logs and error messages."""
+    if "@" not in dsn or "://" not in dsn:
+        return dsn
+    scheme, rest = dsn.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
 def connect(dsn: str, **kwargs: Any) -> Any:
     """A clickhouse-connect client. ``chdb://`` opens (and creates) an embedded data directory."""
     import clickhouse_connect
@@ -45,4 +55,6 @@ def connect(dsn: str, **kwargs: Any) -> Any:
             if path is not None
             else " Check the URL, credentials and that the server is up."
         )
-        raise ClickHouseUnavailable(f"cannot open ClickHouse at {dsn}: {exc}.{hint}") from exc
+        raise ClickHouseUnavailable(
+            f"cannot open ClickHouse at {redact_dsn(dsn)}: {exc}.{hint}"
+        ) from exc

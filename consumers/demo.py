@@ -16,13 +16,19 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from consumers.clickhouse import connect
+from consumers.keys import KeyRing
 from consumers.local_broker import LocalBroker
 from consumers.migrate import migrate
 from consumers.output import render
 from consumers.settings import WorkerSettings
 from consumers.topics import ensure_topics
+from consumers.trail import TrailReport, TrailVerifier
+from consumers.trail_report import print_report
 from consumers.worker import Worker
 from producers import AuditProducer
+from producers.signing import generate_keypair
+
+KEY_ID = "demo-serving"
 
 MODELS = (
     ("credit-risk", "2.3.0", ("approve", "review", "decline")),
@@ -84,6 +90,9 @@ def run_demo(*, events: int, producers: int, data_dir: Path, console: Console) -
     """Log ``events`` decisions from ``producers`` serving processes, store and report them."""
     run = uuid.uuid4().hex[:8]
     data_dir = data_dir.resolve()
+    keys = data_dir.parent / f"{data_dir.name}-keys"
+    if not (keys / f"{KEY_ID}.key").exists():
+        generate_keypair(keys, KEY_ID)
     started = time.monotonic()
     with LocalBroker() as broker:
         console.print(f"[bold]broker[/] Tansu on {broker.bootstrap_servers} (in memory)")
@@ -93,11 +102,13 @@ def run_demo(*, events: int, producers: int, data_dir: Path, console: Console) -
             group=f"demo-{run}",
             flush_interval=0.5,
             session_timeout_ms=2000,
+            keys=keys,
         )
         ensure_topics(broker.bootstrap_servers, {settings.topic: 4, settings.dlq_topic: 1})
         client = connect(settings.clickhouse_url)
         migrate(client, settings.database)
         console.print(f"[bold]store[/]  chDB at {data_dir}")
+        console.print(f"[bold]keys[/]   checkpoints signed with {keys / KEY_ID}.key (Ed25519)")
 
         worker = Worker(settings, client=client)
         worker_thread = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
@@ -107,7 +118,11 @@ def run_demo(*, events: int, producers: int, data_dir: Path, console: Console) -
         serving = []
         prods = []
         for k in range(producers):
-            p = AuditProducer(broker.bootstrap_servers, producer_id=f"demo-{run}-serving-{k}")
+            p = AuditProducer(
+                broker.bootstrap_servers,
+                producer_id=f"demo-{run}-serving-{k}",
+                signing_key=keys / f"{KEY_ID}.key",
+            )
             prods.append(p)
             counter = [0]
             t = threading.Thread(target=_serve, args=(p, per[k], k, counter), daemon=True)
@@ -151,11 +166,17 @@ def run_demo(*, events: int, producers: int, data_dir: Path, console: Console) -
             f"only {worker.stats.inserted} of {events} events were stored in {elapsed:.1f}s"
         )
     _report(client, settings.database, run, console, elapsed)
+    console.print("\n[bold]Integrity[/] (what `decision-audit verify` checks)")
+    trail = TrailVerifier(client, settings.database, KeyRing.load(keys))
+    reports = [trail.run(producer=f"demo-{run}-serving-{k}") for k in range(producers)]
+    merged = TrailReport(settings.database, True, [c for r in reports for c in r.chains])
+    print_report(merged, "text", console)
     console.print(
         Panel.fit(
             "Query it yourself:\n"
             f"  decision-audit query --clickhouse-url chdb://{data_dir} \\\n"
-            f'    "SELECT model_name, count() FROM {settings.database}.decisions GROUP BY 1"',
+            f'    "SELECT model_name, count() FROM {settings.database}.decisions GROUP BY 1"\n'
+            f"  decision-audit verify --clickhouse-url chdb://{data_dir} --keys {keys}",
             title="next",
         )
     )

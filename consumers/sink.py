@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.dedupe import Chain
-from consumers.verify import Rejection, VerifiedEvent
+from consumers.dedupe import Chain, Head, Link
+from consumers.verify import Rejection, VerifiedCheckpoint, VerifiedEvent
 
 # Columns copied from the Avro record as they are.
 _RECORD_COLUMNS = (
@@ -31,6 +31,7 @@ _RECORD_COLUMNS = (
     "latency_ms",
     "tags",
     "redaction_policy",
+    "key_id",
     "producer_id",
     "producer_epoch",
     "seq",
@@ -43,6 +44,30 @@ DECISION_COLUMNS = (
     "raw",
     "kafka_partition",
     "kafka_offset",
+)
+CHECKPOINT_COLUMNS = (
+    "producer_id",
+    "producer_epoch",
+    "seq",
+    "chain_head",
+    "key_id",
+    "algorithm",
+    "signature",
+    "signed_at",
+    "signature_verified",
+    "raw",
+    "kafka_partition",
+    "kafka_offset",
+)
+INCIDENT_COLUMNS = (
+    "kind",
+    "producer_id",
+    "producer_epoch",
+    "seq_from",
+    "seq_to",
+    "detail",
+    "source_partition",
+    "source_offset",
 )
 QUARANTINE_COLUMNS = (
     "source_topic",
@@ -99,6 +124,24 @@ class QuarantineRow:
         ]
 
 
+def checkpoint_row(cp: VerifiedCheckpoint, raw: bytes, partition: int, offset: int) -> list[Any]:
+    r = cp.record
+    return [
+        r["producer_id"],
+        r["producer_epoch"],
+        r["seq"],
+        r["chain_head"],
+        r["key_id"],
+        r["algorithm"],
+        r["signature"],
+        r["signed_at"],
+        cp.signature_verified,
+        raw,
+        partition,
+        offset,
+    ]
+
+
 def batch_token(topic: str, positions: Iterable[tuple[int, int, bytes | None]]) -> str:
     """Insert deduplication token for a batch: its offset ranges plus a digest of its bytes.
 
@@ -136,23 +179,46 @@ class ClickHouseSink:
         )
 
     def insert_quarantine(self, rows: list[QuarantineRow], token: str) -> None:
+        self.insert_rows("quarantine", QUARANTINE_COLUMNS, [r.values() for r in rows], token)
+
+    def insert_rows(
+        self, table: str, columns: tuple[str, ...], rows: list[list[Any]], token: str
+    ) -> None:
+        """Row-oriented insert for the small side tables (checkpoints, incidents)."""
         if not rows:
             return
         self.client.insert(
-            f"{self.database}.quarantine",
-            [r.values() for r in rows],
-            column_names=list(QUARANTINE_COLUMNS),
+            f"{self.database}.{table}",
+            rows,
+            column_names=list(columns),
             settings={"async_insert": 0, "insert_deduplication_token": token},
         )
 
-    def max_seq(self, chains: set[Chain]) -> dict[Chain, int]:
-        """Highest stored seq per chain (0 when the chain has no rows)."""
+    def chain_heads(self, chains: set[Chain]) -> dict[Chain, Head]:
+        """Highest stored seq and its event hash, per chain (absent: no rows)."""
         if not chains:
             return {}
         result = self.client.query(
-            f"SELECT producer_id, producer_epoch, max(seq) FROM {self.database}.decisions "
+            f"SELECT producer_id, producer_epoch, max(seq), argMax(event_hash, seq) "
+            f"FROM {self.database}.decisions "
             "WHERE (producer_id, producer_epoch) IN {chains:Array(Tuple(String, UInt64))} "
             "GROUP BY producer_id, producer_epoch",
             parameters={"chains": sorted(chains)},
+            column_formats={"argMax(event_hash, seq)": "bytes"},
         )
-        return {(str(p), int(e)): int(s) for p, e, s in result.result_rows}
+        return {(str(p), int(e)): (int(s), bytes(h)) for p, e, s, h in result.result_rows}
+
+    def stored_hashes(self, links: set[Link]) -> dict[Link, bytes]:
+        """``event_hash`` of the stored events among ``(producer_id, epoch, seq)`` links."""
+        if not links:
+            return {}
+        result = self.client.query(
+            f"SELECT producer_id, producer_epoch, seq, any(event_hash) "
+            f"FROM {self.database}.decisions "
+            "WHERE (producer_id, producer_epoch, seq) "
+            "IN {links:Array(Tuple(String, UInt64, UInt64))} "
+            "GROUP BY producer_id, producer_epoch, seq",
+            parameters={"links": sorted(links)},
+            column_formats={"any(event_hash)": "bytes"},
+        )
+        return {(str(p), int(e), int(s)): bytes(h) for p, e, s, h in result.result_rows}

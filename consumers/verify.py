@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from consumers.keys import KeyRing
+from schemas.checkpoint import checkpoint_message
 from schemas.codec import CodecError, DecodedRecord, SingleObjectCodec
 from schemas.hashing import chain_hash
 
@@ -27,6 +29,13 @@ REASONS: dict[str, str] = {
     "key_mismatch": "message key is not the event's producer_id",
     "invalid_event": "decoded fields violate the event contract",
     "invalid_timestamp": "occurred_at is implausibly far in the past or future",
+    "unattested": "event of an unsigned chain while the worker requires signatures",
+    "unknown_key": "signed with a key id that is not among the worker's --keys",
+    "bad_signature": "checkpoint signature does not verify with its key",
+    "checkpoint_mismatch": "checkpoint head differs from the stored event at that seq",
+    "chain_break": "prev_hash is not the hash of the chain's previous event",
+    "chain_fork": "a seq already stored with different content",
+    "late_event": "a seq below the chain head that was never stored (a recorded gap)",
 }
 
 _MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -44,6 +53,17 @@ class Rejection:
 class VerifiedEvent:
     decoded: DecodedRecord
     event_hash: bytes
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.decoded.record
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCheckpoint:
+    decoded: DecodedRecord
+    signature_verified: bool
+    """True when checked against a known key; False when the worker has no keys"""
 
     @property
     def record(self) -> dict[str, Any]:
@@ -69,10 +89,14 @@ class EventVerifier:
         codec: SingleObjectCodec,
         *,
         max_event_bytes: int,
+        keyring: KeyRing | None = None,
+        require_signed: bool = False,
         max_future_skew: timedelta = timedelta(days=1),
     ) -> None:
         self._codec = codec
         self._max_bytes = max_event_bytes
+        self._keyring = keyring or KeyRing()
+        self._require_signed = require_signed
         self._max_future_skew = max_future_skew
 
     def check(
@@ -80,7 +104,7 @@ class EventVerifier:
         value: bytes | None,
         key: bytes | None,
         headers: Headers,
-    ) -> VerifiedEvent | Rejection:
+    ) -> VerifiedEvent | VerifiedCheckpoint | Rejection:
         if not value:
             return Rejection("empty_value", "message value is empty or null")
         if len(value) > self._max_bytes:
@@ -89,6 +113,8 @@ class EventVerifier:
             decoded = self._codec.decode(value)
         except CodecError as exc:
             return Rejection(exc.reason, exc.detail)
+        if decoded.writer.name == "checkpoint":
+            return self._check_checkpoint(decoded, key)
         if decoded.writer.name != "decision_event":
             return Rejection(
                 "unexpected_record", f"record {decoded.writer.name!r} on decisions topic"
@@ -106,10 +132,38 @@ class EventVerifier:
             )
         if key is None or key != rec["producer_id"].encode():
             return Rejection("key_mismatch", f"key {key!r} != producer_id {rec['producer_id']!r}")
+        key_id = rec.get("key_id")
+        if key_id is None and self._require_signed:
+            return Rejection("unattested", f"producer {rec['producer_id']!r} signs no checkpoints")
+        if key_id is not None and self._keyring and key_id not in self._keyring:
+            return Rejection("unknown_key", f"key id {key_id!r} is not a known public key")
         problem = self._field_problem(rec)
         if problem is not None:
             return problem
         return VerifiedEvent(decoded, event_hash)
+
+    def _check_checkpoint(
+        self, decoded: DecodedRecord, key: bytes | None
+    ) -> VerifiedCheckpoint | Rejection:
+        rec = decoded.record
+        if key is None or key != rec["producer_id"].encode():
+            return Rejection("key_mismatch", f"key {key!r} != producer_id {rec['producer_id']!r}")
+        if rec["seq"] < 1 or len(rec["chain_head"]) != 32:
+            return Rejection("invalid_event", f"checkpoint seq={rec['seq']}")
+        if not self._keyring:
+            return VerifiedCheckpoint(decoded, signature_verified=False)
+        if rec["key_id"] not in self._keyring:
+            return Rejection("unknown_key", f"checkpoint key id {rec['key_id']!r} is not known")
+        message = checkpoint_message(
+            rec["producer_id"], rec["producer_epoch"], rec["seq"], rec["chain_head"]
+        )
+        if not self._keyring.verify(rec["key_id"], rec["signature"], message):
+            return Rejection(
+                "bad_signature",
+                f"checkpoint {rec['producer_id']!r}/{rec['producer_epoch']} seq {rec['seq']} "
+                f"does not verify with key {rec['key_id']!r}",
+            )
+        return VerifiedCheckpoint(decoded, signature_verified=True)
 
     def _field_problem(self, rec: dict[str, Any]) -> Rejection | None:
         if rec["seq"] < 1 or rec["producer_epoch"] < 0:

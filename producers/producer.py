@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -14,7 +15,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from producers.chain import ChainState
+from producers.redaction import RedactionPolicy, Redactor
 from producers.settings import ProducerSettings
+from producers.signing import Signer
+from schemas.checkpoint import ALGORITHM, checkpoint_message
 from schemas.codec import SingleObjectCodec, default_codec
 from schemas.hashing import chain_hash
 from schemas.ids import uuid7
@@ -37,6 +41,8 @@ class ProducerStats:
     """events the Kafka client gave up on (delivery error)"""
     dropped: int = 0
     """events never enqueued (local queue full past ``enqueue_timeout``, or client error)"""
+    checkpoints: int = 0
+    """signed checkpoints handed to the Kafka client"""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,11 @@ class AuditProducer:
     Thread-safe. ``log_decision`` validates its arguments (raising ``ValueError`` that names
     the bad field, before anything is sent) and returns the event id; delivery problems are
     counted in :attr:`stats` and reported to ``on_error`` and the log, never raised.
+
+    With ``signing_key`` the producer signs a checkpoint of its chain head every
+    ``checkpoint_every`` events, every ``checkpoint_interval`` seconds and on close; signing
+    runs on a background thread, so ``log_decision`` pays for one SHA-256 step only. With a
+    ``redaction`` policy, inputs are redacted before they are encoded.
     """
 
     def __init__(
@@ -72,6 +83,12 @@ class AuditProducer:
         on_error: Callable[[DeliveryProblem], None] | None = None,
         enqueue_timeout: float | None = None,
         schema_version: int | None = None,
+        signing_key: str | os.PathLike[str] | None = None,
+        key_id: str | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_interval: float | None = None,
+        redaction: RedactionPolicy | str | os.PathLike[str] | None = None,
+        redaction_secret: bytes | str | None = None,
         codec: SingleObjectCodec | None = None,
         **kafka_config: Any,
     ) -> None:
@@ -81,8 +98,28 @@ class AuditProducer:
             "topic": topic,
             "enqueue_timeout": enqueue_timeout,
             "schema_version": schema_version,
+            "signing_key": signing_key,
+            "key_id": key_id,
+            "checkpoint_every": checkpoint_every,
+            "checkpoint_interval": checkpoint_interval,
+            "redaction_secret": redaction_secret.decode()
+            if isinstance(redaction_secret, bytes)
+            else redaction_secret,
         }
+        if redaction is not None and not isinstance(redaction, RedactionPolicy):
+            given["redaction_policy"] = redaction
         self.settings = ProducerSettings(**{k: v for k, v in given.items() if v is not None})
+        st = self.settings
+        self._signer = Signer(st.signing_key, st.key_id) if st.signing_key else None
+        policy = (
+            redaction
+            if isinstance(redaction, RedactionPolicy)
+            else RedactionPolicy.load(st.redaction_policy)
+            if st.redaction_policy
+            else None
+        )
+        secret = st.redaction_secret.get_secret_value().encode() if st.redaction_secret else None
+        self._redactor: Redactor | None = policy.compile(secret) if policy else None
         self._codec = codec or default_codec()
         registry = self._codec.registry
         self._schema = (
@@ -90,10 +127,15 @@ class AuditProducer:
             if self.settings.schema_version is None
             else registry.get("decision_event", self.settings.schema_version)
         )
+        self._checkpoint_schema = registry.latest("checkpoint")
+        self._checkpointed_seq = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_due = threading.Event()
         self._on_error = on_error
         self.stats = ProducerStats()
         self._chain = ChainState.new(self.settings.producer_id)
         self._key = self.settings.producer_id.encode()
+        self._every = self.settings.checkpoint_every
         self._lock = threading.Lock()
         conf = self.settings.kafka_config()
         conf.update(_kafka_conf(kafka_config))
@@ -145,6 +187,8 @@ class AuditProducer:
         """Record one decision; returns its event id (a UUIDv7 string)."""
         if self._closed.is_set():
             raise RuntimeError("AuditProducer is closed")
+        if self._redactor is not None and isinstance(inputs, Mapping):
+            inputs = self._redactor.apply(inputs)
         event_id = uuid7()
         decision = Decision(
             event_id=event_id,
@@ -165,7 +209,10 @@ class AuditProducer:
             explanation=explanation,
             tags=dict(tags) if tags else {},
         )
-        self._send(decision.to_avro())
+        record = decision.to_avro(
+            redaction_policy=None if self._redactor is None else self._redactor.policy_ref
+        )
+        self._send(record)
         return str(event_id)
 
     def flush(self, timeout: float = 10.0) -> int:
@@ -173,13 +220,50 @@ class AuditProducer:
         remaining: int = self._producer.flush(timeout)
         return remaining
 
+    def checkpoint(self) -> bool:
+        """Sign and send a checkpoint of the chain head now (if anything is new since the last).
+
+        Returns True if one was sent. Called by the background thread and by ``close()``.
+        """
+        if self._signer is None:
+            return False
+        with self._lock:
+            seq, head = self._chain.seq, self._chain.head
+            if seq <= self._checkpointed_seq:
+                return False
+            self._checkpointed_seq = seq
+            self._last_checkpoint = time.monotonic()
+        ch = self._chain
+        signature = self._signer.sign(checkpoint_message(ch.producer_id, ch.epoch, seq, head))
+        value = self._codec.encode(
+            self._checkpoint_schema,
+            {
+                "producer_id": ch.producer_id,
+                "producer_epoch": ch.epoch,
+                "seq": seq,
+                "chain_head": head,
+                "key_id": self._signer.key_id,
+                "algorithm": ALGORITHM,
+                "signature": signature,
+                "signed_at": utc_now(),
+            },
+        )
+        # Produced after event `seq` was, so it lands after it in the partition.
+        problem = self._enqueue(value, None)
+        if problem is not None:
+            self._report(DeliveryProblem("dropped", f"checkpoint: {problem}", ch.producer_id, seq))
+            return False
+        self.stats.checkpoints += 1
+        return True
+
     def close(self, timeout: float = 10.0) -> int:
         """Flush and stop. Returns the number of events left undelivered (logged if any)."""
         if self._closed.is_set():
             return 0
-        remaining = self.flush(timeout)
         self._closed.set()
         self._poller.join(timeout=1.0)
+        self.checkpoint()
+        remaining = self.flush(timeout)
         if not remaining:
             self._producer.close()
         if remaining or self.stats.failed or self.stats.dropped:
@@ -210,6 +294,7 @@ class AuditProducer:
             seq, prev_hash = self._chain.next_link()
             record["producer_id"] = self._chain.producer_id
             record["producer_epoch"] = self._chain.epoch
+            record["key_id"] = None if self._signer is None else self._signer.key_id
             record["seq"] = seq
             record["prev_hash"] = prev_hash
             try:
@@ -232,17 +317,17 @@ class AuditProducer:
             # Advance only once the client holds the event: a drop leaves no gap in the chain.
             self._chain.advance(seq, event_hash)
             self.stats.logged += 1
+            if self._signer is not None and seq - self._checkpointed_seq >= self._every:
+                self._checkpoint_due.set()
 
-    def _enqueue(self, value: bytes, event_hash: bytes) -> str | None:
+    def _enqueue(self, value: bytes, event_hash: bytes | None) -> str | None:
         deadline: float | None = None
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            None if event_hash is None else [(EVENT_HASH_HEADER, event_hash)]
+        )
         while True:
             try:
-                self._producer.produce(
-                    self.settings.topic,
-                    value,
-                    self._key,
-                    headers=[(EVENT_HASH_HEADER, event_hash)],
-                )
+                self._producer.produce(self.settings.topic, value, self._key, headers=headers)
                 return None
             except BufferError:
                 now = time.monotonic()
@@ -275,5 +360,20 @@ class AuditProducer:
                 log.exception("on_error callback raised")
 
     def _poll_loop(self) -> None:
+        interval = self.settings.checkpoint_interval
         while not self._closed.is_set():
-            self._producer.poll(0.1)
+            if self._signer is None:
+                self._producer.poll(0.05)
+                continue
+            # Wake at once when the hot path says a checkpoint is due; serve callbacks either way.
+            self._checkpoint_due.wait(0.05)
+            self._producer.poll(0)
+            if (
+                self._checkpoint_due.is_set()
+                or time.monotonic() - self._last_checkpoint >= interval
+            ):
+                self._checkpoint_due.clear()
+                try:
+                    self.checkpoint()
+                except Exception:  # never let the background thread die silently
+                    log.exception("checkpoint failed (producer %s)", self.producer_id)

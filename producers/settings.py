@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +29,14 @@ class ProducerSettings(BaseSettings):
     schema_version: int | None = Field(
         None, description="pin the writer schema version (default: the latest shipped)"
     )
+    signing_key: Path | None = Field(
+        None, description="Ed25519 private key (PEM) signing checkpoints; none: unattested"
+    )
+    key_id: str | None = Field(None, description="key id (default: the key file's name)")
+    checkpoint_every: int = Field(1000, ge=1, description="sign a checkpoint every N events")
+    checkpoint_interval: float = Field(5.0, gt=0, description="... and at least every T seconds")
+    redaction_policy: Path | None = Field(None, description="redaction policy file (JSON/YAML)")
+    redaction_secret: SecretStr | None = Field(None, description="HMAC secret for hash rules")
 
     def kafka_config(self) -> dict[str, object]:
         """librdkafka settings: idempotent, acks=all, lz4, a short linger."""

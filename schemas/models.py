@@ -98,6 +98,7 @@ class DecisionEvent(BaseModel):
     latency_ms: float | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     redaction_policy: str | None = None
+    key_id: str | None = None
     producer_id: str
     producer_epoch: int
     seq: int = Field(ge=1)
@@ -111,6 +112,21 @@ class DecisionEvent(BaseModel):
     @property
     def prediction_value(self) -> Prediction:
         return json.loads(self.prediction) if self.prediction_is_json else self.prediction
+
+
+class Checkpoint(BaseModel):
+    """A producer's signed statement about its chain head (mirror of ``checkpoint``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    producer_id: str
+    producer_epoch: int
+    seq: int = Field(ge=1)
+    chain_head: bytes = Field(min_length=32, max_length=32)
+    key_id: str
+    algorithm: str = "ed25519"
+    signature: bytes
+    signed_at: AwareDatetime
 
 
 def utc_now() -> datetime:

@@ -37,6 +37,7 @@ def event_record(
         "latency_ms": None,
         "tags": {},
         "redaction_policy": None,
+        "key_id": None,
         "producer_id": producer_id,
         "producer_epoch": epoch,
         "seq": seq,

@@ -65,6 +65,7 @@ def test_demo_runs_and_reports_from_clickhouse(tmp_path: Path) -> None:
     assert "2000 decisions stored" in out.stdout
     assert "Decisions per model" in out.stdout and "Lookup by request id" in out.stdout
     assert "bad_magic" in out.stdout  # the demo's hostile message was quarantined
+    assert "VERIFIED: 2000 events in 3 chain(s)" in out.stdout
     rows = _query(f"chdb://{data}", "SELECT count() AS n FROM audit.decisions FINAL")
     assert rows == [{"n": 2000}]
 

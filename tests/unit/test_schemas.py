@@ -10,7 +10,15 @@ from importlib import resources
 
 import pytest
 
-from schemas import CodecError, DecisionEvent, chain_hash, default_codec, genesis_hash, uuid7
+from schemas import (
+    Checkpoint,
+    CodecError,
+    DecisionEvent,
+    chain_hash,
+    default_codec,
+    genesis_hash,
+    uuid7,
+)
 from schemas.ids import uuid7_unix_ms
 from schemas.registry import avro_fingerprint
 from tests.helpers import craft_chain, event_record
@@ -92,11 +100,11 @@ def test_crafted_chain_links() -> None:
 
 
 def test_pydantic_model_mirrors_latest_avro_schema() -> None:
-    latest = json.loads(
-        resources.files("schemas").joinpath("avro/decision_event.v2.avsc").read_text()
-    )
-    assert [f["name"] for f in latest["fields"]] == list(DecisionEvent.model_fields)
-    assert default_codec().registry.latest("decision_event").version == 2
+    for name, model in (("decision_event.v3", DecisionEvent), ("checkpoint.v1", Checkpoint)):
+        schema = json.loads(resources.files("schemas").joinpath(f"avro/{name}.avsc").read_text())
+        assert [f["name"] for f in schema["fields"]] == list(model.model_fields)
+    assert default_codec().registry.latest("decision_event").version == 3
+    assert default_codec().registry.latest("checkpoint").version == 1
 
 
 def test_decision_event_model_reads_a_decoded_record() -> None:

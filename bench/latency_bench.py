@@ -1,0 +1,186 @@
+"""Benchmark 3: end-to-end latency at a steady load, from ``log_decision`` to the stored row.
+
+Our worker and the naive consumer run at the same time, each in its own subprocess with its
+own chDB directory and consumer group, reading the same topic while one AuditProducer logs
+at a fixed rate. Per-event latency is ``ingested_at - occurred_at`` of the stored row (both
+DateTime64(3) UTC: ``occurred_at`` is stamped by ``log_decision``, ``ingested_at`` by the
+insert), read back by each subprocess at the end. Both consumers flush a batch at 10,000 rows
+or after 1 s, whichever comes first (the worker's defaults).
+"""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+from bench.common import log_call, make_calls, repo_root
+from consumers.topics import ensure_topics
+from producers import AuditProducer
+
+TOPIC = "bench-latency"
+
+
+class Child:
+    """A ``bench.worker_run`` subprocess whose stdout lines are read in a thread."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker_run", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(repo_root()),
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.ready = False
+        self.stderr: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        threading.Thread(target=self._pump, args=(self.proc.stdout, True), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, False), daemon=True).start()
+
+    def _pump(self, stream: IO[str], out: bool) -> None:
+        for line in stream:
+            if out:
+                self.lines.put(line.rstrip("\n"))
+            else:
+                self.stderr.append(line)
+
+    def poll_ready(self) -> bool:
+        while not self.ready:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line == "READY":
+                self.ready = True
+        if self.proc.poll() is not None and not self.ready:
+            raise RuntimeError(f"consumer exited early: {''.join(self.stderr)[-3000:]}")
+        return self.ready
+
+    def expect(self, total: int) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f"EXPECT {total}\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self.proc.wait(5)
+            raise RuntimeError(
+                f"consumer exited {self.proc.returncode}: {''.join(self.stderr)[-3000:]}"
+            ) from None
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        import json
+
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(f"consumer did not finish in {timeout}s") from None
+        time.sleep(0.05)  # let the pump threads drain
+        if self.proc.returncode != 0:
+            raise RuntimeError(
+                f"consumer exited {self.proc.returncode}: {''.join(self.stderr)[-3000:]}"
+            )
+        found: dict[str, Any] | None = None
+        while not self.lines.empty():
+            line = self.lines.get()
+            if line.startswith("{"):
+                found = json.loads(line)
+        if found is None:
+            raise RuntimeError(f"consumer printed no result: {''.join(self.stderr)[-3000:]}")
+        return found
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run(bootstrap: str, rate: int, seconds: float, workdir: Path) -> dict[str, Any]:
+    ensure_topics(bootstrap, {TOPIC: 4, TOPIC + "-dlq": 1})
+    run_id = uuid.uuid4().hex[:8]
+    load_id = f"bench-latency-{run_id}"
+    warm_id = f"bench-warmup-{run_id}"
+    events = int(rate * seconds)
+    deadline = 120 + events / 2000
+    children = {
+        mode: Child(
+            [
+                "--mode",
+                mode,
+                "--bootstrap",
+                bootstrap,
+                "--topic",
+                TOPIC,
+                "--group",
+                f"bench-latency-{mode}-{run_id}",
+                "--chdb",
+                str(workdir / f"chdb-latency-{mode}-{run_id}"),
+                "--expect",
+                "stdin",
+                "--deadline",
+                str(deadline),
+                "--latency-producer",
+                load_id,
+            ]
+        )
+        for mode in ("ours", "naive")
+    }
+    pool = make_calls(4096, seed=11)
+    warm = AuditProducer(bootstrap, producer_id=warm_id, topic=TOPIC)
+    load = AuditProducer(bootstrap, producer_id=load_id, topic=TOPIC)
+    try:
+        # Warm up until both consumers have joined their groups and stored a row.
+        give_up = time.monotonic() + 90
+        i = 0
+        while not all(c.poll_ready() for c in children.values()):
+            if time.monotonic() > give_up:
+                raise RuntimeError("consumers did not get ready within 90 s")
+            log_call(warm, pool[i % 4096])
+            i += 1
+            warm.flush(1)
+            time.sleep(0.05)
+        time.sleep(1.5)  # let the warm-up batches settle before the measured load
+        # The steady load: keep the count sent on schedule, in 1 ms steps.
+        started = time.perf_counter()
+        sent = 0
+        while sent < events:
+            due = min(events, int((time.perf_counter() - started) * rate) + 1)
+            while sent < due:
+                log_call(load, pool[sent % 4096])
+                sent += 1
+            time.sleep(0.001)
+        elapsed = time.perf_counter() - started
+        undelivered = warm.flush(30) + load.flush(30)
+        if undelivered or load.stats.dropped or load.stats.failed:
+            raise RuntimeError(
+                f"load not delivered: {undelivered} undelivered, {load.stats.dropped} dropped, "
+                f"{load.stats.failed} failed"
+            )
+        total = warm.stats.logged + load.stats.logged
+        for c in children.values():
+            c.expect(total)
+        results = {mode: c.result(deadline + 60) for mode, c in children.items()}
+    finally:
+        for c in children.values():
+            c.kill()
+        warm.close(10)
+        load.close(10)
+    for mode, r in results.items():
+        if r["latency"]["events"] != events:
+            raise RuntimeError(f"{mode}: {r['latency']['events']} of {events} load events stored")
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "events": events,
+        "achieved_rate": events / elapsed,
+        "ours": results["ours"],
+        "naive": results["naive"],
+    }

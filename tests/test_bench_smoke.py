@@ -1,0 +1,61 @@
+"""Smoke test of ``python -m bench --quick``: it runs end to end and reports every figure.
+
+Timings are not asserted (this machine is noisy); only that each figure is a positive number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXPECTED = {
+    "producer.log_decision_p50_us",
+    "producer.log_decision_p99_us",
+    "producer.p50_ratio_to_bare",
+    "worker.events_per_s",
+    "worker.speedup_vs_naive",
+    "worker.cpu_s_per_million",
+    "latency.e2e_p50_ms",
+    "latency.e2e_p99_ms",
+    "footprint.worker_peak_rss_mib",
+    "footprint.disk_bytes_per_event",
+    "footprint.producer_backlog_growth_mib",
+}
+
+
+def positive(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
+    doc = json.loads(out.read_text())
+
+    figures = doc["figures"]
+    assert set(figures) >= EXPECTED, f"missing figures: {EXPECTED - set(figures)}"
+    assert {k: v for k, v in figures.items() if not positive(v)} == {}
+    for row in doc["table"]:
+        for name in ("value", "baseline", "ratio"):
+            if row[name] is not None:
+                assert positive(row[name]), (row["key"], name, row[name])
+        if row["target"] is not None:
+            assert row["status"] in ("PASS", "MISS")
+    assert doc["mode"] == "quick"
+    assert "ours" in proc.stdout and "baseline" in proc.stdout

@@ -1,0 +1,530 @@
+"""Static checks of docker-compose.yml and deploy/ against the code they run.
+
+No network and no Docker: the compose file, the ClickHouse XML and the Dockerfile are parsed
+and compared with the click CLI, the pydantic settings classes and the chDB engine, so a
+renamed flag, a misspelt env var or a drifted port fails here instead of at `docker compose up`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import pytest
+import yaml
+from pydantic import TypeAdapter
+
+from consumers.cli import main as cli_main
+from consumers.settings import ClickHouseSettings, WorkerSettings
+from producers.settings import ProducerSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+DEPLOY = ROOT / "deploy"
+DOCKERFILE = DEPLOY / "Dockerfile"
+CH_CONFIG_D = DEPLOY / "clickhouse" / "config.d"
+CH_USERS_D = DEPLOY / "clickhouse" / "users.d"
+
+SETTINGS_CLASSES: tuple[type[Any], ...] = (ClickHouseSettings, WorkerSettings, ProducerSettings)
+# Secrets compose interpolates; any value works for the checks below.
+FAKE_ENV = {"CLICKHOUSE_PASSWORD": "writer-secret", "CLICKHOUSE_AUDITOR_PASSWORD": "reader-secret"}
+ENV_VAR_RE = re.compile(r"\bDECISION_AUDIT_[A-Z0-9_]+\b")
+INTERPOLATION_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def interpolate(value: Any, env: dict[str, str] = FAKE_ENV) -> str:
+    """Compose-style ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` substitution."""
+
+    def sub(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        if name in env and (env[name] or not (op or "").startswith(":")):
+            return env[name]
+        if op and op.endswith("-"):
+            return arg
+        if op and op.endswith("?"):
+            raise AssertionError(f"compose would refuse to start: {name} unset ({arg})")
+        return ""
+
+    return INTERPOLATION_RE.sub(sub, str(value)).replace("$$", "$")
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def settings_env_names(cls: type[Any]) -> set[str]:
+    prefix = cls.model_config.get("env_prefix", "")
+    return {f"{prefix}{name}".upper() for name in cls.model_fields}
+
+
+def command_tokens(service: dict[str, Any]) -> list[str]:
+    cmd = service.get("command") or []
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def check_cli_invocation(args: list[str], where: str) -> None:
+    """``args`` follow ``decision-audit``: a subcommand, then its options."""
+    assert isinstance(cli_main, click.Group)
+    assert args, f"{where}: no subcommand"
+    sub = cli_main.commands.get(args[0])
+    assert sub is not None, f"{where}: `decision-audit {args[0]}` is not a subcommand"
+    known = {opt for p in sub.params for opt in (*p.opts, *p.secondary_opts)}
+    used = {tok.split("=", 1)[0] for tok in args[1:] if tok.startswith("-") and tok != "-"}
+    unknown = used - known
+    assert not unknown, f"{where}: `decision-audit {args[0]}` has no option(s) {sorted(unknown)}"
+
+
+def port_mappings(service: dict[str, Any]) -> list[tuple[int | None, int]]:
+    """(host port or None, container port) for ``ports`` and ``expose``."""
+    out: list[tuple[int | None, int]] = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            host = entry.get("published")
+            out.append((int(host) if host else None, int(entry["target"])))
+            continue
+        parts = str(entry).split("/")[0].split(":")
+        out.append((int(parts[-2]) if len(parts) >= 2 else None, int(parts[-1])))
+    out.extend((None, int(str(e).split("/")[0])) for e in service.get("expose") or [])
+    return out
+
+
+def parse_listeners(value: str) -> dict[str, tuple[str, int]]:
+    """``NAME://host:port,...`` -> {NAME: (host, port)}."""
+    out = {}
+    for item in value.split(","):
+        name, _, address = item.strip().partition("://")
+        host, _, port = address.rpartition(":")
+        out[name] = (host, int(port))
+    return out
+
+
+def xml_files() -> list[Path]:
+    return sorted(DEPLOY.rglob("*.xml"))
+
+
+def merged_clickhouse(directory: Path) -> ET.Element:
+    """The <clickhouse> roots of every file in ``directory``, children concatenated."""
+    root = ET.Element("clickhouse")
+    for path in sorted(directory.glob("*.xml")):
+        tree = ET.parse(path).getroot()
+        assert tree.tag == "clickhouse", f"{path}: root element must be <clickhouse>"
+        root.extend(list(tree))
+    return root
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict) and data.get("services"), "docker-compose.yml has no services"
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Services running the decision-audit image (built from deploy/Dockerfile)."""
+    found = {name: s for name, s in services.items() if "build" in s}
+    assert {"migrate", "worker"} <= found.keys(), f"app services: {sorted(found)}"
+    return found
+
+
+@pytest.fixture(scope="module")
+def engine() -> dict[str, Any]:
+    """chDB's engine version and setting names, from a subprocess (chDB allows one data
+    directory per process, and other tests in this process may already hold one)."""
+    code = (
+        "import json, chdb\n"
+        "q = lambda sql: [r for r in str(chdb.query(sql, 'TSV')).splitlines() if r]\n"
+        "print(json.dumps({'version': q('SELECT version()')[0],"
+        " 'settings': q('SELECT name FROM system.settings'),"
+        " 'server_settings': q('SELECT name FROM system.server_settings')}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    info: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)*", info["version"]), info["version"]
+    return info
+
+
+@pytest.fixture(scope="module")
+def users() -> ET.Element:
+    return merged_clickhouse(CH_USERS_D)
+
+
+@pytest.fixture(scope="module")
+def server_config() -> ET.Element:
+    return merged_clickhouse(CH_CONFIG_D)
+
+
+def clickhouse_dsn(service: dict[str, Any]) -> str:
+    raw = env_of(service).get("DECISION_AUDIT_CLICKHOUSE_URL")
+    assert raw, "service sets no DECISION_AUDIT_CLICKHOUSE_URL"
+    return raw
+
+
+# ---------------------------------------------------------------- images
+
+
+def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        image = svc.get("image")
+        if image is None:
+            assert "build" in svc, f"{name}: neither image nor build"
+            continue
+        image = interpolate(image)
+        assert "@sha256:" in image or ":" in image.rsplit("/", 1)[-1], f"{name}: {image} untagged"
+        tag = image.rsplit("/", 1)[-1].split(":", 1)[1].split("@")[0]
+        assert tag != "latest", f"{name}: {image} uses latest"
+        assert re.match(r"^\d+(\.\d+)+", tag), f"{name}: {image} is not pinned to a version"
+
+
+def test_built_image_is_tagged_with_the_package_version(
+    app_services: dict[str, dict[str, Any]],
+) -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name, svc in app_services.items():
+        build = svc["build"]
+        context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "")
+        assert (context / dockerfile).resolve() == DOCKERFILE.resolve(), name
+        if "image" in svc:
+            assert interpolate(svc["image"]) == f"decision-audit:{version}", name
+
+
+def test_clickhouse_major_version_matches_chdb_engine(
+    services: dict[str, dict[str, Any]], engine: dict[str, Any]
+) -> None:
+    images = [
+        interpolate(s["image"])
+        for s in services.values()
+        if str(s.get("image", "")).startswith("clickhouse/clickhouse-server:")
+    ]
+    assert len(images) == 1, f"expected one clickhouse/clickhouse-server service: {images}"
+    server_major = int(images[0].split(":", 1)[1].split(".")[0])
+    engine_major = int(engine["version"].split(".")[0])
+    assert server_major == engine_major, f"{images[0]} vs chDB engine {engine['version']}"
+
+
+def test_kafka_is_apache_kafka_4_in_kraft_mode(services: dict[str, dict[str, Any]]) -> None:
+    kafka = services["kafka"]
+    image = interpolate(kafka["image"])
+    assert image.startswith("apache/kafka:4."), image
+    env = env_of(kafka)
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "KAFKA_ZOOKEEPER_CONNECT" not in env
+    # The image's entrypoint refuses KRaft mode without a base64 UUID cluster id.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", env.get("CLUSTER_ID", "")), env.get("CLUSTER_ID")
+
+
+# ---------------------------------------------------------------- env vars
+
+
+def test_decision_audit_env_vars_are_settings_fields() -> None:
+    known = set().union(*(settings_env_names(c) for c in SETTINGS_CLASSES))
+    files = [COMPOSE, *(p for p in DEPLOY.rglob("*") if p.is_file())]
+    used: dict[str, set[str]] = {}
+    for path in files:
+        for var in ENV_VAR_RE.findall(path.read_text(errors="replace")):
+            used.setdefault(var, set()).add(str(path.relative_to(ROOT)))
+    assert "DECISION_AUDIT_CLICKHOUSE_URL" in used, "no DECISION_AUDIT_* variables found at all"
+    unknown = {var: sorted(where) for var, where in used.items() if var not in known}
+    assert not unknown, f"not fields of the settings classes: {unknown}"
+
+
+@pytest.mark.parametrize(
+    ("service", "cls"), [("migrate", ClickHouseSettings), ("worker", WorkerSettings)]
+)
+def test_service_env_builds_its_settings(
+    services: dict[str, dict[str, Any]],
+    service: str,
+    cls: type[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {k: interpolate(v) for k, v in env_of(services[service]).items()}
+    ours = {k: v for k, v in env.items() if k.startswith("DECISION_AUDIT_")}
+    stray = ours.keys() - settings_env_names(cls)
+    assert not stray, f"{service}: {cls.__name__} does not read {sorted(stray)}"
+    for var in settings_env_names(cls):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in ours.items():
+        monkeypatch.setenv(var, value)
+    settings = cls()  # validates types and ranges exactly as the container will
+    prefix = cls.model_config["env_prefix"]
+    for var, value in ours.items():
+        field = var[len(prefix) :].lower()
+        expected = TypeAdapter(cls.model_fields[field].annotation).validate_python(value)
+        got = getattr(settings, field)
+        assert got == expected, f"{service}: {var}={value!r} read as {got!r}"
+
+
+def test_app_services_reach_the_server_not_chdb(app_services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in app_services.items():
+        dsn = urlsplit(interpolate(clickhouse_dsn(svc)))
+        assert dsn.scheme in {"http", "https"}, f"{name}: {dsn.scheme}:// is not a server DSN"
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_compose_commands_exist_in_the_cli(app_services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in app_services.items():
+        entrypoint = svc.get("entrypoint")
+        args = command_tokens(svc)
+        if entrypoint is not None:
+            ep = shlex.split(entrypoint) if isinstance(entrypoint, str) else list(entrypoint)
+            assert ep[:1] == ["decision-audit"], f"{name}: entrypoint {ep}"
+            args = ep[1:] + args
+        check_cli_invocation(args, f"docker-compose.yml service {name}")
+    assert command_tokens(app_services["migrate"])[0] == "migrate"
+    assert command_tokens(app_services["worker"])[0] == "worker"
+
+
+def test_documented_commands_exist_in_the_cli() -> None:
+    found = 0
+    for path in DEPLOY.rglob("*.md"):
+        text = re.sub(r"\\\n\s*", " ", path.read_text())
+        for block in re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, flags=re.S):
+            for line in block.splitlines():
+                tokens = shlex.split(line, comments=True)
+                if tokens[:1] == ["decision-audit"]:
+                    found += 1
+                    check_cli_invocation(tokens[1:], f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert found, "deploy/*.md shows no decision-audit command"
+
+
+# ---------------------------------------------------------------- ports
+
+
+def test_clickhouse_dsn_matches_the_server(
+    services: dict[str, dict[str, Any]],
+    app_services: dict[str, dict[str, Any]],
+    server_config: ET.Element,
+) -> None:
+    http_port = int(server_config.findtext("http_port", "8123"))
+    clickhouse = services["clickhouse"]
+    container_ports = {c for _, c in port_mappings(clickhouse)}
+    assert http_port in container_ports, f"clickhouse does not expose its http_port {http_port}"
+    for name, svc in app_services.items():
+        dsn = urlsplit(interpolate(clickhouse_dsn(svc)))
+        assert dsn.hostname == "clickhouse", f"{name}: DSN host {dsn.hostname}"
+        assert dsn.port == http_port, f"{name}: DSN port {dsn.port} != http_port {http_port}"
+    probe = " ".join(command_tokens({"command": clickhouse["healthcheck"]["test"]}))
+    assert f":{http_port}/ping" in probe, f"healthcheck probes the wrong port: {probe}"
+
+
+def test_bootstrap_servers_match_kafka_listeners(
+    services: dict[str, dict[str, Any]], app_services: dict[str, dict[str, Any]]
+) -> None:
+    kafka_env = env_of(services["kafka"])
+    listeners = parse_listeners(kafka_env["KAFKA_LISTENERS"])
+    advertised = parse_listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(
+        p.split(":", 1) for p in kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert set(listeners) <= set(protocols), "listener without a security protocol"
+    for name, (_, port) in advertised.items():
+        assert listeners.get(name, (None, None))[1] == port, f"{name} advertised on {port}"
+    controller = kafka_env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    assert controller not in advertised
+    voter_port = int(kafka_env["KAFKA_CONTROLLER_QUORUM_VOTERS"].rsplit(":", 1)[1])
+    assert listeners[controller][1] == voter_port, "quorum voter port is not the controller's"
+    # Host-published ports must forward to a listener that advertises that host port.
+    for host_port, container_port in port_mappings(services["kafka"]):
+        if host_port is not None:
+            match = [n for n, (_, p) in advertised.items() if p == host_port]
+            assert match and listeners[match[0]][1] == container_port, f"port {host_port}"
+
+    in_network = {f"{h}:{p}" for h, p in advertised.values()}
+    checked = 0
+    for name, svc in app_services.items():
+        servers = env_of(svc).get("DECISION_AUDIT_BOOTSTRAP_SERVERS")
+        if servers is None:
+            continue
+        checked += 1
+        for server in interpolate(servers).split(","):
+            assert server in in_network, f"{name}: {server} is not an advertised listener"
+            assert server.split(":")[0] in services, f"{name}: {server} is not a compose service"
+    assert checked, "no service sets DECISION_AUDIT_BOOTSTRAP_SERVERS"
+    probe = " ".join(command_tokens({"command": services["kafka"]["healthcheck"]["test"]}))
+    assert any(addr in probe for addr in in_network), f"kafka healthcheck: {probe}"
+
+
+# ---------------------------------------------------------------- ClickHouse config
+
+
+def test_deploy_xml_files_parse() -> None:
+    files = xml_files()
+    assert {p.parent for p in files} >= {CH_CONFIG_D, CH_USERS_D}, files
+    for path in files:
+        assert ET.parse(path).getroot().tag == "clickhouse", path
+
+
+def test_clickhouse_users(
+    services: dict[str, dict[str, Any]],
+    app_services: dict[str, dict[str, Any]],
+    users: ET.Element,
+) -> None:
+    profiles = {p.tag: p for p in users.findall("profiles/*")}
+    defined = {u.tag: u for u in users.findall("users/*")}
+    server_env = env_of(services["clickhouse"])
+    # Every from_env the server reads is set on the clickhouse service.
+    for element in users.iter():
+        var = element.get("from_env")
+        if var:
+            assert interpolate(server_env.get(var, "")), f"clickhouse service lacks {var}"
+    for user in defined.values():
+        if user.findtext("profile"):
+            assert user.findtext("profile") in profiles | {"default": None}, user.tag
+
+    # The app's DSN logs in as a defined user whose password is the same secret.
+    for name, svc in app_services.items():
+        raw = clickhouse_dsn(svc)
+        dsn = urlsplit(interpolate(raw))
+        user = defined.get(dsn.username or "")
+        assert user is not None, f"{name}: DSN user {dsn.username} is not in users.d"
+        password = user.find("password")
+        assert password is not None, f"{name}: user {dsn.username} has no <password>"
+        var = password.get("from_env")
+        assert var and f"${{{var}" in raw, f"{name}: DSN password is not ${{{var}}}"
+        assert dsn.password == FAKE_ENV[var]
+        assert profiles[user.findtext("profile", "")].findtext("readonly", "0") == "0"
+
+    # The dashboard account is read-only and may read the worker's database.
+    auditor = defined["auditor"]
+    assert profiles[auditor.findtext("profile", "")].findtext("readonly") == "1"
+    database = interpolate(env_of(services["worker"]).get("DECISION_AUDIT_DATABASE", "audit"))
+    grants = [q.text or "" for q in auditor.findall("grants/query")]
+    assert any(re.search(rf"\bON\s+{database}\.\*", g) for g in grants), grants
+    # `default` (empty password) must not be reachable from the network.
+    nets = [ip.text for ip in defined["default"].findall("networks/ip")]
+    assert nets and all(n in {"::1", "127.0.0.1"} for n in nets), nets
+
+
+def test_clickhouse_settings_exist_in_the_engine(
+    users: ET.Element, server_config: ET.Element, engine: dict[str, Any]
+) -> None:
+    settings = set(engine["settings"])
+    for profile in users.findall("profiles/*"):
+        unknown = {s.tag for s in profile if s.tag != "profile"} - settings
+        assert not unknown, f"profile {profile.tag}: no such settings {sorted(unknown)}"
+    server_settings = set(engine["server_settings"])
+    leaves = {
+        e.tag
+        for e in server_config
+        if len(e) == 0 and e.get("remove") is None and not e.tag.endswith("_port")
+    }
+    assert leaves, "config.d sets no server settings"
+    unknown = leaves - server_settings
+    assert not unknown, f"config.d: no such server settings {sorted(unknown)}"
+
+
+# ---------------------------------------------------------------- compose wiring
+
+
+def test_mounts_and_volumes_exist(compose: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    used_named = set()
+    for name, svc in compose["services"].items():
+        for vol in svc.get("volumes") or []:
+            source = vol["source"] if isinstance(vol, dict) else str(vol).split(":", 1)[0]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name}: bind source {source} missing"
+            else:
+                used_named.add(source)
+                assert source in declared, f"{name}: volume {source} is not declared"
+    assert used_named, "no named volumes"
+
+
+def test_depends_on_conditions(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        if isinstance(deps, list):
+            deps = {d: {"condition": "service_started"} for d in deps}
+        for dep, spec in deps.items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            condition = spec.get("condition", "service_started")
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dep], f"{dep} has no healthcheck"
+            elif condition == "service_completed_successfully":
+                assert services[dep].get("restart", "no") == "no", f"{dep} is not one-shot"
+            else:
+                assert condition == "service_started", condition
+    worker = services["worker"]["depends_on"]
+    assert worker["migrate"]["condition"] == "service_completed_successfully"
+    assert worker["kafka"]["condition"] == worker["clickhouse"]["condition"] == "service_healthy"
+
+
+def test_worker_is_scalable(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker, "container_name prevents --scale"
+    assert int(worker.get("deploy", {}).get("replicas", 1)) >= 2
+    assert not worker.get("ports"), "published ports collide between replicas"
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile() -> None:
+    instructions = dockerfile_instructions()
+    froms = [rest.split()[0] for kw, rest in instructions if kw == "FROM"]
+    assert froms and froms[-1] == "python:3.11-slim", froms
+    entrypoints = [rest for kw, rest in instructions if kw == "ENTRYPOINT"]
+    assert entrypoints and json.loads(entrypoints[-1]) == ["decision-audit"], entrypoints
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "decision-audit" in pyproject["project"]["scripts"]
+
+    installs = [r for kw, r in instructions if kw == "RUN" and "pip install" in r]
+    assert any("-c requirements/constraints.txt" in r and "'.[worker]'" in r for r in installs), (
+        installs
+    )
+    for kw, rest in instructions:
+        if kw == "COPY" and "--from=" not in rest:
+            *sources, _ = shlex.split(rest)
+            for src in sources:
+                assert (ROOT / src).exists(), f"COPY source {src} missing from the build context"
+
+    pinned = {
+        re.split(r"[=<>!~]", line, maxsplit=1)[0].strip().lower().replace("_", "-")
+        for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    wanted = (
+        pyproject["project"]["dependencies"]
+        + pyproject["project"]["optional-dependencies"]["worker"]
+    )
+    names = {re.split(r"[\s\[=<>!~;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in wanted}
+    assert names <= pinned, f"not pinned in constraints.txt: {sorted(names - pinned)}"
