@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick lint bench clean
+.PHONY: demo test test-quick lint bench clean chromium
+
+# Headless Chromium renders the HTML report in tests/integration/test_report.py. Idempotent:
+# installs the Debian package only when no chromium is on PATH (root, or sudo when present).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,18 +19,22 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: $(STAMP)
 	$(BIN)/decision-audit demo --events $${EVENTS:-10000}
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-test-quick: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+test-quick: $(STAMP) chromium
+	$(BIN)/pytest -q -m "not slow and not faults"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

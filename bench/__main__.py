@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import Figure, Target, render_table, run_json
 
-BENCHES = ("producer", "worker", "latency", "footprint")
+BENCHES = ("producer", "worker", "latency", "footprint", "integrity")
 MIB = 1024 * 1024
 
 
@@ -33,6 +33,7 @@ class Sizes:
     latency_rate: int
     latency_seconds: float
     backlog_events: int
+    integrity_events: int
     rounds: int = 10
 
     @classmethod
@@ -43,6 +44,7 @@ class Sizes:
             latency_rate=5_000,
             latency_seconds=60.0,
             backlog_events=100_000,
+            integrity_events=200_000,
         )
 
     @classmethod
@@ -53,6 +55,7 @@ class Sizes:
             latency_rate=1_000,
             latency_seconds=5.0,
             backlog_events=10_000,
+            integrity_events=10_000,
         )
 
 
@@ -299,6 +302,58 @@ def footprint_figures(worker: dict[str, Any], backlog: dict[str, Any]) -> list[F
     ]
 
 
+def integrity_figures(r: dict[str, Any]) -> list[Figure]:
+    p, v = r["producer"], r["verification"]
+    b = "integrity"
+    return [
+        Figure(
+            "integrity.log_decision_p50_signed_us",
+            b,
+            "log_decision p50, chain + signed checkpoints",
+            "µs",
+            p["signed"]["p50_us"],
+            p["off"]["p50_us"],
+            "integrity off",
+        ),
+        Figure(
+            "integrity.log_decision_p99_signed_us",
+            b,
+            "log_decision p99, chain + signed checkpoints",
+            "µs",
+            p["signed"]["p99_us"],
+            p["off"]["p99_us"],
+            "integrity off",
+        ),
+        Figure(
+            "integrity.log_decision_p50_chained_us",
+            b,
+            "log_decision p50, chain only (default)",
+            "µs",
+            p["chained"]["p50_us"],
+            p["off"]["p50_us"],
+            "integrity off",
+        ),
+        Figure(
+            "integrity.worker_check_ev_s",
+            b,
+            "worker checks: decode+hash+chain+fields+sig",
+            "ev/s",
+            v["worker_check_ev_s"],
+            v["decode_ev_s"],
+            "decode only",
+        ),
+        Figure(
+            "integrity.verify_ev_s",
+            b,
+            f"`verify` over {v['events']:,} stored events",
+            "ev/s",
+            v["verify_ev_s"],
+            v["scan_ev_s"],
+            "bare scan of the rows",
+        ),
+    ]
+
+
 def flat_values(results: dict[str, Any]) -> dict[str, float]:
     """Every raw number of the run (besides the table's figures), flattened with dotted keys."""
     out: dict[str, float] = {}
@@ -342,12 +397,16 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only this benchmark (repeatable): {', '.join(BENCHES)}",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="write the figures here as JSON")
+    p.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="write the table, notes and machine here"
+    )
     sizes_help = {
         "producer_calls": "log_decision calls timed per contestant",
         "worker_events": "events preloaded for the worker run",
         "latency_rate": "events/s of the steady load",
         "latency_seconds": "duration of the steady load",
         "backlog_events": "events queued for the producer memory figure",
+        "integrity_events": "events stored and re-verified for the integrity figures",
         "rounds": "interleaved rounds of the producer benchmark",
     }
     for f in fields(Sizes):
@@ -376,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     timings: dict[str, float] = {}
 
-    from bench import latency_bench, producer_bench, worker_bench
+    from bench import integrity_bench, latency_bench, producer_bench, worker_bench
     from consumers.local_broker import LocalBroker
 
     def step(name: str, fn: Any, *args: Any) -> Any:
@@ -419,6 +478,17 @@ def main(argv: list[str] | None = None) -> int:
                 workdir,
             )
             figures += latency_figures(results["latency"])
+        if "integrity" in selected:
+            results["integrity"] = step(
+                "integrity",
+                integrity_bench.run,
+                bootstrap,
+                sizes.producer_calls,
+                sizes.integrity_events,
+                workdir,
+                sizes.rounds,
+            )
+            figures += integrity_figures(results["integrity"])
     if "footprint" in selected:
         results["backlog"] = step("backlog", run_backlog, sizes.backlog_events)
         figures += footprint_figures(results["worker"], results["backlog"])
@@ -429,6 +499,21 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(notes(results, sizes))
     print(f"total {total:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items())})")
+    if a.markdown:
+        from bench.common import render_markdown
+
+        a.markdown.parent.mkdir(parents=True, exist_ok=True)
+        a.markdown.write_text(
+            f"Run: `python -m bench{' --quick' if a.quick else ''}` on {info['nproc']} cores, "
+            f"{info['cpu']}, {info['ram_gib']} GiB RAM, Python {info['python']}, "
+            f"{info['platform']}; git {info['git'].get('commit', '?')}"
+            f"{' (dirty)' if info['git'].get('dirty') else ''}; "
+            + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+            + f".\n\n{render_markdown(figures)}\n\n"
+            + "\n".join(f"- {line}" for line in notes(results, sizes).splitlines())
+            + f"\n- total {total:.0f} s\n"
+        )
+        print(f"wrote {a.markdown}")
     if a.json:
         doc = {
             "mode": "quick" if a.quick else "full",
@@ -477,6 +562,15 @@ def notes(results: dict[str, Any], sizes: Sizes) -> str:
         out.append(
             f"backlog: broker unreachable, all events queued in librdkafka; "
             f"{per['ours']:.0f} B/event ours, {per['bare']:.0f} B/event bare"
+        )
+    if "integrity" in results:
+        r = results["integrity"]
+        out.append(
+            f"integrity: {r['producer']['calls']:,} timed calls per producer, "
+            f"{r['producer']['checkpoints_signed']} checkpoints signed during the run; "
+            f"'integrity off' = the same producer with the SHA-256 chain step stubbed out; "
+            f"verify attested {r['verification']['attested']:,} of "
+            f"{r['verification']['events']:,} events"
         )
     return "\n".join(out)
 

@@ -48,6 +48,10 @@ clickhouse_url_option = click.option(
     help="clickhouse-connect DSN: http://user:pass@host:8123 for a server, chdb:///path for "
     f"the embedded engine. [env: {ENV}CLICKHOUSE_URL; default: chdb://.decision-audit/chdb]",
 )
+actor_option = click.option(
+    "--actor",
+    help=f"who is reading, for the access log. [env: {ENV}ACTOR; default: the OS user]",
+)
 database_option = click.option(
     "--database",
     help=f"ClickHouse database of the audit tables. [env: {ENV}DATABASE; default: audit]",
@@ -109,6 +113,9 @@ def migrate(clickhouse_url: str | None, database: str | None) -> None:
 @database_option
 @click.option("--topic", help="topic to consume [default: decisions]")
 @click.option("--dlq-topic", help="dead-letter topic [default: decisions-dlq]")
+@click.option(
+    "--model-events-topic", help="topic of model-lifecycle events [default: model-events]"
+)
 @click.option("--group", help="consumer group id [default: decision-audit]")
 @click.option("--batch-size", type=int, help="max events per insert [default: 10000]")
 @click.option(
@@ -129,14 +136,31 @@ def migrate(clickhouse_url: str | None, database: str | None) -> None:
     default=None,
     help="quarantine events of chains that sign no checkpoints [default: allow, unattested]",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="serve Prometheus /metrics and /healthz on this port [default: off]",
+)
+@click.option(
+    "--insert-retry-limit",
+    type=int,
+    help="tries of a batch's store on transient ClickHouse errors before stopping [default: 12]",
+)
+@click.option(
+    "--insert-retry-budget",
+    type=float,
+    help="seconds of retrying one batch before stopping [default: 300]",
+)
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 def worker(verbose: bool, **flags: Any) -> None:
     """Consume decision events, verify, de-duplicate and batch-insert them into ClickHouse.
 
     Offsets are committed only after a batch is stored. SIGINT/SIGTERM finish the batch,
-    commit and exit 0.
+    commit and exit 0. Transient ClickHouse errors are retried with backoff (partitions
+    paused); past the retry limit, or on a permanent error, the worker exits 1 and names the
+    cause, with nothing committed past the last stored batch.
     """
-    from consumers.worker import Worker
+    from consumers.worker import StoreFailed, Worker
 
     _setup_logging(verbose)
     settings = _settings(WorkerSettings, **flags)
@@ -145,7 +169,7 @@ def worker(verbose: bool, **flags: Any) -> None:
     signal.signal(signal.SIGINT, lambda *_: w.stop())
     try:
         stats = w.run()
-    except ClickHouseUnavailable as exc:
+    except (ClickHouseUnavailable, StoreFailed) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"stored {stats.inserted} events, dropped {stats.duplicates} duplicates, "
@@ -252,23 +276,142 @@ def verify(
     default="table",
     show_default=True,
 )
+@actor_option
 @click.argument("sql")
-def query(clickhouse_url: str | None, database: str | None, fmt: str, sql: str) -> None:
+def query(
+    clickhouse_url: str | None, database: str | None, fmt: str, actor: str | None, sql: str
+) -> None:
     """Run SQL against the audit store and print the result.
 
+    The read is recorded (who, what, when) in the access_log table.
     Example: decision-audit query "SELECT model_name, count() FROM audit.decisions GROUP BY 1"
     """
+    from consumers.access_log import record_access
     from consumers.output import render
 
     s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
     try:
         client = connect(s.clickhouse_url)
-        result = client.query(sql)
     except ClickHouseUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        result = client.query(sql)
     except Exception as exc:
+        record_access(client, s.database, "query", sql, actor=actor, status="error")
         raise click.ClickException(f"query failed: {exc}") from None
+    record_access(client, s.database, "query", sql, actor=actor)
     render(result.column_names, result.result_rows, fmt, Console())
+
+
+@main.command()
+@clickhouse_url_option
+@database_option
+@click.option(
+    "--keys",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="directory of trusted KEY_ID.pub keys to check the covering checkpoint's signature",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@actor_option
+@click.argument("ident", metavar="ID")
+def trace(
+    clickhouse_url: str | None,
+    database: str | None,
+    keys: Path | None,
+    fmt: str,
+    actor: str | None,
+    ident: str,
+) -> None:
+    """Trace one decision (by event id, request id or prediction id) through its lineage.
+
+    Prints the decision, the deployment that served it, the model version (who registered,
+    approved and promoted it), the training run, dataset, code commit and environment, and
+    the integrity of its record (hash, chain link, covering signed checkpoint). Exit 1 when
+    the id is unknown or the record's integrity fails; missing lineage links are reported.
+    """
+    from consumers.access_log import record_access
+    from consumers.keys import KeyRing
+    from consumers.trace import TraceNotFound, Tracer, print_trace
+
+    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
+    try:
+        keyring = KeyRing.load(keys)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        client = connect(s.clickhouse_url)
+    except ClickHouseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        result = Tracer(client, s.database, keyring).trace(ident)
+    except TraceNotFound as exc:
+        record_access(client, s.database, "trace", ident, actor=actor, status="not_found")
+        raise click.ClickException(str(exc)) from None
+    record_access(client, s.database, "trace", ident, actor=actor)
+    print_trace(result, fmt, Console())
+    sys.exit(0 if result.integrity.ok else 1)
+
+
+@main.command()
+@clickhouse_url_option
+@database_option
+@click.option(
+    "--html",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="write the self-contained HTML report here",
+)
+@click.option("--model", help="only this model_name")
+@click.option(
+    "--since",
+    help="start of the reporting window, ISO time (UTC if no zone) [default: 24 hours ago]; "
+    "the shift alert compares it with the window of the same length before",
+)
+@click.option(
+    "--keys",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="directory of trusted KEY_ID.pub keys for the integrity summary",
+)
+@actor_option
+def report(
+    clickhouse_url: str | None,
+    database: str | None,
+    out: Path,
+    model: str | None,
+    since: str | None,
+    keys: Path | None,
+    actor: str | None,
+) -> None:
+    """Write one self-contained HTML report: volume, prediction mix, score and latency
+    quantiles, incidents, quarantine, shift alerts (PSI) and the integrity summary."""
+    from consumers.access_log import record_access
+    from consumers.keys import KeyRing
+    from consumers.report import build_report, render_html
+
+    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
+    try:
+        keyring = KeyRing.load(keys)
+        start = _parse_ts(since)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        client = connect(s.clickhouse_url)
+    except ClickHouseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        data = build_report(client, s.database, model=model, since=start, keyring=keyring)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    out.write_text(render_html(data), encoding="utf-8")
+    target = f"model={model or '*'} since={data.since.isoformat()}"
+    record_access(client, s.database, "report", target, actor=actor, detail=str(out))
+    click.echo(
+        f"wrote {out}: {data.total_decisions} decisions, {len(data.alerts)} shift alert(s), "
+        f"integrity {'ok' if data.integrity_ok else 'FAILED'}"
+    )
 
 
 @main.command()

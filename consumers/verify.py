@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +13,7 @@ from consumers.keys import KeyRing
 from schemas.checkpoint import checkpoint_message
 from schemas.codec import CodecError, DecodedRecord, SingleObjectCodec
 from schemas.hashing import chain_hash
+from schemas.lineage import model_event_problem
 
 EVENT_HASH_HEADER = "da-event-hash"
 
@@ -39,6 +40,8 @@ REASONS: dict[str, str] = {
 }
 
 _MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+# The canonical text form only (what producers write); cheaper than building a uuid.UUID.
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,10 @@ class EventVerifier:
         value: bytes | None,
         key: bytes | None,
         headers: Headers,
+        *,
+        record: str = "decision_event",
     ) -> VerifiedEvent | VerifiedCheckpoint | Rejection:
+        """Check one message that should carry a ``record`` (or a checkpoint of its chain)."""
         if not value:
             return Rejection("empty_value", "message value is empty or null")
         if len(value) > self._max_bytes:
@@ -115,9 +121,9 @@ class EventVerifier:
             return Rejection(exc.reason, exc.detail)
         if decoded.writer.name == "checkpoint":
             return self._check_checkpoint(decoded, key)
-        if decoded.writer.name != "decision_event":
+        if decoded.writer.name != record:
             return Rejection(
-                "unexpected_record", f"record {decoded.writer.name!r} on decisions topic"
+                "unexpected_record", f"record {decoded.writer.name!r} where {record!r} is expected"
             )
         rec = decoded.record
         claimed = _header(headers, EVENT_HASH_HEADER)
@@ -137,7 +143,7 @@ class EventVerifier:
             return Rejection("unattested", f"producer {rec['producer_id']!r} signs no checkpoints")
         if key_id is not None and self._keyring and key_id not in self._keyring:
             return Rejection("unknown_key", f"key id {key_id!r} is not a known public key")
-        problem = self._field_problem(rec)
+        problem = self._field_problem(rec) if record == "decision_event" else _model_problem(rec)
         if problem is not None:
             return problem
         return VerifiedEvent(decoded, event_hash)
@@ -168,10 +174,10 @@ class EventVerifier:
     def _field_problem(self, rec: dict[str, Any]) -> Rejection | None:
         if rec["seq"] < 1 or rec["producer_epoch"] < 0:
             return Rejection("invalid_event", f"seq={rec['seq']} epoch={rec['producer_epoch']}")
-        try:
-            uuid.UUID(rec["event_id"])
-        except ValueError:
-            return Rejection("invalid_event", f"event_id {rec['event_id'][:64]!r} is not a UUID")
+        if not _UUID_RE.match(rec["event_id"]):
+            return Rejection(
+                "invalid_event", f"event_id {rec['event_id'][:64]!r} is not a lowercase UUID"
+            )
         for name in ("score", "latency_ms"):
             v = rec[name]
             if v is not None and not math.isfinite(v):
@@ -180,6 +186,8 @@ class EventVerifier:
             return Rejection("invalid_event", "empty model_name or model_version")
         try:
             inputs = json.loads(rec["inputs"])
+        except RecursionError:
+            return Rejection("invalid_event", "inputs nest too deeply to check")
         except ValueError as exc:
             return Rejection("invalid_event", f"inputs is not JSON: {exc}")
         if not isinstance(inputs, dict):
@@ -188,3 +196,13 @@ class EventVerifier:
         if ts < _MIN_TIME or ts > datetime.now(UTC) + self._max_future_skew:
             return Rejection("invalid_timestamp", f"occurred_at={ts.isoformat()}")
         return None
+
+
+def _model_problem(rec: dict[str, Any]) -> Rejection | None:
+    detail = model_event_problem(rec)
+    if detail is not None:
+        return Rejection("invalid_event", detail)
+    ts = rec["occurred_at"]
+    if ts < _MIN_TIME or ts > datetime.now(UTC) + timedelta(days=1):
+        return Rejection("invalid_timestamp", f"occurred_at={ts.isoformat()}")
+    return None

@@ -2,5 +2,6 @@
 
 from producers.producer import AuditProducer, DeliveryProblem, ProducerStats
 from producers.settings import ProducerSettings
+from producers.spool import SpoolFull
 
-__all__ = ["AuditProducer", "DeliveryProblem", "ProducerSettings", "ProducerStats"]
+__all__ = ["AuditProducer", "DeliveryProblem", "ProducerSettings", "ProducerStats", "SpoolFull"]

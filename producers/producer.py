@@ -6,54 +6,30 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
-
 from producers.chain import ChainState
+from producers.delivery import Delivery, DeliveryProblem, ProducerStats
+from producers.lifecycle import ModelEventLog
 from producers.redaction import RedactionPolicy, Redactor
 from producers.settings import ProducerSettings
 from producers.signing import Signer
+from producers.spool import SpoolFull, SpoolRecord
 from schemas.checkpoint import ALGORITHM, checkpoint_message
 from schemas.codec import SingleObjectCodec, default_codec
 from schemas.hashing import chain_hash
-from schemas.ids import uuid7
-from schemas.models import Decision, JsonObject, Prediction, utc_now
+from schemas.ids import uuid7_str
+from schemas.lineage import ReferenceLike
+from schemas.models import JsonObject, Prediction, decision_record, utc_now
 
 log = logging.getLogger("decision_audit.producer")
 
 EVENT_HASH_HEADER = "da-event-hash"
 
-
-@dataclass
-class ProducerStats:
-    """Counters since the producer started."""
-
-    logged: int = 0
-    """events handed to the Kafka client"""
-    delivered: int = 0
-    """events the broker acknowledged"""
-    failed: int = 0
-    """events the Kafka client gave up on (delivery error)"""
-    dropped: int = 0
-    """events never enqueued (local queue full past ``enqueue_timeout``, or client error)"""
-    checkpoints: int = 0
-    """signed checkpoints handed to the Kafka client"""
-
-
-@dataclass(frozen=True)
-class DeliveryProblem:
-    """Reported to ``on_error`` when an event was dropped or could not be delivered."""
-
-    kind: str
-    """``dropped`` or ``failed``"""
-    reason: str
-    producer_id: str
-    seq: int | None = None
+__all__ = ["EVENT_HASH_HEADER", "AuditProducer", "DeliveryProblem", "ProducerStats", "SpoolFull"]
 
 
 def _kafka_conf(extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,6 +48,12 @@ class AuditProducer:
     ``checkpoint_every`` events, every ``checkpoint_interval`` seconds and on close; signing
     runs on a background thread, so ``log_decision`` pays for one SHA-256 step only. With a
     ``redaction`` policy, inputs are redacted before they are encoded.
+
+    With ``spool_dir``, events the broker cannot take now (local queue full, broker down,
+    delivery failed) go to a bounded on-disk spool and are replayed in chain order by the
+    background thread, also by a later producer started on the same directory; see
+    :mod:`producers.delivery`. ``spool_full_policy="raise"`` makes ``log_decision`` raise
+    :class:`~producers.spool.SpoolFull` when the spool is full.
     """
 
     def __init__(
@@ -90,12 +72,21 @@ class AuditProducer:
         redaction: RedactionPolicy | str | os.PathLike[str] | None = None,
         redaction_secret: bytes | str | None = None,
         codec: SingleObjectCodec | None = None,
+        model_events_topic: str | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int | None = None,
+        spool_full_policy: str | None = None,
+        spool_block_timeout: float | None = None,
+        spool_fsync: str | None = None,
+        spool_fsync_interval: float | None = None,
+        spool_after: float | None = None,
         **kafka_config: Any,
     ) -> None:
         given: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "producer_id": producer_id,
             "topic": topic,
+            "model_events_topic": model_events_topic,
             "enqueue_timeout": enqueue_timeout,
             "schema_version": schema_version,
             "signing_key": signing_key,
@@ -105,6 +96,13 @@ class AuditProducer:
             "redaction_secret": redaction_secret.decode()
             if isinstance(redaction_secret, bytes)
             else redaction_secret,
+            "spool_dir": spool_dir,
+            "spool_max_bytes": spool_max_bytes,
+            "spool_full_policy": spool_full_policy,
+            "spool_block_timeout": spool_block_timeout,
+            "spool_fsync": spool_fsync,
+            "spool_fsync_interval": spool_fsync_interval,
+            "spool_after": spool_after,
         }
         if redaction is not None and not isinstance(redaction, RedactionPolicy):
             given["redaction_policy"] = redaction
@@ -128,6 +126,7 @@ class AuditProducer:
             else registry.get("decision_event", self.settings.schema_version)
         )
         self._checkpoint_schema = registry.latest("checkpoint")
+        self._model_events: ModelEventLog | None = None  # created on first use
         self._checkpointed_seq = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_due = threading.Event()
@@ -139,11 +138,10 @@ class AuditProducer:
         self._lock = threading.Lock()
         conf = self.settings.kafka_config()
         conf.update(_kafka_conf(kafka_config))
-        conf["on_delivery"] = self._on_delivery
-        conf["error_cb"] = self._on_client_error
         conf.setdefault("logger", logging.getLogger("decision_audit.kafka"))
-        self._producer = Producer(conf)
+        self._delivery = Delivery(self.settings, conf, self.stats, self._report)
         self._closed = threading.Event()
+        self._stop = threading.Event()
         self._poller = threading.Thread(
             target=self._poll_loop, name="decision-audit-producer-poll", daemon=True
         )
@@ -189,10 +187,11 @@ class AuditProducer:
             raise RuntimeError("AuditProducer is closed")
         if self._redactor is not None and isinstance(inputs, Mapping):
             inputs = self._redactor.apply(inputs)
-        event_id = uuid7()
-        decision = Decision(
+        now_ms = time.time_ns() // 1_000_000
+        event_id = uuid7_str(now_ms)
+        record = decision_record(
             event_id=event_id,
-            occurred_at=occurred_at or utc_now(),
+            occurred_at=now_ms if occurred_at is None else occurred_at,
             model_name=model_name,
             model_version=model_version,
             inputs=inputs,
@@ -207,32 +206,81 @@ class AuditProducer:
             actor=actor,
             latency_ms=latency_ms,
             explanation=explanation,
-            tags=dict(tags) if tags else {},
-        )
-        record = decision.to_avro(
-            redaction_policy=None if self._redactor is None else self._redactor.policy_ref
+            tags=tags,
+            redaction_policy=None if self._redactor is None else self._redactor.policy_ref,
         )
         self._send(record)
-        return str(event_id)
+        return event_id
+
+    def log_model_event(
+        self,
+        action: str,
+        subject: ReferenceLike,
+        *,
+        actor: str,
+        related: Iterable[ReferenceLike] = (),
+        metadata: JsonObject | None = None,
+        occurred_at: datetime | None = None,
+    ) -> str:
+        """Record one model-lifecycle event (register, promote, deploy, rollback, approve,
+        reject, retire, grant_access, revoke_access); returns its event id.
+
+        ``subject`` and ``related`` are :class:`schemas.lineage.Reference` or plain
+        ``{"type": ..., "id": ...}`` dicts. The event goes to ``model_events_topic`` on the
+        chain ``<producer_id>/model-events`` (see :mod:`producers.lifecycle`).
+        """
+        if self._closed.is_set():
+            raise RuntimeError("AuditProducer is closed")
+        if self._model_events is None:
+            self._model_events = ModelEventLog(
+                self.producer_id,
+                self.settings.model_events_topic,
+                self._codec,
+                self._enqueue,
+                self._signer,
+                self.settings.max_message_bytes,
+            )
+        event_id, problem = self._model_events.log(
+            action,
+            subject,
+            actor=actor,
+            related=related,
+            metadata=metadata,
+            occurred_at=occurred_at,
+        )
+        if problem is not None:
+            self.stats.dropped += 1
+            self._report(DeliveryProblem("dropped", f"model event: {problem}", self.producer_id))
+        else:
+            self.stats.logged += 1
+        return event_id
 
     def flush(self, timeout: float = 10.0) -> int:
-        """Wait for outstanding events; returns how many are still undelivered."""
-        remaining: int = self._producer.flush(timeout)
-        return remaining
+        """Wait for outstanding events (spooled ones too); returns how many are undelivered."""
+        return self._delivery.flush(timeout)
 
     def checkpoint(self) -> bool:
         """Sign and send a checkpoint of the chain head now (if anything is new since the last).
 
         Returns True if one was sent. Called by the background thread and by ``close()``.
         """
+        return self._checkpoint(wait=True)
+
+    def _checkpoint(self, *, wait: bool) -> bool:
         if self._signer is None:
             return False
-        with self._lock:
+        # The background thread must not wait for the chain lock: a log_decision blocked on
+        # a full spool holds it until the background thread makes room.
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
             seq, head = self._chain.seq, self._chain.head
             if seq <= self._checkpointed_seq:
                 return False
             self._checkpointed_seq = seq
             self._last_checkpoint = time.monotonic()
+        finally:
+            self._lock.release()
         ch = self._chain
         signature = self._signer.sign(checkpoint_message(ch.producer_id, ch.epoch, seq, head))
         value = self._codec.encode(
@@ -257,15 +305,19 @@ class AuditProducer:
         return True
 
     def close(self, timeout: float = 10.0) -> int:
-        """Flush and stop. Returns the number of events left undelivered (logged if any)."""
+        """Sign a last checkpoint, flush and stop. Returns the number of events left
+        undelivered (logged if any); with a spool they stay in it for the next producer
+        started on the same ``spool_dir``."""
         if self._closed.is_set():
             return 0
         self._closed.set()
-        self._poller.join(timeout=1.0)
+        deadline = time.monotonic() + timeout
         self.checkpoint()
-        remaining = self.flush(timeout)
-        if not remaining:
-            self._producer.close()
+        # The background thread keeps replaying the spool while we wait.
+        self._delivery.flush(timeout)
+        self._stop.set()
+        self._poller.join(timeout=5.0)
+        remaining = self._delivery.close(max(0.0, deadline - time.monotonic()))
         if remaining or self.stats.failed or self.stats.dropped:
             log.warning(
                 "producer %s closing with %d undelivered, %d failed, %d dropped events",
@@ -309,7 +361,7 @@ class AuditProducer:
                     "limit (DECISION_AUDIT_MAX_MESSAGE_BYTES) on producer, broker and worker"
                 )
             event_hash = chain_hash(prev_hash, body)
-            problem = self._enqueue(value, event_hash)
+            problem = self._enqueue(value, event_hash, seq=seq)
             if problem is not None:
                 self.stats.dropped += 1
                 self._report(DeliveryProblem("dropped", problem, self._chain.producer_id, seq))
@@ -320,34 +372,29 @@ class AuditProducer:
             if self._signer is not None and seq - self._checkpointed_seq >= self._every:
                 self._checkpoint_due.set()
 
-    def _enqueue(self, value: bytes, event_hash: bytes | None) -> str | None:
-        deadline: float | None = None
-        headers: list[tuple[str, str | bytes | None]] | None = (
-            None if event_hash is None else [(EVENT_HASH_HEADER, event_hash)]
-        )
-        while True:
-            try:
-                self._producer.produce(self.settings.topic, value, self._key, headers=headers)
-                return None
-            except BufferError:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.settings.enqueue_timeout
-                elif now >= deadline:
-                    return "local queue full (broker slow or unreachable)"
-                self._producer.poll(0.0002)
-            except KafkaException as exc:
-                return f"kafka client refused the event: {exc}"
+    def _enqueue(
+        self,
+        value: bytes,
+        event_hash: bytes | None,
+        topic: str | None = None,
+        key: bytes | None = None,
+        *,
+        seq: int | None = None,
+    ) -> str | None:
+        """Send one message (``event_hash`` None: a checkpoint); returns why it was dropped.
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is None:
-            self.stats.delivered += 1
-            return
-        self.stats.failed += 1
-        self._report(DeliveryProblem("failed", str(err), self.producer_id))
-
-    def _on_client_error(self, err: KafkaError) -> None:
-        log.warning("kafka client error (producer %s): %s", self.producer_id, err)
+        Events may block or raise :class:`SpoolFull` (counted and reported as dropped first)
+        under the spool's full policy; checkpoints never do.
+        """
+        headers = () if event_hash is None else ((EVENT_HASH_HEADER, event_hash),)
+        record = SpoolRecord(topic or self.settings.topic, key or self._key, value, headers)
+        background = event_hash is None or threading.current_thread() is self._poller
+        try:
+            return self._delivery.send(record, seq, background=background)
+        except SpoolFull as exc:
+            self.stats.dropped += 1
+            self._report(DeliveryProblem("dropped", str(exc), self.producer_id, seq))
+            raise
 
     def _report(self, problem: DeliveryProblem) -> None:
         log.error(
@@ -361,19 +408,21 @@ class AuditProducer:
 
     def _poll_loop(self) -> None:
         interval = self.settings.checkpoint_interval
-        while not self._closed.is_set():
-            if self._signer is None:
-                self._producer.poll(0.05)
-                continue
-            # Wake at once when the hot path says a checkpoint is due; serve callbacks either way.
-            self._checkpoint_due.wait(0.05)
-            self._producer.poll(0)
-            if (
-                self._checkpoint_due.is_set()
-                or time.monotonic() - self._last_checkpoint >= interval
-            ):
-                self._checkpoint_due.clear()
-                try:
-                    self.checkpoint()
-                except Exception:  # never let the background thread die silently
-                    log.exception("checkpoint failed (producer %s)", self.producer_id)
+        while not self._stop.is_set():
+            try:
+                if self._signer is None:
+                    self._delivery.service(0.05)
+                    continue
+                # Wake at once when the hot path says a checkpoint is due; serve callbacks and
+                # the spool either way.
+                self._checkpoint_due.wait(0.05)
+                self._delivery.service(0)
+                if (
+                    self._checkpoint_due.is_set()
+                    or time.monotonic() - self._last_checkpoint >= interval
+                ) and not self._closed.is_set():
+                    self._checkpoint_due.clear()
+                    self._checkpoint(wait=False)
+            except Exception:  # never let the background thread die silently
+                log.exception("background thread error (producer %s)", self.producer_id)
+                time.sleep(0.05)

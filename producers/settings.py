@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,9 @@ class ProducerSettings(BaseSettings):
     bootstrap_servers: str = Field("localhost:9092", min_length=1)
     producer_id: str = Field(default_factory=default_producer_id, min_length=1, max_length=256)
     topic: str = Field("decisions", min_length=1)
+    model_events_topic: str = Field(
+        "model-events", min_length=1, description="topic of model-lifecycle events"
+    )
     enqueue_timeout: float = Field(
         0.001, ge=0, description="seconds log_decision may wait for room in a full local queue"
     )
@@ -37,6 +41,30 @@ class ProducerSettings(BaseSettings):
     checkpoint_interval: float = Field(5.0, gt=0, description="... and at least every T seconds")
     redaction_policy: Path | None = Field(None, description="redaction policy file (JSON/YAML)")
     redaction_secret: SecretStr | None = Field(None, description="HMAC secret for hash rules")
+    spool_dir: Path | None = Field(
+        None,
+        description="directory of the on-disk spool for events the broker cannot take now "
+        "(one per serving process, stable across restarts); none: drop and count",
+    )
+    spool_max_bytes: int = Field(256 << 20, ge=4096, description="bound of the spool on disk")
+    spool_full_policy: Literal["block", "drop", "raise"] = Field(
+        "drop",
+        description="when the spool is full: wait up to spool_block_timeout then drop, "
+        "drop (and count), or raise SpoolFull from log_decision",
+    )
+    spool_block_timeout: float = Field(
+        0.1, ge=0, description="seconds log_decision may wait for room in a full spool (block)"
+    )
+    spool_fsync: Literal["always", "interval", "never"] = Field(
+        "interval", description="fsync every spool write, every spool_fsync_interval, or never"
+    )
+    spool_fsync_interval: float = Field(1.0, gt=0, description="seconds between spool fsyncs")
+    spool_after: float = Field(
+        5.0,
+        gt=0,
+        description="seconds an event may wait for the broker's acknowledgement before the "
+        "producer moves it, and everything after it, to the spool",
+    )
 
     def kafka_config(self) -> dict[str, object]:
         """librdkafka settings: idempotent, acks=all, lz4, a short linger."""

@@ -8,11 +8,13 @@ Registry framing (``00`` + 4-byte id) would be a second implementation of :class
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import schemaless_reader
 
+from schemas.avro_writer import compile_writer
 from schemas.registry import SchemaRegistry, ShippedSchema, shipped_schemas
 
 MAGIC = b"\xc3\x01"
@@ -52,11 +54,13 @@ class SingleObjectCodec:
 
     def __init__(self, registry: SchemaRegistry | None = None) -> None:
         self.registry = registry or shipped_schemas()
+        self._writers: dict[bytes, Callable[[dict[str, Any]], bytes]] = {}
 
     def encode_body(self, schema: ShippedSchema, record: dict[str, Any]) -> bytes:
-        buf = io.BytesIO()
-        schemaless_writer(buf, schema.parsed, record)
-        return buf.getvalue()
+        writer = self._writers.get(schema.fingerprint)
+        if writer is None:
+            writer = self._writers[schema.fingerprint] = compile_writer(schema.parsed)
+        return writer(record)
 
     def frame(self, schema: ShippedSchema, body: bytes) -> bytes:
         return MAGIC + schema.fingerprint + body

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -72,6 +74,137 @@ class Decision(BaseModel):
             "tags": self.tags,
             "redaction_policy": redaction_policy,
         }
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _plain_json(value: object) -> bool:
+    """Only exact JSON types with string keys (what round-trips unchanged through JSON)."""
+    t = type(value)
+    if t in _SCALARS:
+        return True
+    if t is dict:
+        for k, v in value.items():  # type: ignore[attr-defined]
+            if type(k) is not str or not (type(v) in _SCALARS or _plain_json(v)):
+                return False
+        return True
+    if t is list:
+        return all(type(v) in _SCALARS or _plain_json(v) for v in value)  # type: ignore[attr-defined]
+    return False
+
+
+def _name_ok(v: object) -> bool:
+    return type(v) is str and 0 < len(v) <= 512
+
+
+def _id_ok(v: object) -> bool:
+    return v is None or (type(v) is str and len(v) <= 4096)
+
+
+def _number_ok(v: object) -> bool:
+    return v is None or (type(v) in (float, int) and math.isfinite(v))  # type: ignore[arg-type]
+
+
+def decision_record(
+    *,
+    event_id: str,
+    occurred_at: datetime | int,
+    model_name: str,
+    model_version: str,
+    inputs: Any,
+    prediction: Any,
+    score: Any = None,
+    deployment_id: Any = None,
+    request_id: Any = None,
+    explanation: Any = None,
+    run_id: Any = None,
+    dataset_version: Any = None,
+    code_commit: Any = None,
+    environment_hash: Any = None,
+    actor: Any = None,
+    latency_ms: Any = None,
+    tags: Mapping[str, str] | None = None,
+    redaction_policy: str | None = None,
+) -> dict[str, Any]:
+    """Validate a decision and build its Avro record (without the integrity block) in one pass.
+
+    The serving hot path: plain type checks instead of a pydantic model. Anything the checks
+    do not accept is handed to :class:`Decision`, so a bad argument raises the same
+    ``ValidationError`` naming the field, and the rules stay those of the model. Time may be
+    given as Unix milliseconds (``occurred_at``) to skip building a datetime.
+    """
+    try:
+        fast = (
+            _name_ok(model_name)
+            and _name_ok(model_version)
+            and type(inputs) is dict
+            and _plain_json(inputs)
+            and _number_ok(score)
+            and _number_ok(latency_ms)
+            and (latency_ms is None or latency_ms >= 0)
+            and _id_ok(deployment_id)
+            and _id_ok(request_id)
+            and _id_ok(run_id)
+            and _id_ok(dataset_version)
+            and _id_ok(code_commit)
+            and _id_ok(environment_hash)
+            and _id_ok(actor)
+            and (type(occurred_at) is int or occurred_at.tzinfo is not None)  # type: ignore[union-attr]
+            and (not tags or all(type(k) is str and type(v) is str for k, v in tags.items()))
+            and (type(prediction) is str or _plain_json(prediction))
+            and (explanation is None or _plain_json(explanation))
+            and (type(prediction) is not float or math.isfinite(prediction))
+        )
+        if fast:
+            is_str = type(prediction) is str
+            return {
+                "event_id": event_id,
+                "occurred_at": occurred_at,
+                "model_name": model_name,
+                "model_version": model_version,
+                "deployment_id": deployment_id,
+                "request_id": request_id,
+                "inputs": _dumps(inputs),
+                "prediction": prediction if is_str else _dumps(prediction),
+                "prediction_is_json": not is_str,
+                "score": None if score is None else float(score),
+                "explanation": None if explanation is None else _dumps(explanation),
+                "run_id": run_id,
+                "dataset_version": dataset_version,
+                "code_commit": code_commit,
+                "environment_hash": environment_hash,
+                "actor": actor,
+                "latency_ms": None if latency_ms is None else float(latency_ms),
+                "tags": dict(tags) if tags else {},
+                "redaction_policy": redaction_policy,
+            }
+    except (ValueError, TypeError, RecursionError):
+        pass  # not JSON as given: let the model name the field
+    if type(occurred_at) is int:
+        occurred_at = datetime.fromtimestamp(occurred_at / 1000, UTC)
+    return Decision(
+        event_id=event_id,
+        occurred_at=occurred_at,
+        model_name=model_name,
+        model_version=model_version,
+        inputs=inputs,
+        prediction=prediction,
+        score=score,
+        deployment_id=deployment_id,
+        request_id=request_id,
+        explanation=explanation,
+        run_id=run_id,
+        dataset_version=dataset_version,
+        code_commit=code_commit,
+        environment_hash=environment_hash,
+        actor=actor,
+        latency_ms=latency_ms,
+        tags=dict(tags) if tags else {},
+    ).to_avro(redaction_policy=redaction_policy)
 
 
 class DecisionEvent(BaseModel):

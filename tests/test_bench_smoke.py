@@ -27,6 +27,9 @@ EXPECTED = {
     "footprint.worker_peak_rss_mib",
     "footprint.disk_bytes_per_event",
     "footprint.producer_backlog_growth_mib",
+    "integrity.log_decision_p50_signed_us",
+    "integrity.worker_check_ev_s",
+    "integrity.verify_ev_s",
 }
 
 

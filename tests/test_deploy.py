@@ -209,7 +209,7 @@ def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
         assert "@sha256:" in image or ":" in image.rsplit("/", 1)[-1], f"{name}: {image} untagged"
         tag = image.rsplit("/", 1)[-1].split(":", 1)[1].split("@")[0]
         assert tag != "latest", f"{name}: {image} uses latest"
-        assert re.match(r"^\d+(\.\d+)+", tag), f"{name}: {image} is not pinned to a version"
+        assert re.match(r"^v?\d+(\.\d+)+", tag), f"{name}: {image} is not pinned to a version"
 
 
 def test_built_image_is_tagged_with_the_package_version(

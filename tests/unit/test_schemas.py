@@ -7,6 +7,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from importlib import resources
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,70 @@ def test_decision_event_model_reads_a_decoded_record() -> None:
     ev = DecisionEvent.model_validate(rec)
     assert ev.prediction_value == {"a": 1}
     assert ev.inputs_value == {"x": 3}
+
+
+def _both(**kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    from schemas.models import Decision, decision_record
+
+    base: dict[str, Any] = {
+        "event_id": "01a20823-9a89-7f9d-a2db-7a5ac6a897fc",
+        "occurred_at": datetime(2026, 11, 23, 12, 0, 0, 123000, tzinfo=UTC),
+        "model_name": "m",
+        "model_version": "1",
+        "inputs": {"a": 1},
+        "prediction": "yes",
+    }
+    base.update(kw)
+    tags = base.pop("tags", None)
+    fast = decision_record(**base, tags=tags, redaction_policy="p@1")
+    slow = Decision(**base, tags=dict(tags) if tags else {}).to_avro(redaction_policy="p@1")
+    return fast, slow
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"inputs": {"ü": [1, 2.5, None, True, {"x": "é"}]}, "prediction": {"label": "a", "p": 0.3}},
+        {"prediction": True, "score": 1, "latency_ms": 0},
+        {"prediction": 3.5, "explanation": {"shap": [0.1, -0.2]}, "tags": {"env": "prod"}},
+        {"request_id": "", "actor": "svc", "run_id": "r", "dataset_version": "d"},
+        {"prediction": ["a", "b"], "score": 0.25},
+    ],
+)
+def test_fast_decision_record_equals_the_model(kw: dict[str, Any]) -> None:
+    fast, slow = _both(**kw)
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"model_name": ""}, "model_name"),
+        ({"model_version": 3}, "model_version"),
+        ({"inputs": ["not", "an", "object"]}, "inputs"),
+        ({"inputs": {1: "int key"}}, "inputs"),
+        ({"inputs": {"nested": {"t": (1, 2)}}}, "inputs"),
+        ({"inputs": {"x": float("nan")}}, "inputs"),
+        ({"score": float("inf")}, "score"),
+        ({"latency_ms": -1.0}, "latency_ms"),
+        ({"request_id": "x" * 5000}, "request_id"),
+        ({"tags": {"k": 1}}, "tags"),
+        ({"occurred_at": datetime(2026, 1, 1)}, "occurred_at"),
+        ({"prediction": object()}, "prediction"),
+    ],
+)
+def test_fast_decision_record_rejects_with_the_field_named(kw: dict[str, Any], field: str) -> None:
+    from schemas.models import decision_record
+
+    base: dict[str, Any] = {
+        "event_id": "01a20823-9a89-7f9d-a2db-7a5ac6a897fc",
+        "occurred_at": 1_795_000_000_000,
+        "model_name": "m",
+        "model_version": "1",
+        "inputs": {"a": 1},
+        "prediction": "yes",
+    }
+    base.update(kw)
+    with pytest.raises(ValueError, match=field):
+        decision_record(**base)
