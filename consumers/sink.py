@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,26 +81,41 @@ QUARANTINE_COLUMNS = (
 )
 
 
+_pick_record_columns = operator.itemgetter(*_RECORD_COLUMNS)
+
+
 @dataclass
 class DecisionColumns:
-    """A batch of trusted events, kept as columns so the insert needs no transposing."""
+    """A batch of trusted events: one tuple per event, turned into columns once, at insert.
 
-    columns: list[list[Any]] = field(default_factory=lambda: [[] for _ in DECISION_COLUMNS])
+    Picking the fields with one ``itemgetter`` call and transposing with ``zip`` keeps the
+    per-event cost to a couple of C calls (appending to 29 column lists per event did not).
+    """
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.columns[0])
+        return len(self.rows)
 
     def append(self, event: VerifiedEvent, raw: bytes, partition: int, offset: int) -> None:
-        rec = event.record
-        cols = self.columns
-        for i, name in enumerate(_RECORD_COLUMNS):
-            cols[i].append(rec.get(name))
-        n = len(_RECORD_COLUMNS)
-        cols[n].append(event.event_hash)
-        cols[n + 1].append(event.decoded.writer.fingerprint_int)
-        cols[n + 2].append(raw)
-        cols[n + 3].append(partition)
-        cols[n + 4].append(offset)
+        # Every field is present: the codec resolves older writer versions to the latest.
+        self.rows.append(
+            (
+                *_pick_record_columns(event.record),
+                event.event_hash,
+                event.decoded.writer.fingerprint_int,
+                raw,
+                partition,
+                offset,
+            )
+        )
+
+    @property
+    def columns(self) -> list[tuple[Any, ...]]:
+        """Column-oriented view of the batch, in :data:`DECISION_COLUMNS` order."""
+        if not self.rows:
+            return [() for _ in DECISION_COLUMNS]
+        return list(zip(*self.rows, strict=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from consumers.keys import KeyRing
 from schemas.checkpoint import checkpoint_message
@@ -185,7 +186,7 @@ class EventVerifier:
         if not rec["model_name"] or not rec["model_version"]:
             return Rejection("invalid_event", "empty model_name or model_version")
         try:
-            inputs = json.loads(rec["inputs"])
+            inputs = orjson.loads(rec["inputs"])  # strict JSON: no NaN, bounded nesting
         except RecursionError:
             return Rejection("invalid_event", "inputs nest too deeply to check")
         except ValueError as exc:

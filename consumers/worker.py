@@ -228,10 +228,13 @@ class Worker:
                 if self._pending:
                     timeout = max(0.0, batch_started + s.flush_interval - time.monotonic())
                 want = min(s.batch_size - len(self._pending), 10_000)
+                polled_at = time.monotonic()
                 messages = consumer.consume(num_messages=max(want, 1), timeout=min(timeout, 1.0))
                 now = time.monotonic()
                 if messages and not self._pending:
-                    batch_started = now
+                    # consume() waits for a full batch or the timeout, so the first message may
+                    # have arrived as early as the call: count the batch's age from there.
+                    batch_started = polled_at
                 self._receive(messages)
                 if messages or not self._assigned:
                     last_activity = now
