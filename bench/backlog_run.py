@@ -16,7 +16,7 @@ import os
 import time
 import uuid
 
-from bench.common import current_rss_bytes, make_calls
+from bench.common import current_rss_bytes, log_call, make_calls
 from consumers.local_broker import free_port
 from producers import AuditProducer, ProducerSettings
 
@@ -44,16 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
         def log(i: int) -> None:
-            c = pool[i % 4096]
-            ours.log_decision(
-                c.model_name,
-                c.model_version,
-                c.inputs,
-                c.prediction,
-                score=c.score,
-                request_id=c.request_id,
-                deployment_id=c.deployment_id,
-            )
+            log_call(ours, pool[i % 4096])
 
     else:
         from confluent_kafka import Producer

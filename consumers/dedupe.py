@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
+from consumers.verify import Rejection, VerifiedCheckpoint, VerifiedEvent
 from schemas.hashing import genesis_hash
 
 Chain = tuple[str, int]
@@ -123,3 +125,94 @@ class ChainTracker:
         self._stored.clear()
         self._pending.clear()
         self._batch.clear()
+
+
+M = TypeVar("M")
+Checked = VerifiedEvent | VerifiedCheckpoint | Rejection
+
+
+@dataclass
+class Judgement(Generic[M]):
+    """A batch sorted by what its chains say, messages kept in their original order."""
+
+    accepted: list[tuple[M, VerifiedEvent]] = field(default_factory=list)
+    checkpoints: list[tuple[M, VerifiedCheckpoint]] = field(default_factory=list)
+    gaps: list[tuple[M, dict[str, Any], int, int]] = field(default_factory=list)
+    """``(message, record, first missing seq, last missing seq)`` before an accepted event"""
+    rejected: list[tuple[M, Rejection]] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def judge(checked: list[tuple[M, Checked]], chains: ChainTracker) -> Judgement[M]:
+    """Follow the chains through a verified batch (one query for heads, one for stragglers).
+
+    Events continue their chain or are dropped as redeliveries, recorded with a gap, or
+    rejected (break, fork, late); a checkpoint is rejected when it names another head than
+    the event stored at its seq.
+    """
+    chains.prepare(
+        (r.record["producer_id"], r.record["producer_epoch"])
+        for _, r in checked
+        if not isinstance(r, Rejection)
+    )
+    out: Judgement[M] = Judgement()
+    behind: list[tuple[M, VerifiedEvent]] = []
+    for msg, result in checked:
+        if isinstance(result, Rejection):
+            out.rejected.append((msg, result))
+            continue
+        rec = result.record
+        chain = (rec["producer_id"], rec["producer_epoch"])
+        if isinstance(result, VerifiedCheckpoint):
+            head = chains.head(chain)
+            if head is not None and head[0] == rec["seq"] and head[1] != rec["chain_head"]:
+                out.rejected.append(
+                    (
+                        msg,
+                        Rejection(
+                            "checkpoint_mismatch",
+                            f"checkpoint of {chain} at seq {rec['seq']} names another head",
+                        ),
+                    )
+                )
+            else:
+                out.checkpoints.append((msg, result))
+            continue
+        verdict = chains.accept(chain, rec["seq"], rec["prev_hash"], result.event_hash)
+        if verdict.outcome is Outcome.NEW:
+            if verdict.gap is not None:
+                out.gaps.append((msg, rec, *verdict.gap))
+            out.accepted.append((msg, result))
+        elif verdict.outcome is Outcome.DUPLICATE:
+            out.duplicates += 1
+        elif verdict.outcome is Outcome.BEHIND:
+            behind.append((msg, result))
+        else:
+            out.rejected.append(
+                (
+                    msg,
+                    Rejection(
+                        verdict.outcome.value,
+                        f"{chain[0]!r}/{chain[1]} seq {rec['seq']} event {rec['event_id']}",
+                    ),
+                )
+            )
+    settled = chains.settle(
+        [
+            ((r.record["producer_id"], r.record["producer_epoch"], r.record["seq"]), r.event_hash)
+            for _, r in behind
+        ]
+    )
+    for (msg, ev), outcome in zip(behind, settled, strict=True):
+        if outcome is Outcome.DUPLICATE:
+            out.duplicates += 1
+            continue
+        rec = ev.record
+        detail = (
+            f"{rec['producer_id']!r}/{rec['producer_epoch']} seq {rec['seq']} "
+            f"event {rec['event_id']} is below the chain head"
+        )
+        if outcome is Outcome.FORK:
+            detail += " and differs from the stored event"
+        out.rejected.append((msg, Rejection(outcome.value, detail)))
+    return out

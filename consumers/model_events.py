@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumers.dedupe import Chain, ChainTracker, Head, Link, Outcome
+from consumers.dedupe import Chain, ChainTracker, Head, Link, judge
 from consumers.sink import CHECKPOINT_COLUMNS, ClickHouseSink, QuarantineRow, checkpoint_row
 from consumers.verify import Headers, Rejection, VerifiedCheckpoint, VerifiedEvent
 from schemas.lineage import MODEL_EVENT_CHAIN_SUFFIX
@@ -138,6 +138,17 @@ def model_version_of(record: dict[str, Any]) -> str | None:
     return next((r["id"] for r in refs if r["type"] == "model_version"), None)
 
 
+def _misnamed(result: VerifiedEvent | VerifiedCheckpoint) -> Rejection | None:
+    producer_id = result.record["producer_id"]
+    if producer_id.endswith(MODEL_EVENT_CHAIN_SUFFIX):
+        return None
+    return Rejection(
+        "invalid_event",
+        f"chain {producer_id!r} on the model-events topic does not end "
+        f"with {MODEL_EVENT_CHAIN_SUFFIX!r}",
+    )
+
+
 class ModelEventIngest:
     """Turns the model-events messages of a batch into rows, incidents and rejections."""
 
@@ -159,87 +170,30 @@ class ModelEventIngest:
         if not checked:
             return out
         chains = ChainTracker(self._heads, self._hashes)
-        chains.prepare(
-            (r.record["producer_id"], r.record["producer_epoch"])
-            for _, r in checked
-            if not isinstance(r, Rejection)
-        )
-        accepted: list[tuple[Message, VerifiedEvent]] = []
-        behind: list[tuple[Message, VerifiedEvent]] = []
-        for msg, result in checked:
-            if not isinstance(result, Rejection):
-                rec = result.record
-                chain = (rec["producer_id"], rec["producer_epoch"])
-                if not rec["producer_id"].endswith(MODEL_EVENT_CHAIN_SUFFIX):
-                    result = Rejection(
-                        "invalid_event",
-                        f"chain {rec['producer_id']!r} on the model-events topic does not end "
-                        f"with {MODEL_EVENT_CHAIN_SUFFIX!r}",
-                    )
-                elif isinstance(result, VerifiedCheckpoint):
-                    head = chains.head(chain)
-                    if head is not None and head[0] == rec["seq"] and head[1] != rec["chain_head"]:
-                        result = Rejection(
-                            "checkpoint_mismatch",
-                            f"checkpoint of {chain} at seq {rec['seq']} names another head",
-                        )
-                    else:
-                        out.checkpoints.append(
-                            checkpoint_row(result, msg.value or b"", msg.partition, msg.offset)
-                        )
-                        continue
-                else:
-                    verdict = chains.accept(chain, rec["seq"], rec["prev_hash"], result.event_hash)
-                    if verdict.outcome is Outcome.DUPLICATE:
-                        out.duplicates += 1
-                        continue
-                    if verdict.outcome is Outcome.BEHIND:
-                        behind.append((msg, result))
-                        continue
-                    if verdict.outcome is Outcome.NEW:
-                        if verdict.gap is not None:
-                            lo, hi = verdict.gap
-                            out.incidents.append(
-                                self._incident(
-                                    "seq_gap",
-                                    rec,
-                                    msg,
-                                    f"{hi - lo + 1} model event(s) missing before seq {rec['seq']}",
-                                    lo,
-                                    hi,
-                                )
-                            )
-                        accepted.append((msg, result))
-                        continue
-                    result = Rejection(
-                        verdict.outcome.value,
-                        f"{chain[0]!r}/{chain[1]} seq {rec['seq']} event {rec['event_id']}",
-                    )
-            out.rejected.append(self._quarantine(msg, result))
-        settled = chains.settle(
-            [
-                (
-                    (r.record["producer_id"], r.record["producer_epoch"], r.record["seq"]),
-                    r.event_hash,
-                )
-                for _, r in behind
-            ]
-        )
-        for (msg, ev), outcome in zip(behind, settled, strict=True):
-            if outcome is Outcome.DUPLICATE:
-                out.duplicates += 1
-            else:
-                rec = ev.record
-                out.rejected.append(
-                    self._quarantine(
-                        msg,
-                        Rejection(
-                            outcome.value,
-                            f"{rec['producer_id']!r}/{rec['producer_epoch']} seq {rec['seq']} "
-                            "is below the chain head",
-                        ),
-                    )
-                )
+        # Model-event chains are named apart from decision chains (schemas.lineage).
+        named: list[tuple[Message, Checked]] = [
+            (msg, _misnamed(r) or r) if not isinstance(r, Rejection) else (msg, r)
+            for msg, r in checked
+        ]
+        j = judge(named, chains)
+        out.duplicates = j.duplicates
+        out.checkpoints = [
+            checkpoint_row(cp, msg.value or b"", msg.partition, msg.offset)
+            for msg, cp in j.checkpoints
+        ]
+        out.incidents = [
+            self._incident(
+                "seq_gap",
+                rec,
+                msg,
+                f"{hi - lo + 1} model event(s) missing before seq {rec['seq']}",
+                lo,
+                hi,
+            )
+            for msg, rec, lo, hi in j.gaps
+        ]
+        out.rejected = [self._quarantine(msg, rejection) for msg, rejection in j.rejected]
+        accepted = j.accepted
         out.rows = [
             model_event_row(ev, m.value or b"", m.partition, m.offset) for m, ev in accepted
         ]

@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.clickhouse import connect, redact_dsn
-from consumers.dedupe import ChainTracker, Outcome
+from consumers.dedupe import ChainTracker, judge
 from consumers.dlq import DeadLetters
 from consumers.health import Health, MetricsServer
 from consumers.keys import KeyRing
@@ -462,81 +462,26 @@ class Worker:
         # Lifecycle events follow their own chains (consumers/model_events.py).
         lifecycle = [c for c in checked if c[0].topic == self.settings.model_events_topic]
         checked = [c for c in checked if c[0].topic != self.settings.model_events_topic]
-        chains.prepare(
-            (r.record["producer_id"], r.record["producer_epoch"])
-            for _, r in checked
-            if not isinstance(r, Rejection)
-        )
-        out = PreparedBatch()
-        behind: list[tuple[Received, VerifiedEvent]] = []
-        for msg, result in checked:
-            if not isinstance(result, Rejection):
-                rec = result.record
-                chain = (rec["producer_id"], rec["producer_epoch"])
-                if isinstance(result, VerifiedCheckpoint):
-                    head = chains.head(chain)
-                    if head is not None and head[0] == rec["seq"] and head[1] != rec["chain_head"]:
-                        result = Rejection(
-                            "checkpoint_mismatch",
-                            f"checkpoint of {chain} at seq {rec['seq']} names another head",
-                        )
-                    else:
-                        out.checkpoints.append(
-                            checkpoint_row(result, msg.value or b"", msg.partition, msg.offset)
-                        )
-                        continue
-                else:
-                    verdict = chains.accept(chain, rec["seq"], rec["prev_hash"], result.event_hash)
-                    if verdict.outcome is Outcome.DUPLICATE:
-                        out.duplicates += 1
-                        continue
-                    if verdict.outcome is Outcome.BEHIND:
-                        behind.append((msg, result))
-                        continue
-                    if verdict.outcome is Outcome.NEW:
-                        if verdict.gap is not None:
-                            lo, hi = verdict.gap
-                            out.incidents.append(
-                                [
-                                    "seq_gap",
-                                    chain[0],
-                                    chain[1],
-                                    lo,
-                                    hi,
-                                    f"{hi - lo + 1} event(s) missing before seq {rec['seq']}",
-                                    msg.partition,
-                                    msg.offset,
-                                ]
-                            )
-                        out.decisions.append(result, msg.value or b"", msg.partition, msg.offset)
-                        continue
-                    result = Rejection(
-                        verdict.outcome.value,
-                        f"{chain[0]!r}/{chain[1]} seq {rec['seq']} event {rec['event_id']}",
-                    )
-            out.rejected.append(
-                QuarantineRow(topic, msg.partition, msg.offset, msg.key, result, msg.value or b"")
+        j = judge(checked, chains)
+        out = PreparedBatch(duplicates=j.duplicates)
+        for msg, ev in j.accepted:
+            out.decisions.append(ev, msg.value or b"", msg.partition, msg.offset)
+        for msg, cp in j.checkpoints:
+            out.checkpoints.append(checkpoint_row(cp, msg.value or b"", msg.partition, msg.offset))
+        for msg, rec, lo, hi in j.gaps:
+            out.incidents.append(
+                [
+                    "seq_gap",
+                    rec["producer_id"],
+                    rec["producer_epoch"],
+                    lo,
+                    hi,
+                    f"{hi - lo + 1} event(s) missing before seq {rec['seq']}",
+                    msg.partition,
+                    msg.offset,
+                ]
             )
-        settled = chains.settle(
-            [
-                (
-                    (r.record["producer_id"], r.record["producer_epoch"], r.record["seq"]),
-                    r.event_hash,
-                )
-                for _, r in behind
-            ]
-        )
-        for (msg, ev), outcome in zip(behind, settled, strict=True):
-            if outcome is Outcome.DUPLICATE:
-                out.duplicates += 1
-                continue
-            rec = ev.record
-            rejection = Rejection(
-                outcome.value,
-                f"{rec['producer_id']!r}/{rec['producer_epoch']} seq {rec['seq']} "
-                f"event {rec['event_id']} is below the chain head"
-                + (" and differs from the stored event" if outcome is Outcome.FORK else ""),
-            )
+        for msg, rejection in j.rejected:
             out.rejected.append(
                 QuarantineRow(
                     topic, msg.partition, msg.offset, msg.key, rejection, msg.value or b""
