@@ -137,6 +137,12 @@ def migrate(clickhouse_url: str | None, database: str | None) -> None:
     help="quarantine events of chains that sign no checkpoints [default: allow, unattested]",
 )
 @click.option(
+    "--parse-in-clickhouse/--parse-in-python",
+    default=None,
+    help="let ClickHouse parse and check decision events, or decode each in Python (slower; "
+    "the same checks) [default: clickhouse]",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     help="serve Prometheus /metrics and /healthz on this port [default: off]",

@@ -8,11 +8,11 @@ State per chain ``(producer_id, producer_epoch)`` is the highest stored ``seq`` 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from consumers.verify import Rejection, VerifiedCheckpoint, VerifiedEvent
+from consumers.verify import Rejection, StagedEvent, VerifiedCheckpoint, VerifiedEvent
 from schemas.hashing import genesis_hash
 
 Chain = tuple[str, int]
@@ -128,14 +128,15 @@ class ChainTracker:
 
 
 M = TypeVar("M")
-Checked = VerifiedEvent | VerifiedCheckpoint | Rejection
+Checked = VerifiedEvent | StagedEvent | VerifiedCheckpoint | Rejection
+Event = VerifiedEvent | StagedEvent
 
 
 @dataclass
 class Judgement(Generic[M]):
     """A batch sorted by what its chains say, messages kept in their original order."""
 
-    accepted: list[tuple[M, VerifiedEvent]] = field(default_factory=list)
+    accepted: list[tuple[M, Event]] = field(default_factory=list)
     checkpoints: list[tuple[M, VerifiedCheckpoint]] = field(default_factory=list)
     gaps: list[tuple[M, dict[str, Any], int, int]] = field(default_factory=list)
     """``(message, record, first missing seq, last missing seq)`` before an accepted event"""
@@ -143,7 +144,7 @@ class Judgement(Generic[M]):
     duplicates: int = 0
 
 
-def judge(checked: list[tuple[M, Checked]], chains: ChainTracker) -> Judgement[M]:
+def judge(checked: Sequence[tuple[M, Checked]], chains: ChainTracker) -> Judgement[M]:
     """Follow the chains through a verified batch (one query for heads, one for stragglers).
 
     Events continue their chain or are dropped as redeliveries, recorded with a gap, or
@@ -156,7 +157,7 @@ def judge(checked: list[tuple[M, Checked]], chains: ChainTracker) -> Judgement[M
         if not isinstance(r, Rejection)
     )
     out: Judgement[M] = Judgement()
-    behind: list[tuple[M, VerifiedEvent]] = []
+    behind: list[tuple[M, Event]] = []
     for msg, result in checked:
         if isinstance(result, Rejection):
             out.rejected.append((msg, result))

@@ -38,6 +38,10 @@ class KeyRing:
     def __bool__(self) -> bool:
         return bool(self._keys)
 
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._keys
 

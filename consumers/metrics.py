@@ -63,6 +63,11 @@ class WorkerMetrics:
             ["cause"],
             registry=r,
         )
+        self.staging_fallbacks = Counter(
+            f"{p}_staging_fallbacks",
+            "Batches whose decision events ClickHouse could not parse, checked in Python instead",
+            registry=r,
+        )
         self.insert_failing = Gauge(
             f"{p}_insert_failing",
             "1 while the current batch is being retried (partitions paused), else 0",

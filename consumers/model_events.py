@@ -26,9 +26,9 @@ from typing import Any, Protocol
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumers.dedupe import Chain, ChainTracker, Head, Link, judge
+from consumers.dedupe import Chain, ChainTracker, Checked, Head, Link, judge
 from consumers.sink import CHECKPOINT_COLUMNS, ClickHouseSink, QuarantineRow, checkpoint_row
-from consumers.verify import Headers, Rejection, VerifiedCheckpoint, VerifiedEvent
+from consumers.verify import Headers, Rejection, StagedEvent, VerifiedCheckpoint, VerifiedEvent
 from schemas.lineage import MODEL_EVENT_CHAIN_SUFFIX
 
 MODEL_EVENT_COLUMNS = (
@@ -52,7 +52,6 @@ MODEL_EVENT_COLUMNS = (
     "kafka_offset",
 )
 UNAPPROVED_PROMOTION = "unapproved_promotion"
-Checked = VerifiedEvent | VerifiedCheckpoint | Rejection
 
 
 class PromotionPolicy(BaseSettings):
@@ -138,7 +137,7 @@ def model_version_of(record: dict[str, Any]) -> str | None:
     return next((r["id"] for r in refs if r["type"] == "model_version"), None)
 
 
-def _misnamed(result: VerifiedEvent | VerifiedCheckpoint) -> Rejection | None:
+def _misnamed(result: VerifiedEvent | StagedEvent | VerifiedCheckpoint) -> Rejection | None:
     producer_id = result.record["producer_id"]
     if producer_id.endswith(MODEL_EVENT_CHAIN_SUFFIX):
         return None
@@ -193,7 +192,7 @@ class ModelEventIngest:
             for msg, rec, lo, hi in j.gaps
         ]
         out.rejected = [self._quarantine(msg, rejection) for msg, rejection in j.rejected]
-        accepted = j.accepted
+        accepted = [(m, ev) for m, ev in j.accepted if isinstance(ev, VerifiedEvent)]
         out.rows = [
             model_event_row(ev, m.value or b"", m.partition, m.offset) for m, ev in accepted
         ]

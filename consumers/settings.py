@@ -43,6 +43,10 @@ class WorkerSettings(ClickHouseSettings):
     max_event_bytes: int = Field(1_000_000, gt=0, description="larger messages are quarantined")
     session_timeout_ms: int = Field(6000, ge=1000)
     create_topics: bool = Field(True, description="create missing topics on start")
+    parse_in_clickhouse: bool = Field(
+        True,
+        description="let ClickHouse parse and check decision events (off: decode each in Python)",
+    )
     keys: Path | None = Field(None, description="directory of KEY_ID.pub files to verify with")
     require_signed: bool = Field(False, description="quarantine events of unsigned chains")
     topic_partitions: int = Field(4, ge=1, description="partitions for topics the worker creates")

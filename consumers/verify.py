@@ -74,10 +74,25 @@ class VerifiedCheckpoint:
         return self.decoded.record
 
 
+@dataclass(slots=True)
+class StagedEvent:
+    """A decision event whose fields ClickHouse parses and checks (``consumers/staging.py``).
+
+    ``record`` holds only what the chain tracker reads: ``producer_id``, ``event_id`` and
+    ``prev_hash`` from the message, ``seq`` and ``producer_epoch`` once staged.
+    """
+
+    record: dict[str, Any]
+    event_hash: bytes
+    index: int
+    """the event's ``_idx`` in the staging table"""
+
+
 Headers = list[tuple[str, str | bytes | None]] | None
 
 
-def _header(headers: Headers, name: str) -> bytes | None:
+def header_value(headers: Headers, name: str) -> bytes | None:
+    """The value of the first header called ``name``, as bytes."""
     if headers:
         for key, value in headers:
             if key == name:
@@ -127,7 +142,7 @@ class EventVerifier:
                 "unexpected_record", f"record {decoded.writer.name!r} where {record!r} is expected"
             )
         rec = decoded.record
-        claimed = _header(headers, EVENT_HASH_HEADER)
+        claimed = header_value(headers, EVENT_HASH_HEADER)
         if claimed is None:
             return Rejection("missing_hash", f"no {EVENT_HASH_HEADER} header")
         event_hash = chain_hash(rec["prev_hash"], decoded.body)

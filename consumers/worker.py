@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.clickhouse import connect, redact_dsn
-from consumers.dedupe import ChainTracker, judge
+from consumers.dedupe import ChainTracker, Checked, judge
 from consumers.dlq import DeadLetters
 from consumers.health import Health, MetricsServer
 from consumers.keys import KeyRing
@@ -31,11 +31,13 @@ from consumers.sink import (
     batch_token,
     checkpoint_row,
 )
+from consumers.staging import Stager, StagingMismatch
 from consumers.topics import ensure_topics
 from consumers.verify import (
     EventVerifier,
     Headers,
     Rejection,
+    StagedEvent,
     VerifiedCheckpoint,
     VerifiedEvent,
 )
@@ -86,6 +88,8 @@ class PreparedBatch:
     """What one batch of messages becomes: rows per table, rejections, dropped duplicates."""
 
     decisions: DecisionColumns = field(default_factory=DecisionColumns)
+    staged: list[int] = field(default_factory=list)
+    """``_idx`` of the staged events to copy into ``decisions`` (see consumers/staging.py)"""
     checkpoints: list[list[Any]] = field(default_factory=list)
     incidents: list[list[Any]] = field(default_factory=list)
     rejected: list[QuarantineRow] = field(default_factory=list)
@@ -144,12 +148,14 @@ class Worker:
         )
         self._client = client
         self._codec = codec or default_codec()
+        self._keyring = KeyRing.load(settings.keys)
         self._verifier = EventVerifier(
             self._codec,
             max_event_bytes=settings.max_event_bytes,
-            keyring=KeyRing.load(settings.keys),
+            keyring=self._keyring,
             require_signed=settings.require_signed,
         )
+        self._stager: Stager | None = None
         self._stop = threading.Event()
         self._pending: list[Received] = []
         self._assigned: set[tuple[str, int]] = set()
@@ -205,6 +211,14 @@ class Worker:
         self._sink = ClickHouseSink(client, s.database)
         self._chains = ChainTracker(self._sink.chain_heads, self._sink.stored_hashes)
         self._model_events = ModelEventIngest(self._sink)
+        if s.parse_in_clickhouse:
+            self._stager = Stager(
+                client,
+                self._codec.registry,
+                max_event_bytes=s.max_event_bytes,
+                keyring=self._keyring,
+                require_signed=s.require_signed,
+            )
         self._dlq = DeadLetters(s.dlq_producer_config(), s.dlq_topic, s.max_event_bytes)
         self._consumer = consumer = Consumer(s.consumer_config())
         consumer.subscribe(
@@ -335,16 +349,51 @@ class Worker:
         assert self._chains is not None
         started = time.monotonic()
         messages = list(self._pending)
-        checked = [(m, self._check(m)) for m in messages]
         token = batch_token(
             self.settings.topic, ((m.partition, m.offset, m.value) for m in messages)
         )
-        batch = self._store_with_retries(checked, token)
+        batch = self._store_with_retries(messages, token)
         self._commit(messages)
         self._chains.commit()
+        if self._stager is not None:
+            self._stager.reset()
         self._pending = self._pending[len(messages) :]
         self._resume()
         self._record(messages, batch, time.monotonic() - started)
+
+    def _check_batch(self, messages: list[Received]) -> list[tuple[Received, Checked]]:
+        """Check every message: decision events through ClickHouse when it can parse them."""
+        stager = self._stager
+        if stager is None:
+            return [(m, self._check(m)) for m in messages]
+        stager.reset()
+        topic = self.settings.topic
+        results: list[Checked] = []
+        for m in messages:
+            staged = (
+                stager.screen(m.value, m.key, m.headers, m.partition, m.offset)
+                if m.topic == topic
+                else None
+            )
+            results.append(staged if staged is not None else self._check(m))
+        if not len(stager):
+            return list(zip(messages, results, strict=True))
+        try:
+            flagged: dict[int, str] | None = stager.stage()
+        except Exception as exc:
+            if not isinstance(exc, StagingMismatch) and classify(exc).transient:
+                raise
+            # Typically a malformed event among them: find it (and the reason) in Python.
+            self.metrics.staging_fallbacks.inc()
+            log.warning(
+                "ClickHouse could not read this batch's events (%s): checking them in Python",
+                f"{type(exc).__name__}: {exc}"[:300],
+            )
+            flagged = None
+        for i, (m, r) in enumerate(zip(messages, results, strict=True)):
+            if isinstance(r, StagedEvent) and (flagged is None or r.index in flagged):
+                results[i] = self._check(m)
+        return list(zip(messages, results, strict=True))
 
     def _check(self, msg: Received) -> VerifiedEvent | VerifiedCheckpoint | Rejection:
         try:
@@ -358,12 +407,8 @@ class Worker:
             )
             return Rejection("invalid_event", f"unverifiable: {type(exc).__name__}: {exc}"[:500])
 
-    def _store_with_retries(
-        self,
-        checked: list[tuple[Received, VerifiedEvent | VerifiedCheckpoint | Rejection]],
-        token: str,
-    ) -> PreparedBatch:
-        """Prepare and store the batch; on a transient error pause, back off and try again.
+    def _store_with_retries(self, messages: list[Received], token: str) -> PreparedBatch:
+        """Check, prepare and store the batch; on a transient error pause, back off, retry.
 
         Every try stores the same messages under the same deduplication tokens, so what a
         failed try already wrote is not written twice.
@@ -373,7 +418,7 @@ class Worker:
         tries = 0
         while True:
             try:
-                batch = self._prepare(checked)
+                batch = self._prepare(self._check_batch(messages))
                 self._store(batch, token)
             except Exception as exc:
                 self._chains.abort()
@@ -383,7 +428,7 @@ class Worker:
                     first_failure = now
                 failure = classify(exc)
                 delay = self._backoff.delay(tries)
-                where = _describe(m for m, _ in checked)
+                where = _describe(messages)
                 if not failure.transient:
                     raise StoreFailed(
                         f"storing batch {where} failed with a permanent error ({failure.cause}): "
@@ -452,9 +497,7 @@ class Worker:
             if assignment:
                 self._consumer.resume(assignment)
 
-    def _prepare(
-        self, checked: list[tuple[Received, VerifiedEvent | VerifiedCheckpoint | Rejection]]
-    ) -> PreparedBatch:
+    def _prepare(self, checked: list[tuple[Received, Checked]]) -> PreparedBatch:
         """Follow the chains through the batch: what to insert, drop and quarantine."""
         assert self._chains is not None
         topic = self.settings.topic
@@ -465,7 +508,10 @@ class Worker:
         j = judge(checked, chains)
         out = PreparedBatch(duplicates=j.duplicates)
         for msg, ev in j.accepted:
-            out.decisions.append(ev, msg.value or b"", msg.partition, msg.offset)
+            if isinstance(ev, StagedEvent):
+                out.staged.append(ev.index)
+            else:
+                out.decisions.append(ev, msg.value or b"", msg.partition, msg.offset)
         for msg, cp in j.checkpoints:
             out.checkpoints.append(checkpoint_row(cp, msg.value or b"", msg.partition, msg.offset))
         for msg, rec, lo, hi in j.gaps:
@@ -498,6 +544,9 @@ class Worker:
         """Write every table of the batch, then the DLQ; each insert under its own token."""
         assert self._sink is not None and self._dlq is not None
         sink = self._sink
+        if batch.staged:
+            assert self._stager is not None
+            self._stager.copy_into(sink.database, batch.staged, token + "/s")
         sink.insert_decisions(batch.decisions, token)
         if self._model_events is not None:
             self._model_events.insert(batch.model_events, token)
@@ -510,12 +559,13 @@ class Worker:
         st, m = self.stats, self.metrics
         st.batches += 1
         st.consumed += len(messages)
-        st.inserted += len(batch.decisions)
+        inserted = len(batch.decisions) + len(batch.staged)
+        st.inserted += inserted
         st.duplicates += batch.duplicates
         st.checkpoints += len(batch.checkpoints)
         st.incidents += len(batch.incidents)
         m.consumed.inc(len(messages))
-        m.inserted.inc(len(batch.decisions))
+        m.inserted.inc(inserted)
         m.duplicates.inc(batch.duplicates)
         m.checkpoints.inc(len(batch.checkpoints))
         m.incidents.inc(len(batch.incidents))
@@ -530,7 +580,7 @@ class Worker:
             "batch: consumed=%d inserted=%d duplicates=%d checkpoints=%d incidents=%d "
             "quarantined=%d in %.0f ms",
             len(messages),
-            len(batch.decisions),
+            inserted,
             batch.duplicates,
             len(batch.checkpoints),
             len(batch.incidents),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ class ShippedSchema:
     parsed: Any
     fingerprint: bytes
     """CRC-64-AVRO of the parsing canonical form, little-endian, as in single-object encoding."""
+    definition: Any = None
+    """the schema as written in its ``.avsc`` file (JSON), for tools that read Avro themselves"""
 
     @property
     def fingerprint_int(self) -> int:
@@ -74,8 +77,8 @@ class SchemaRegistry:
 
 
 def load_schema(name: str, version: int, definition: dict[str, Any]) -> ShippedSchema:
-    parsed = parse_schema(definition, _force=True)
-    return ShippedSchema(name, version, parsed, avro_fingerprint(parsed))
+    parsed = parse_schema(copy.deepcopy(definition), _force=True)
+    return ShippedSchema(name, version, parsed, avro_fingerprint(parsed), definition)
 
 
 @cache

@@ -16,10 +16,11 @@ RESPONSE_LOST = OperationalError("Failed to read response data from server")
 
 
 class FlakyClient:
-    """Delegates to ``real``; while :attr:`failing` is set, ``insert`` raises ``error``.
+    """Delegates to ``real``; while :attr:`failing` is set, writes raise ``error``.
 
-    With ``apply_first`` the first failing insert is carried out before it raises, as when a
-    server stores a block and the connection drops before the answer arrives.
+    Writes are ``insert`` calls and ``INSERT`` commands (the worker copies staged events with
+    ``INSERT … SELECT``). With ``apply_first`` the first failing write is carried out before
+    it raises, as when a server stores a block and the connection drops before the answer.
     """
 
     def __init__(self, real: Any, error: Exception, *, apply_first: bool = False) -> None:
@@ -31,13 +32,21 @@ class FlakyClient:
         self.inserts = 0
 
     def insert(self, *args: Any, **kwargs: Any) -> Any:
+        return self._write(self._real.insert, *args, **kwargs)
+
+    def command(self, cmd: str, *args: Any, **kwargs: Any) -> Any:
+        if cmd.lstrip().upper().startswith("INSERT"):
+            return self._write(self._real.command, cmd, *args, **kwargs)
+        return self._real.command(cmd, *args, **kwargs)
+
+    def _write(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         if self.failing.is_set():
             self.failures += 1
             if self._apply_first and self.failures == 1:
-                self._real.insert(*args, **kwargs)
+                method(*args, **kwargs)
             raise self._error
         self.inserts += 1
-        return self._real.insert(*args, **kwargs)
+        return method(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 EVENTS = 200_000
 PRODUCERS = 6
 KILLS = 12
+LOAD_SECONDS = 90
 PARTITIONS = 4
 DIE = [sys.executable, "-m", "tests.faults.die_before_commit"]
 
@@ -37,7 +38,9 @@ def test_kill9_at_random_points_loses_and_doubles_nothing(
     log = tmp_path / "worker.log"
     args = ("--batch-size", "5000", "--flush-interval", "0.5")
 
-    load = Load(bs, topic, EVENTS, PRODUCERS).start()
+    # Paced so that events keep arriving through every kill cycle: a worker that caught up
+    # would wait forever for the commit it is set to die before.
+    load = Load(bs, topic, EVENTS, PRODUCERS, rate=EVENTS / LOAD_SECONDS).start()
     kills = 0
     stored_before_kill: list[int] = []
     for cycle in range(KILLS):

@@ -38,9 +38,13 @@ AWKWARD_INPUTS: list[dict[str, Any]] = [
 PREDICTIONS: list[Any] = ["approve", 0, 1.5, True, ["a", "b"], {"label": "x", "p": [0.1, 0.9]}, ""]
 
 
+@pytest.mark.parametrize("parse_in_clickhouse", [True, False], ids=["clickhouse", "python"])
 def test_round_trip_is_faithful(
-    broker: LocalBroker, ch: Any, worker_settings: WorkerSettings
+    broker: LocalBroker, ch: Any, worker_settings: WorkerSettings, parse_in_clickhouse: bool
 ) -> None:
+    worker_settings = worker_settings.model_copy(
+        update={"parse_in_clickhouse": parse_in_clickhouse}
+    )
     logged: dict[str, tuple[dict[str, Any], Any]] = {}
     when = datetime(2026, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
     with AuditProducer(
@@ -104,9 +108,13 @@ def test_schema_v1_events_are_read_as_v2(
     assert rows[new_id] == (v2.fingerprint_int, "abc123", '{"a":2}')
 
 
+@pytest.mark.parametrize("parse_in_clickhouse", [True, False], ids=["clickhouse", "python"])
 def test_bad_messages_go_to_quarantine_and_dlq(
-    broker: LocalBroker, ch: Any, worker_settings: WorkerSettings
+    broker: LocalBroker, ch: Any, worker_settings: WorkerSettings, parse_in_clickhouse: bool
 ) -> None:
+    worker_settings = worker_settings.model_copy(
+        update={"parse_in_clickhouse": parse_in_clickhouse}
+    )
     good = craft_chain("crafted", 3)
     (v1, h1), (v2, h2), (v3, h3) = good
     tampered = bytearray(v2)
