@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,13 +166,23 @@ def batch_token(topic: str, positions: Iterable[tuple[int, int, bytes | None]]) 
     that lost its topics restarts offsets at 0), while a true redelivery matches exactly.
     """
     ranges: dict[int, list[int]] = {}
-    digest = hashlib.blake2b(digest_size=16)
+    offsets = array("q")
+    values: list[bytes] = []
     for partition, offset, value in positions:
-        r = ranges.setdefault(partition, [offset, offset])
-        r[0] = min(r[0], offset)
-        r[1] = max(r[1], offset)
-        digest.update(offset.to_bytes(8, "little"))
-        digest.update(value or b"")
+        r = ranges.get(partition)
+        if r is None:
+            ranges[partition] = [offset, offset]
+        elif offset < r[0]:
+            r[0] = offset
+        elif offset > r[1]:
+            r[1] = offset
+        offsets.append(offset)
+        value = value or b""
+        offsets.append(len(value))
+        values.append(value)
+    # Offsets and lengths first, then the bytes: each value stays bound to its offset.
+    digest = hashlib.blake2b(offsets.tobytes(), digest_size=16)
+    digest.update(b"".join(values))
     spans = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in sorted(ranges.items()))
     return f"{topic}/{spans}/{digest.hexdigest()}"
 

@@ -2,26 +2,26 @@
 
 Decoding an event with fastavro costs the worker ~15-25 µs of Python; ClickHouse's Avro
 reader parses the same event in ~2 µs. So for each message of the decisions topic the
-worker does in Python only what needs no decoding — the header, the SHA-256 chain step
-(``prev_hash`` is the last 32 bytes of every decision body, ``event_id`` its first field) —
-and frames the message as one record of an in-memory Avro object container file::
+worker does in Python only what needs no decoding — the header, the key, the claimed hash,
+``prev_hash`` (the last 32 bytes of every decision body) and ``event_id`` (its first field)
+— and frames the message as one record of an in-memory Avro object container file::
 
-    _idx, _raw (the whole message), _hash, _partition, _offset, _pid (the message key),
+    _idx, _raw (the whole message), _hash (claimed), _partition, _offset, _pid (the key),
     _fp (writer fingerprint), <the event's own fields, as its writer wrote them>, _end
 
 ClickHouse reads that file into a temporary table. One query then returns, per event, the
-``seq`` and ``producer_epoch`` the chain tracker needs and the first contract check it fails
-(the checks of :class:`consumers.verify.EventVerifier`), plus cross-checks that its reading
-agrees with the worker's: same key, ``prev_hash`` and event id, and ``_end`` equal to a
-random per-batch nonce — a body longer than its fields would misplace it, so ClickHouse
-consumed exactly the bytes that were hashed. Trusted events are then copied into
-``decisions`` with ``INSERT … SELECT``. Anything ClickHouse flags, or cannot parse at all, is
-checked again by the Python verifier, which names the rejection's reason as it always did.
+``seq`` and ``producer_epoch`` the chain tracker needs and the first check it fails: the
+claimed hash against SHA-256(prev_hash || body), the field checks of
+:class:`consumers.verify.EventVerifier`, and cross-checks that its reading agrees with the
+worker's (same key, ``prev_hash`` and event id; ``_end`` equal to a random per-batch nonce,
+which a body longer than its fields would misplace, so ClickHouse consumed exactly the bytes
+that were hashed). Events the chains accept are copied into ``decisions`` with
+``INSERT … SELECT``. Anything ClickHouse flags, or cannot parse at all, is checked again by
+the Python verifier, which names the rejection's reason as it always did.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -102,6 +102,12 @@ _UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 def _varint(n: int) -> bytes:
     """Avro ``long``: zigzag, then base-128 little-endian."""
     n = (n << 1) ^ (n >> 63)
+    if n < 0x200000:  # the common sizes without a loop (offsets, lengths, indexes)
+        if n < 0x80:
+            return bytes((n,))
+        if n < 0x4000:
+            return bytes(((n & 0x7F) | 0x80, n >> 7))
+        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -134,6 +140,7 @@ def _check_sql(keyring: KeyRing, require_signed: bool) -> str:
     return (
         "SELECT _idx, seq, producer_epoch, multiIf("
         "_end != unhex({nonce:String}), 'framing', "
+        f"_hash != SHA256(concat(prev_hash, substring(_raw, {HEADER_SIZE + 1}))), 'hash', "
         "producer_id != _pid, 'key', "
         "prev_hash != substring(_raw, length(_raw) - 31), 'prev_hash', "
         f"event_id != substring(_raw, {HEADER_SIZE + 2}, 36) OR NOT match(event_id, '{_UUID}'), "
@@ -157,7 +164,7 @@ class _Container:
 
     header: bytes
     fp_field: bytes
-    blocks: list[bytes] = field(default_factory=list)
+    blocks: list[bytes | memoryview] = field(default_factory=list)
 
 
 class StagingMismatch(RuntimeError):
@@ -226,14 +233,7 @@ class Stager:
                 return None
             container = self._containers[fp] = self._container(writer)
         claimed = header_value(headers, EVENT_HASH_HEADER)
-        if claimed is None:
-            return None
-        prev_hash = value[-32:]
-        body = memoryview(value)[HEADER_SIZE:]
-        h = hashlib.sha256(prev_hash)
-        h.update(body)
-        event_hash = h.digest()
-        if event_hash != claimed:
+        if claimed is None or len(claimed) != 32:
             return None
         pid = self._pids.get(key)
         if pid is None:
@@ -242,28 +242,32 @@ class Stager:
             pid = self._pids[key] = self._producer_id(key)
             if pid is None:
                 return None
+        # The record is written as pieces joined once per batch (no copy per event); the
+        # claimed hash is checked by ClickHouse (SHA-256 of prev_hash and the body).
         idx = len(self._events)
-        record = b"".join(
-            (
-                _long(idx),
-                _long(len(value)),
-                value,
-                event_hash,
-                _long(partition),
-                _long(offset),
-                pid[1],
-                container.fp_field,
-                body,
-                self._nonce,
-            )
+        size = len(value)
+        pieces = (
+            _long(idx),
+            _long(size),
+            value,
+            claimed,
+            _long(partition),
+            _long(offset),
+            pid[1],
+            container.fp_field,
+            memoryview(value)[HEADER_SIZE:],
+            self._nonce,
         )
-        container.blocks.append(b"\x02" + _long(len(record)) + record + self._sync)
+        record_size = 2 * size - HEADER_SIZE + 32 + _NONCE_SIZE
+        record_size += len(pieces[0]) + len(pieces[1]) + len(pieces[4]) + len(pieces[5])
+        record_size += len(pid[1]) + len(container.fp_field)
+        container.blocks += (b"\x02", _long(record_size), *pieces, self._sync)
         record_fields = {
             "producer_id": pid[0],
             "event_id": value[HEADER_SIZE + 1 : HEADER_SIZE + 37].decode("latin-1"),
-            "prev_hash": prev_hash,
+            "prev_hash": value[-32:],
         }
-        event = StagedEvent(record_fields, event_hash, idx)
+        event = StagedEvent(record_fields, claimed, idx)
         self._events.append(event)
         return event
 
@@ -300,13 +304,13 @@ class Stager:
                 flagged[event.index] = p
         return flagged
 
-    def copy_into(self, database: str, accepted: list[int], token: str) -> None:
-        """``INSERT … SELECT`` the accepted events (by ``_idx``) into ``decisions``."""
+    def copy_into(self, database: str, accepted: list[int], staged: int, token: str) -> None:
+        """``INSERT … SELECT`` the accepted events (by ``_idx``, of ``staged``) into decisions."""
         if not accepted:
             return
         c = self.client
         where = ""
-        if len(accepted) != len(self._events):
+        if len(accepted) != staged:
             c.command(f"CREATE TEMPORARY TABLE IF NOT EXISTS {KEEP_TABLE} (_idx UInt32)")
             c.command(f"TRUNCATE TABLE {KEEP_TABLE}")
             c.insert(KEEP_TABLE, [accepted], column_names=["_idx"], column_oriented=True)

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -49,8 +49,7 @@ _GAP_REFETCHES = 3
 """fetches of a partition's skipped offsets before the gap is taken as real"""
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(NamedTuple):
     """A consumed message, with the fields the worker uses (typed, not Optional)."""
 
     topic: str
@@ -89,6 +88,8 @@ class PreparedBatch:
 
     decisions: DecisionColumns = field(default_factory=DecisionColumns)
     staged: list[int] = field(default_factory=list)
+    staged_total: int = 0
+    """how many events the stager holds (all of them copied when ``staged`` is complete)"""
     """``_idx`` of the staged events to copy into ``decisions`` (see consumers/staging.py)"""
     checkpoints: list[list[Any]] = field(default_factory=list)
     incidents: list[list[Any]] = field(default_factory=list)
@@ -507,6 +508,8 @@ class Worker:
         checked = [c for c in checked if c[0].topic != self.settings.model_events_topic]
         j = judge(checked, chains)
         out = PreparedBatch(duplicates=j.duplicates)
+        if self._stager is not None:
+            out.staged_total = len(self._stager)
         for msg, ev in j.accepted:
             if isinstance(ev, StagedEvent):
                 out.staged.append(ev.index)
@@ -546,7 +549,7 @@ class Worker:
         sink = self._sink
         if batch.staged:
             assert self._stager is not None
-            self._stager.copy_into(sink.database, batch.staged, token + "/s")
+            self._stager.copy_into(sink.database, batch.staged, batch.staged_total, token + "/s")
         sink.insert_decisions(batch.decisions, token)
         if self._model_events is not None:
             self._model_events.insert(batch.model_events, token)

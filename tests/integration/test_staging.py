@@ -105,7 +105,7 @@ def test_staged_rows_equal_what_the_python_path_stores(
         *((n, 7) for n in range(1, 41)),
         *((n, 7) for n in range(1, 26)),
     ]
-    stager.copy_into(database, [s.index for s in staged if s], "tok")
+    stager.copy_into(database, [s.index for s in staged if s], len(stager), "tok")
 
     verifier = EventVerifier(default_codec(), max_event_bytes=1_000_000)
     columns = DecisionColumns()
@@ -152,6 +152,7 @@ def _flagged_cases(keyring_dir: Path) -> dict[str, Message]:
         "utf8_tags": raw_replace(_message(pid, rec(tags={"k": "TTTT"})), b"TTTT", b"\xc3(TT"),
         "framing": _message(pid, rec(), tail=prev),  # trailing bytes that end like a body
         "key": (plain[0], b"someone-else", plain[2]),
+        "hash": (plain[0][:-40] + bytes([plain[0][-40] ^ 1]) + plain[0][-39:], *plain[1:]),
         "unknown_key": _message(pid, rec(key_id="not-a-known-key")),
     }
 
@@ -171,6 +172,7 @@ def test_clickhouse_flags_every_event_the_verifier_rejects(ch: Any, tmp_path: Pa
     by_name = {names[i]: code for i, code in flagged.items()}
     assert set(by_name) == set(cases)
     assert by_name["framing"] == "framing" and by_name["key"] == "key"
+    assert by_name["hash"] == "hash"
     assert by_name["seq"] == "seq" and by_name["unknown_key"] == "unknown_key"
     assert by_name["utf8"] == by_name["utf8_tags"] == "utf8"
     assert by_name["not_finite"] == by_name["not_finite_latency"] == "not_finite"
@@ -195,7 +197,7 @@ def test_only_the_accepted_events_are_copied(ch: Any, database: str) -> None:
     for i, (v, k, h) in enumerate(messages):
         stager.screen(v, k, h, 0, i)
     assert stager.stage() == {}
-    stager.copy_into(database, [1, 4, 5], "keep")
+    stager.copy_into(database, [1, 4, 5], len(stager), "keep")
     stored = ch.query(f"SELECT seq FROM {database}.decisions ORDER BY seq").result_rows
     assert [s for (s,) in stored] == [2, 5, 6]
 
@@ -216,7 +218,7 @@ def test_what_cannot_be_staged_is_left_to_the_verifier(ch: Any) -> None:
     (value, key, headers), *_ = _chain("stage-skip", 1)
     stager = _stager(ch)
     assert stager.screen(value, key, None, 0, 0) is None  # no hash header
-    assert stager.screen(value, key, [(EVENT_HASH_HEADER, b"x" * 32)], 0, 0) is None
+    assert stager.screen(value, key, [(EVENT_HASH_HEADER, b"short")], 0, 0) is None
     assert stager.screen(value, None, headers, 0, 0) is None  # no key
     assert stager.screen(b"\xc3\x01" + b"\x00" * 8 + value[10:], key, headers, 0, 0) is None
     assert stager.screen(b"not avro at all" * 10, key, headers, 0, 0) is None
