@@ -5,7 +5,7 @@ machine's two cores), in its own subprocess with its own chDB directory, consume
 topic, while one AuditProducer logs at a fixed rate. Per-event latency is
 ``ingested_at - occurred_at`` of the stored row (both DateTime64(3) UTC: ``occurred_at`` is
 stamped by ``log_decision``, ``ingested_at`` by the insert), read back by each subprocess at
-the end. Both consumers flush a batch at 10,000 rows or after 1 s, whichever comes first
+the end. Both consumers flush a batch at 10,000 rows or after 0.5 s, whichever comes first
 (the worker's defaults).
 """
 

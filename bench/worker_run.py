@@ -27,8 +27,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from consumers.clickhouse import connect
 from consumers.migrate import migrate
+from consumers.settings import WorkerSettings
 
 DB = "audit"
+# The naive consumer flushes like the worker does by default.
+BATCH_ROWS: int = WorkerSettings.model_fields["batch_size"].default
+FLUSH_SECONDS: float = WorkerSettings.model_fields["flush_interval"].default
 HEADER = 10  # Avro single-object header: C3 01 + 8-byte fingerprint
 
 
@@ -69,7 +73,6 @@ def read_expect(progress: Progress) -> None:
 
 def run_ours(a: argparse.Namespace, client: Any, progress: Progress) -> dict[str, Any]:
     import consumers.worker as worker_module
-    from consumers.settings import WorkerSettings
 
     base = worker_module.Consumer
 
@@ -177,7 +180,7 @@ def run_naive(a: argparse.Namespace, client: Any, progress: Progress) -> dict[st
                     if not rows:
                         batch_started = now
                     rows.append(row)
-            if rows and (len(rows) >= 10_000 or now - batch_started >= 1.0):
+            if rows and (len(rows) >= BATCH_ROWS or now - batch_started >= FLUSH_SECONDS):
                 client.insert(f"{DB}.decisions", rows, column_names=columns)
                 try:
                     consumer.commit(asynchronous=False)

@@ -119,7 +119,7 @@ def migrate(clickhouse_url: str | None, database: str | None) -> None:
 @click.option("--group", help="consumer group id [default: decision-audit]")
 @click.option("--batch-size", type=int, help="max events per insert [default: 10000]")
 @click.option(
-    "--flush-interval", type=float, help="seconds before a partial batch is written [default: 1.0]"
+    "--flush-interval", type=float, help="seconds before a partial batch is written [default: 0.5]"
 )
 @click.option("--exit-when-idle", type=float, help="exit once caught up and idle this many seconds")
 @click.option("--max-event-bytes", type=int, help="quarantine larger messages [default: 1000000]")

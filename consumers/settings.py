@@ -35,7 +35,7 @@ class WorkerSettings(ClickHouseSettings):
     group: str = Field("decision-audit", min_length=1)
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
     flush_interval: float = Field(
-        1.0, gt=0, description="seconds before a partial batch is written"
+        0.5, gt=0, description="seconds before a partial batch is written"
     )
     exit_when_idle: float | None = Field(
         None, gt=0, description="exit once assigned, caught up and idle this many seconds"

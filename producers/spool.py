@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import struct
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, NamedTuple
 
 log = logging.getLogger("decision_audit.spool")
 
@@ -61,9 +61,8 @@ class SpoolFull(RuntimeError):
     """The spool has no room for the event (``spool_full_policy="raise"``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolRecord:
-    """One Kafka message exactly as it is (re)produced."""
+class SpoolRecord(NamedTuple):
+    """One Kafka message exactly as it is (re)produced (a tuple: built on every event)."""
 
     topic: str
     key: bytes | None
@@ -77,11 +76,17 @@ class SpoolRecord:
 
     def framed_size(self) -> int:
         """``len(self.encode())``, without encoding."""
-        n = _HEAD.size + 2 + len(self.topic.encode()) + 4 + 2 + 4
+        n = _HEAD.size + 2 + _utf8_len(self.topic) + 4 + 2 + 4
         n += len(self.key or b"") + len(self.value or b"")
         for name, value in self.headers:
-            n += 2 + len(name.encode()) + 4 + len(value or b"")
+            n += 2 + _utf8_len(name) + 4 + len(value or b"")
         return n
+
+
+@functools.lru_cache(maxsize=256)
+def _utf8_len(s: str) -> int:
+    """Encoded length of a topic or header name (few distinct ones, asked per event)."""
+    return len(s.encode())
 
 
 Position = tuple[int, int]

@@ -24,12 +24,31 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _pack_double = struct.Struct("<d").pack
 
 
+_LONG_CACHE: dict[int, bytes] = {}
+
+
 def _long(out: bytearray, n: int) -> None:
-    n = (n << 1) ^ (n >> 63)
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
+    z = (n << 1) ^ (n >> 63)
+    if z < 0x80:
+        out.append(z)
+    elif z < 0x4000:
+        out += bytes(((z & 0x7F) | 0x80, z >> 7))
+    elif z < 0x200000:
+        out += bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
+    else:
+        # Large longs repeat: a producer's epoch on every event, a timestamp for the events
+        # of one millisecond. Their encodings are kept (bounded) instead of rebuilt.
+        b = _LONG_CACHE.get(z)
+        if b is None:
+            buf = bytearray()
+            while z > 0x7F:
+                buf.append((z & 0x7F) | 0x80)
+                z >>= 7
+            buf.append(z)
+            if len(_LONG_CACHE) >= 1024:
+                _LONG_CACHE.clear()
+            b = _LONG_CACHE[(n << 1) ^ (n >> 63)] = bytes(buf)
+        out += b
 
 
 def _string(out: bytearray, s: str) -> None:

@@ -3,14 +3,43 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 
 _RAND_B_MASK = (1 << 62) - 1
+_POOL_SIZE = 4000  # 400 identifiers per getrandom() call instead of one each
+
+
+class _RandomPool:
+    """``os.urandom`` bytes drawn in blocks; thread-safe, and emptied in a forked child."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buf = b""
+        self._pos = 0
+
+    def take10(self) -> bytes:
+        with self._lock:
+            pos = self._pos
+            if pos + 10 > len(self._buf):
+                self._buf = os.urandom(_POOL_SIZE)
+                pos = 0
+            self._pos = pos + 10
+            return self._buf[pos : pos + 10]
+
+    def reset(self) -> None:
+        self._lock = threading.Lock()
+        self._buf = b""
+        self._pos = 0
+
+
+_pool = _RandomPool()
+os.register_at_fork(after_in_child=_pool.reset)
 
 
 def _uuid7_int(ms: int) -> int:
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = int.from_bytes(_pool.take10(), "big")
     return (
         (ms & 0xFFFF_FFFF_FFFF) << 80
         | 0x7 << 76
