@@ -336,11 +336,20 @@ def integrity_figures(r: dict[str, Any]) -> list[Figure]:
         Figure(
             "integrity.worker_check_ev_s",
             b,
-            "worker checks: decode+hash+chain+fields+sig",
+            "worker checks in Python: decode+hash+chain+fields+sig",
             "ev/s",
             v["worker_check_ev_s"],
             v["decode_ev_s"],
             "decode only",
+        ),
+        Figure(
+            "integrity.worker_staged_check_ev_s",
+            b,
+            "worker checks, ClickHouse parsing (default path)",
+            "ev/s",
+            v["worker_staged_check_ev_s"],
+            v["decode_ev_s"],
+            "decode only (Python)",
         ),
         Figure(
             "integrity.verify_ev_s",

@@ -5,7 +5,9 @@ eight chains (exactly the bytes an ``AuditProducer`` sends, checkpoints every 1,
 then times, each beside its baseline:
 
 * the worker's checks — ``EventVerifier.check`` (decode, SHA-256 chain hash, field and
-  signature checks) plus ``ChainTracker.accept`` — against decoding alone;
+  signature checks) plus ``ChainTracker.accept`` — against decoding alone; and the same
+  checks on the worker's default path, where ClickHouse parses and checks the events
+  (``Stager.screen`` + ``stage``, see consumers/staging.py);
 * ``decision-audit verify`` (``TrailVerifier.run``) over the stored rows against streaming
   the same rows out of ClickHouse and doing nothing with them.
 
@@ -29,6 +31,7 @@ from consumers.dedupe import ChainTracker, Outcome
 from consumers.keys import KeyRing
 from consumers.migrate import migrate
 from consumers.sink import CHECKPOINT_COLUMNS, ClickHouseSink, DecisionColumns, checkpoint_row
+from consumers.staging import Stager
 from consumers.trail import COMPARED, TrailVerifier
 from consumers.verify import EVENT_HASH_HEADER, EventVerifier, Rejection, VerifiedCheckpoint
 from producers.signing import Signer, generate_keypair
@@ -142,6 +145,33 @@ def main(argv: list[str] | None = None) -> None:
 
         client = connect(f"chdb://{a.chdb}")
         migrate(client, DB)
+
+        # The worker's default path: ClickHouse parses and checks the events (staging.py).
+        stager = Stager(
+            client,
+            codec.registry,
+            max_event_bytes=1_000_000,
+            keyring=keyring,
+            require_signed=False,
+        )
+        staged_tracker = ChainTracker(lambda chains: {})
+        t = time.perf_counter()
+        for offset, (value, key, headers) in enumerate(messages):
+            if stager.screen(value, key, headers, 0, offset) is None:
+                result = verifier.check(value, key, headers)  # checkpoints
+                if not isinstance(result, VerifiedCheckpoint):
+                    raise SystemExit(f"bench event not staged: {result}")
+        flagged = stager.stage()
+        for ev in stager.events:
+            rec = ev.record
+            chain = (rec["producer_id"], rec["producer_epoch"])
+            staged_tracker.prepare((chain,))
+            verdict = staged_tracker.accept(chain, rec["seq"], rec["prev_hash"], ev.event_hash)
+            if verdict.outcome is not Outcome.NEW:
+                raise SystemExit(f"bench event judged {verdict}")
+        staged_s = time.perf_counter() - t
+        if flagged or len(stager) != a.events:
+            raise SystemExit(f"staged {len(stager)} of {a.events}, flagged {flagged}")
         sink = ClickHouseSink(client, DB)
         batch, checkpoints = DecisionColumns(), []
         for offset, (result, (value, _, _)) in enumerate(zip(checked, messages, strict=True)):
@@ -185,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
                 "checkpoints": len(checkpoints),
                 "decode_ev_s": len(messages) / decode_s,
                 "worker_check_ev_s": len(messages) / check_s,
+                "worker_staged_check_ev_s": len(messages) / staged_s,
                 "scan_ev_s": events / scan_s,
                 "verify_ev_s": events / verify_s,
                 "attested": sum(c.attested_to or 0 for c in report.chains),

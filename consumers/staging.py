@@ -201,6 +201,11 @@ class Stager:
     def __len__(self) -> int:
         return len(self._events)
 
+    @property
+    def events(self) -> list[StagedEvent]:
+        """The staged events, in ``_idx`` order."""
+        return self._events
+
     def reset(self) -> None:
         """Start a new batch (a fresh nonce, nothing staged)."""
         self._nonce = os.urandom(_NONCE_SIZE)
