@@ -30,6 +30,7 @@ from typing import Any
 from consumers.keys import KeyRing
 from consumers.sink import DECISION_COLUMNS
 from consumers.verify import EVENT_HASH_HEADER, Headers, StagedEvent, header_value
+from schemas.avro_writer import encode_long
 from schemas.codec import HEADER_SIZE, MAGIC
 from schemas.registry import SchemaRegistry, ShippedSchema
 
@@ -99,28 +100,11 @@ _TEXT = (
 _UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
-def _varint(n: int) -> bytes:
-    """Avro ``long``: zigzag, then base-128 little-endian."""
-    n = (n << 1) ^ (n >> 63)
-    if n < 0x200000:  # the common sizes without a loop (offsets, lengths, indexes)
-        if n < 0x80:
-            return bytes((n,))
-        if n < 0x4000:
-            return bytes(((n & 0x7F) | 0x80, n >> 7))
-        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL = [_varint(i) for i in range(8192)]  # one- and two-byte encodings, looked up
+_SMALL = [encode_long(i) for i in range(8192)]  # indexes and sizes, looked up
 
 
 def _long(n: int) -> bytes:
-    return _SMALL[n] if 0 <= n < 8192 else _varint(n)
+    return _SMALL[n] if 0 <= n < 8192 else encode_long(n)
 
 
 def _string(s: bytes) -> bytes:
@@ -371,7 +355,7 @@ class Stager:
             header += _string(k.encode()) + _string(v)
         header += b"\x00" + self._sync
         signed_fp = int.from_bytes(writer.fingerprint, "little", signed=True)
-        return _Container(bytes(header), _varint(signed_fp))
+        return _Container(bytes(header), encode_long(signed_fp))
 
     @staticmethod
     def _producer_id(key: bytes) -> tuple[str, bytes] | None:

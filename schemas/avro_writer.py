@@ -27,28 +27,36 @@ _pack_double = struct.Struct("<d").pack
 _LONG_CACHE: dict[int, bytes] = {}
 
 
-def _long(out: bytearray, n: int) -> None:
+def encode_long(n: int) -> bytes:
+    """The Avro encoding of a ``long``: zigzag, then base-128 little-endian."""
     z = (n << 1) ^ (n >> 63)
     if z < 0x80:
-        out.append(z)
-    elif z < 0x4000:
-        out += bytes(((z & 0x7F) | 0x80, z >> 7))
-    elif z < 0x200000:
-        out += bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
+        return bytes((z,))
+    if z < 0x4000:
+        return bytes(((z & 0x7F) | 0x80, z >> 7))
+    if z < 0x200000:
+        return bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
+    # Large longs repeat: a producer's epoch on every event, a timestamp for the events of
+    # one millisecond. Their encodings are kept (bounded) instead of rebuilt.
+    b = _LONG_CACHE.get(z)
+    if b is None:
+        key = z
+        buf = bytearray()
+        while z > 0x7F:
+            buf.append((z & 0x7F) | 0x80)
+            z >>= 7
+        buf.append(z)
+        if len(_LONG_CACHE) >= 1024:
+            _LONG_CACHE.clear()
+        b = _LONG_CACHE[key] = bytes(buf)
+    return b
+
+
+def _long(out: bytearray, n: int) -> None:
+    if 0 <= n < 64:
+        out.append(n << 1)
     else:
-        # Large longs repeat: a producer's epoch on every event, a timestamp for the events
-        # of one millisecond. Their encodings are kept (bounded) instead of rebuilt.
-        b = _LONG_CACHE.get(z)
-        if b is None:
-            buf = bytearray()
-            while z > 0x7F:
-                buf.append((z & 0x7F) | 0x80)
-                z >>= 7
-            buf.append(z)
-            if len(_LONG_CACHE) >= 1024:
-                _LONG_CACHE.clear()
-            b = _LONG_CACHE[(n << 1) ^ (n >> 63)] = bytes(buf)
-        out += b
+        out += encode_long(n)
 
 
 def _string(out: bytearray, s: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from schemas import genesis_hash
-from schemas.avro_writer import compile_writer
+from schemas.avro_writer import compile_writer, encode_long
 from schemas.registry import shipped_schemas
 from tests.helpers import event_record
 
@@ -98,3 +98,13 @@ def test_bad_records_raise(fields: dict[str, Any], error: type[Exception]) -> No
     del missing["seq"]
     with pytest.raises(ValueError, match="seq"):
         compile_writer(schema.parsed)(missing)
+
+
+def test_long_encoding_matches_fastavro_at_every_size() -> None:
+    values = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, 2**20, -(2**20), 2**21, 2**28]
+    values += [2**k + d for k in range(29, 64) for d in (-1, 0, 1) if 2**k + d < 2**63]
+    values += [1_763_900_000_123, 1_700_000_000_000_000, -(2**63), 2**63 - 1]
+    for n in values * 2:  # the second round reads the cached encodings
+        buf = io.BytesIO()
+        schemaless_writer(buf, "long", n)
+        assert encode_long(n) == buf.getvalue(), n
