@@ -251,6 +251,8 @@ class Worker:
                     # have arrived as early as the call: count the batch's age from there.
                     batch_started = polled_at
                 self._receive(messages)
+                if self._paused:  # e.g. assigned while a retry had paused the partitions
+                    self._resume()
                 if messages or not self._assigned:
                     last_activity = now
                 if self._pending and (
@@ -659,6 +661,9 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update((p.topic, p.partition) for p in partitions)
+        # librdkafka keeps a partition's pause across a rebalance: one paused for a retry and
+        # assigned again would never be fetched. The loop resumes them (a retry re-pauses).
+        self._paused = True
         self._expect_from_commits(consumer, partitions)
         if self._chains is not None:
             self._chains.reset()

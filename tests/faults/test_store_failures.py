@@ -183,3 +183,56 @@ def test_stop_while_retrying_returns_promptly_without_committing(
     assert isinstance(error, StoreFailed) and "stopped while the store was failing" in str(error)
     assert time.monotonic() - stopped < 5  # not waiting out the 5 s backoff, let alone more
     assert _total_committed(s) == 0
+
+
+def test_a_rebalance_while_retrying_hands_partitions_over_without_loss(
+    broker: LocalBroker, worker_settings: WorkerSettings, ch: Any
+) -> None:
+    # The Python path: both workers share this process's chDB session (one temporary
+    # staging table per session), and the rebalance logic is the same on both paths.
+    s = _settings(
+        worker_settings,
+        insert_retry_limit=1000,
+        insert_retry_budget=120,
+        parse_in_clickhouse=False,
+        exit_when_idle=None,
+    )
+    ids = _load(s)
+    flaky = FlakyClient(ch, TOO_MANY_PARTS)
+    flaky.failing.set()
+    a = Running(Worker(s, client=flaky))
+    b: Running | None = None
+    try:
+        # A holds everything it consumed, unstored, paused and retrying.
+        wait_for(lambda: flaky.failures >= 2, 60, "A retrying a failed store")
+        # B joins the group: A's partitions are revoked mid-retry and split between them.
+        b = Running(Worker(s, client=ch))
+        wait_for(lambda: b is not None and b.worker.stats.inserted > 0, 60, "B storing")
+        revokes = a.worker.metrics.registry.get_sample_value(
+            f"{P}_rebalances_total", {"kind": "revoke"}
+        )
+        assert revokes is not None and revokes >= 1
+        assert a.worker.stats.consumed == 0 and _total_committed(s) < EVENTS + HOSTILE
+        flaky.failing.clear()  # A's store recovers: it stores what it kept
+        deadline = time.monotonic() + 60
+        while _total_committed(s) != EVENTS + HOSTILE and time.monotonic() < deadline:
+            time.sleep(0.2)
+        offsets = committed(s.bootstrap_servers, s.group, s.topic, 3)
+        assert sum(max(o, 0) for o in offsets.values()) == EVENTS + HOSTILE, (
+            offsets,
+            a.worker.stats,
+            b.worker.stats,
+        )
+    finally:
+        flaky.failing.clear()
+        for r in (a, b):
+            if r is not None:
+                r.worker.stop()
+    assert a.join() is None and b is not None and b.join() is None
+    db = s.database
+    assert count(ch, f"SELECT count() FROM {db}.decisions") == EVENTS
+    assert count(ch, f"SELECT uniqExact(event_id) FROM {db}.decisions") == EVENTS
+    stored = {str(r[0]) for r in ch.query(f"SELECT event_id FROM {db}.decisions").result_rows}
+    assert stored == set(ids)
+    assert count(ch, f"SELECT count() FROM {db}.quarantine") == HOSTILE
+    assert count(ch, f"SELECT count() FROM {db}.incidents") == 0
