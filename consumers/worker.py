@@ -389,7 +389,9 @@ class Worker:
             # Typically a malformed event among them: find it (and the reason) in Python.
             self.metrics.staging_fallbacks.inc()
             log.warning(
-                "ClickHouse could not read this batch's events (%s): checking them in Python",
+                "ClickHouse could not read this batch's events (%s): checking them in Python. "
+                "If this repeats for every batch and the cause is not the data (e.g. the user "
+                "may not create temporary tables), run the worker with --parse-in-python",
                 f"{type(exc).__name__}: {exc}"[:300],
             )
             flagged = None
