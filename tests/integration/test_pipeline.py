@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from consumers.local_broker import LocalBroker
 from consumers.settings import WorkerSettings
@@ -174,6 +175,42 @@ def test_redelivered_events_are_stored_once(
     again = run_worker(worker_settings, ch, group=worker_settings.group + "-replay")
     assert (again.inserted, again.duplicates) == (0, 60)
     assert count(ch, f"SELECT count() FROM {db}.decisions") == 50
+
+
+class _NoTemporaryTables:
+    """A real client whose user may not create temporary tables (staging is refused)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def command(self, cmd: str, *args: Any, **kwargs: Any) -> Any:
+        if "TEMPORARY TABLE" in cmd:
+            raise DatabaseError("Code: 497. DB::Exception: Not enough privileges. (ACCESS_DENIED)")
+        return self._real.command(cmd, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_store_that_refuses_staging_gets_every_event_checked_in_python(
+    broker: LocalBroker, ch: Any, worker_settings: WorkerSettings
+) -> None:
+    good = craft_chain("nostage", 30)
+    hdr = "da-event-hash"
+    tampered = bytearray(good[5][0])
+    tampered[-40] ^= 0x01
+    messages = [(b"nostage", v, [(hdr, h)]) for v, h in good]
+    messages.insert(6, (b"nostage", bytes(tampered), [(hdr, good[5][1])]))
+    send_raw(broker.bootstrap_servers, worker_settings.topic, messages)
+    worker = Worker(worker_settings, client=_NoTemporaryTables(ch))
+    stats = worker.run()
+    assert stats.inserted == 30 and dict(stats.quarantined) == {"hash_mismatch": 1}
+    fallbacks = worker.metrics.registry.get_sample_value(
+        "decision_audit_worker_staging_fallbacks_total"
+    )
+    assert fallbacks is not None and fallbacks >= 1
+    db = worker_settings.database
+    assert count(ch, f"SELECT count() FROM {db}.decisions") == 30
 
 
 def test_worker_restart_resumes_without_loss_or_doubles(
