@@ -304,24 +304,7 @@ class ModelEventIngest:
         )
 
     def _heads(self, chains: set[Chain]) -> dict[Chain, Head]:
-        result = self.sink.client.query(
-            f"SELECT producer_id, producer_epoch, max(seq), argMax(event_hash, seq) "
-            f"FROM {self._db}.model_events "
-            "WHERE (producer_id, producer_epoch) IN {chains:Array(Tuple(String, UInt64))} "
-            "GROUP BY producer_id, producer_epoch",
-            parameters={"chains": sorted(chains)},
-            column_formats={"argMax(event_hash, seq)": "bytes"},
-        )
-        return {(str(p), int(e)): (int(s), bytes(h)) for p, e, s, h in result.result_rows}
+        return self.sink.chain_heads(chains, "model_events")
 
     def _hashes(self, links: set[Link]) -> dict[Link, bytes]:
-        result = self.sink.client.query(
-            f"SELECT producer_id, producer_epoch, seq, any(event_hash) "
-            f"FROM {self._db}.model_events "
-            "WHERE (producer_id, producer_epoch, seq) "
-            "IN {links:Array(Tuple(String, UInt64, UInt64))} "
-            "GROUP BY producer_id, producer_epoch, seq",
-            parameters={"links": sorted(links)},
-            column_formats={"any(event_hash)": "bytes"},
-        )
-        return {(str(p), int(e), int(s)): bytes(h) for p, e, s, h in result.result_rows}
+        return self.sink.stored_hashes(links, "model_events")

@@ -221,13 +221,16 @@ class ClickHouseSink:
             settings={"async_insert": 0, "insert_deduplication_token": token},
         )
 
-    def chain_heads(self, chains: set[Chain]) -> dict[Chain, Head]:
-        """Highest stored seq and its event hash, per chain (absent: no rows)."""
+    def chain_heads(self, chains: set[Chain], table: str = "decisions") -> dict[Chain, Head]:
+        """Highest stored seq and its event hash, per chain (absent: no rows).
+
+        ``table`` is any chained table: ``decisions`` or ``model_events``.
+        """
         if not chains:
             return {}
         result = self.client.query(
             f"SELECT producer_id, producer_epoch, max(seq), argMax(event_hash, seq) "
-            f"FROM {self.database}.decisions "
+            f"FROM {self.database}.{table} "
             "WHERE (producer_id, producer_epoch) IN {chains:Array(Tuple(String, UInt64))} "
             "GROUP BY producer_id, producer_epoch",
             parameters={"chains": sorted(chains)},
@@ -235,13 +238,13 @@ class ClickHouseSink:
         )
         return {(str(p), int(e)): (int(s), bytes(h)) for p, e, s, h in result.result_rows}
 
-    def stored_hashes(self, links: set[Link]) -> dict[Link, bytes]:
+    def stored_hashes(self, links: set[Link], table: str = "decisions") -> dict[Link, bytes]:
         """``event_hash`` of the stored events among ``(producer_id, epoch, seq)`` links."""
         if not links:
             return {}
         result = self.client.query(
             f"SELECT producer_id, producer_epoch, seq, any(event_hash) "
-            f"FROM {self.database}.decisions "
+            f"FROM {self.database}.{table} "
             "WHERE (producer_id, producer_epoch, seq) "
             "IN {links:Array(Tuple(String, UInt64, UInt64))} "
             "GROUP BY producer_id, producer_epoch, seq",
