@@ -402,14 +402,8 @@ class Delivery:
         for p in problems:
             self._report(p)
 
-    def _replace_client(self) -> list[DeliveryProblem]:
-        """Swap a fatally failed client for a new one, taking back what it still holds."""
-        old = self._producer
-        try:
-            old.purge(in_queue=True, in_flight=True, blocking=False)
-            old.poll(0)
-        except KafkaException:
-            pass
+    def _take_back_inflight(self) -> list[DeliveryProblem]:
+        """Spool, in order, the direct messages the client held (its queue was purged)."""
         problems = []
         self._direct_inflight = self._direct_inflight_bytes = 0
         for out in sorted(self._inflight.values(), key=lambda o: o.order):
@@ -418,6 +412,17 @@ class Delivery:
                 if problem is not None:
                     problems.append(problem)
         self._inflight.clear()
+        return problems
+
+    def _replace_client(self) -> list[DeliveryProblem]:
+        """Swap a fatally failed client for a new one, taking back what it still holds."""
+        old = self._producer
+        try:
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+            old.poll(0)
+        except KafkaException:
+            pass
+        problems = self._take_back_inflight()
         self._producer = Producer(self._conf)
         self._fatal = False
         log.warning("producer %s: replaced the Kafka client after a fatal error", self._pid)
@@ -576,14 +581,7 @@ class Delivery:
             except KafkaException:
                 pass
         with self._state:
-            problems = []
-            self._direct_inflight = self._direct_inflight_bytes = 0
-            for out in sorted(self._inflight.values(), key=lambda o: o.order):
-                if out.replay is None:
-                    problem = self._spill(out)
-                    if problem is not None:
-                        problems.append(problem)
-            self._inflight.clear()
+            problems = self._take_back_inflight()
             self._replays.clear()
         for p in problems:
             self._report(p)
