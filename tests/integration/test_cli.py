@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,10 +16,13 @@ from click.testing import CliRunner
 
 from consumers.cli import main
 from consumers.local_broker import LocalBroker
+from consumers.topics import ensure_topics
 from producers import AuditProducer
+from tests.faults.procs import committed, query, start_worker
 
 CLI = [sys.executable, "-m", "consumers.cli"]
 SUBCOMMANDS = ["demo", "broker", "migrate", "worker", "query"]
+PARTITIONS = 4
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -40,18 +42,6 @@ def test_bad_flag_value_names_the_flag(tmp_path: Path) -> None:
     assert "--batch-size" in result.output
 
 
-def _query(dsn: str, sql: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [*CLI, "query", "--clickhouse-url", dsn, "--format", "json", sql],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    rows: list[dict[str, Any]] = json.loads(out.stdout)
-    return rows
-
-
 def test_demo_runs_and_reports_from_clickhouse(tmp_path: Path) -> None:
     data = tmp_path / "demo"
     out = subprocess.run(
@@ -66,53 +56,26 @@ def test_demo_runs_and_reports_from_clickhouse(tmp_path: Path) -> None:
     assert "Decisions per model" in out.stdout and "Lookup by request id" in out.stdout
     assert "bad_magic" in out.stdout  # the demo's hostile message was quarantined
     assert "VERIFIED: 2000 events in 3 chain(s)" in out.stdout
-    rows = _query(f"chdb://{data}", "SELECT count() AS n FROM audit.decisions FINAL")
+    rows = query(f"chdb://{data}", "SELECT count() AS n FROM audit.decisions FINAL")
     assert rows == [{"n": 2000}]
 
 
-def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(partitions)])
-    result = admin.list_consumer_group_offsets([req])[group].result(10)
-    return sum(max(tp.offset, 0) for tp in result.topic_partitions)
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    return sum(max(o, 0) for o in committed(bootstrap, group, topic, PARTITIONS).values())
 
 
-def _worker(bootstrap: str, dsn: str, topic: str, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            *CLI,
-            "worker",
-            "--bootstrap-servers",
-            bootstrap,
-            "--clickhouse-url",
-            dsn,
-            "--topic",
-            topic,
-            "--dlq-topic",
-            f"{topic}-dlq",
-            "--group",
-            f"g-{topic}",
-            "--flush-interval",
-            "0.2",
-            "--batch-size",
-            "500",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "DECISION_AUDIT_SESSION_TIMEOUT_MS": "2000"},
-    )
+def _worker(bootstrap: str, dsn: str, topic: str, log: Path, *extra: str) -> Any:
+    flags = ("--flush-interval", "0.2", "--batch-size", "500", *extra)
+    return start_worker(bootstrap, dsn, topic, f"g-{topic}", log, *flags)
 
 
 def test_worker_process_stops_cleanly_on_sigterm(broker: LocalBroker, tmp_path: Path) -> None:
     topic = f"cli-{uuid.uuid4().hex[:8]}"
     dsn = f"chdb://{tmp_path / 'store'}"
     bs = broker.bootstrap_servers
-    proc = _worker(bs, dsn, topic)
+    ensure_topics(bs, {topic: PARTITIONS, f"{topic}-dlq": 1})
+    log = tmp_path / "worker.log"
+    proc = _worker(bs, dsn, topic, log)
     try:
         with AuditProducer(bs, producer_id="cli", topic=topic) as p:
             for i in range(3000):
@@ -120,24 +83,24 @@ def test_worker_process_stops_cleanly_on_sigterm(broker: LocalBroker, tmp_path: 
                 if i == 1000:
                     p.flush(10)
                     deadline = time.monotonic() + 30
-                    while _committed(bs, f"g-{topic}", topic, 4) == 0:
+                    while _committed(bs, f"g-{topic}", topic) == 0:
                         assert time.monotonic() < deadline, "worker committed nothing in 30 s"
                         time.sleep(0.2)
                     proc.send_signal(signal.SIGTERM)  # mid-stream
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    err = log.read_text()
     assert proc.returncode == 0, err
     assert "worker stopped" in err
-    stopped_at = _committed(bs, f"g-{topic}", topic, 4)
+    stopped_at = _committed(bs, f"g-{topic}", topic)
     assert 0 < stopped_at <= 3000
 
-    again = _worker(bs, dsn, topic, "--exit-when-idle", "2")
-    _, err = again.communicate(timeout=60)
-    assert again.returncode == 0, err
-    rows = _query(dsn, "SELECT count() AS n, uniqExact(event_id) AS u FROM audit.decisions")
-    assert rows == [{"n": 3000, "u": 3000}], err
+    again = _worker(bs, dsn, topic, log, "--exit-when-idle", "2")
+    assert again.wait(timeout=60) == 0, log.read_text()[-3000:]
+    rows = query(dsn, "SELECT count() AS n, uniqExact(event_id) AS u FROM audit.decisions")
+    assert rows == [{"n": 3000, "u": 3000}], log.read_text()[-3000:]
 
 
 def test_migrate_is_idempotent(tmp_path: Path) -> None:
