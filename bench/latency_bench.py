@@ -121,7 +121,7 @@ def run(bootstrap: str, rate: int, seconds: float, workdir: Path) -> dict[str, A
 def _measure(mode: str, bootstrap: str, rate: int, seconds: float, workdir: Path) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     topic = f"{TOPIC}-{mode}-{run_id}"
-    ensure_topics(bootstrap, {topic: 4, topic + "-dlq": 1})
+    ensure_topics(bootstrap, {topic: 4, topic + "-dlq": 1, topic + "-model-events": 1})
     load_id = f"bench-latency-{run_id}"
     warm_id = f"bench-warmup-{run_id}"
     events = int(rate * seconds)

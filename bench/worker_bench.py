@@ -22,7 +22,7 @@ CHAINS = 8
 
 def preload(bootstrap: str, events: int, topic: str = TOPIC) -> dict[str, Any]:
     """Log ``events`` decisions through AuditProducers; returns how many were delivered."""
-    ensure_topics(bootstrap, {topic: 4, topic + "-dlq": 1})
+    ensure_topics(bootstrap, {topic: 4, topic + "-dlq": 1, topic + "-model-events": 1})
     run = uuid.uuid4().hex[:8]
     pool = make_calls(4096, seed=7)
     producers = [

@@ -90,6 +90,7 @@ def run_ours(a: argparse.Namespace, client: Any, progress: Progress) -> dict[str
         bootstrap_servers=a.bootstrap,
         topic=a.topic,
         dlq_topic=a.topic + "-dlq",
+        model_events_topic=a.topic + "-model-events",
         group=a.group,
         clickhouse_url=f"chdb://{a.chdb}",
         database=DB,

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from consumers.clickhouse import connect, redact_dsn
 from consumers.dedupe import ChainTracker, Checked, judge
 from consumers.dlq import DeadLetters
+from consumers.gc_tuning import tuned_gc
 from consumers.health import Health, MetricsServer
 from consumers.keys import KeyRing
 from consumers.metrics import WorkerMetrics
@@ -190,7 +191,8 @@ class Worker:
             self.metrics_port = server.port
             log.info("metrics on http://%s:%d/metrics and /healthz", s.metrics_host, server.port)
         try:
-            self._run()
+            with tuned_gc():
+                self._run()
         finally:
             if server is not None:
                 server.close()
