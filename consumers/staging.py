@@ -235,22 +235,24 @@ class Stager:
         # claimed hash is checked by ClickHouse (SHA-256 of prev_hash and the body).
         idx = len(self._events)
         size = len(value)
-        pieces = (
-            _long(idx),
-            _long(size),
+        small = _SMALL
+        head = small[idx] if idx < 8192 else encode_long(idx)
+        head += small[size] if size < 8192 else encode_long(size)
+        where = small[partition] if partition < 8192 else encode_long(partition)
+        where += small[offset] if offset < 8192 else encode_long(offset)
+        where += pid[1] + container.fp_field
+        record_size = 2 * size - HEADER_SIZE + 32 + _NONCE_SIZE + len(head) + len(where)
+        container.blocks += (
+            b"\x02",
+            _long(record_size),
+            head,
             value,
             claimed,
-            _long(partition),
-            _long(offset),
-            pid[1],
-            container.fp_field,
+            where,
             memoryview(value)[HEADER_SIZE:],
             self._nonce,
+            self._sync,
         )
-        record_size = 2 * size - HEADER_SIZE + 32 + _NONCE_SIZE
-        record_size += len(pieces[0]) + len(pieces[1]) + len(pieces[4]) + len(pieces[5])
-        record_size += len(pid[1]) + len(container.fp_field)
-        container.blocks += (b"\x02", _long(record_size), *pieces, self._sync)
         record_fields = {
             "producer_id": pid[0],
             "event_id": value[HEADER_SIZE + 1 : HEADER_SIZE + 37].decode("latin-1"),

@@ -36,6 +36,11 @@ def encode_long(n: int) -> bytes:
         return bytes(((z & 0x7F) | 0x80, z >> 7))
     if z < 0x200000:
         return bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
+    if z < 0x800000000:  # Kafka offsets, sizes: unrolled, since they seldom repeat
+        b4 = (z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, ((z >> 14) & 0x7F) | 0x80
+        if z < 0x10000000:
+            return bytes((*b4, z >> 21))
+        return bytes((*b4, ((z >> 21) & 0x7F) | 0x80, z >> 28))
     # Large longs repeat: a producer's epoch on every event, a timestamp for the events of
     # one millisecond. Their encodings are kept (bounded) instead of rebuilt.
     b = _LONG_CACHE.get(z)

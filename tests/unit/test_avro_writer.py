@@ -102,7 +102,8 @@ def test_bad_records_raise(fields: dict[str, Any], error: type[Exception]) -> No
 
 def test_long_encoding_matches_fastavro_at_every_size() -> None:
     values = [0, 1, -1, 63, 64, -64, -65, 8191, 8192, 2**20, -(2**20), 2**21, 2**28]
-    values += [2**k + d for k in range(29, 64) for d in (-1, 0, 1) if 2**k + d < 2**63]
+    values += [s * (2**k + d) for k in range(6, 64) for d in (-1, 0, 1) for s in (1, -1)]
+    values = [n for n in values if -(2**63) <= n < 2**63]
     values += [1_763_900_000_123, 1_700_000_000_000_000, -(2**63), 2**63 - 1]
     for n in values * 2:  # the second round reads the cached encodings
         buf = io.BytesIO()
