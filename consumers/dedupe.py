@@ -50,6 +50,10 @@ class Verdict:
     """``(first, last)`` missing seqs before a NEW event, if any"""
 
 
+# Verdicts without a gap are shared (one per event would be built otherwise).
+_PLAIN = {outcome: Verdict(outcome) for outcome in Outcome}
+
+
 class ChainTracker:
     """Follows each chain's head across batches."""
 
@@ -77,19 +81,19 @@ class ChainTracker:
         if seq < top_seq:
             seen = self._batch.get((*chain, seq))
             if seen is None:
-                return Verdict(Outcome.BEHIND)
-            return Verdict(Outcome.DUPLICATE if event_hash == seen else Outcome.FORK)
+                return _PLAIN[Outcome.BEHIND]
+            return _PLAIN[Outcome.DUPLICATE if event_hash == seen else Outcome.FORK]
         if seq == top_seq:
-            return Verdict(Outcome.DUPLICATE if event_hash == top_hash else Outcome.FORK)
+            return _PLAIN[Outcome.DUPLICATE if event_hash == top_hash else Outcome.FORK]
         gap = None
         if seq == top_seq + 1:
             if prev_hash != top_hash:
-                return Verdict(Outcome.BREAK)
+                return _PLAIN[Outcome.BREAK]
         else:
             gap = (top_seq + 1, seq - 1)
         self._pending[chain] = (seq, event_hash)
         self._batch[(*chain, seq)] = event_hash
-        return Verdict(Outcome.NEW, gap)
+        return _PLAIN[Outcome.NEW] if gap is None else Verdict(Outcome.NEW, gap)
 
     def settle(self, behind: list[tuple[Link, bytes]]) -> list[Outcome]:
         """Judge events that came back below the head against the stored ones (one query).
