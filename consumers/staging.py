@@ -27,6 +27,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from clickhouse_connect.driver.binding import format_str
+
 from consumers.keys import KeyRing
 from consumers.sink import DECISION_COLUMNS
 from consumers.verify import EVENT_HASH_HEADER, Headers, StagedEvent, header_value
@@ -310,16 +312,14 @@ class Stager:
         select = ", ".join(_SELECT[name] for name in DECISION_COLUMNS)
         # One thread, so a retried insert makes the same blocks and its token matches. The
         # chains already dropped duplicates, so the engine need not collapse rows on insert
-        # (optimize_on_insert; FINAL and merges still do): ~15 % of the copy's cost.
+        # (optimize_on_insert; FINAL and merges still do): ~15 % of the copy's cost. The
+        # settings are part of the statement: given as ``settings=``, an embedded (chDB)
+        # client wraps the statement in a SET and a restore per setting, 10 calls for 1.
         c.command(
-            f"INSERT INTO {database}.decisions ({columns}) SELECT {select} "
-            f"FROM {STAGING_TABLE}{where}",
-            settings={
-                "insert_deduplication_token": token,
-                "max_threads": 1,
-                "max_insert_threads": 1,
-                "optimize_on_insert": 0,
-            },
+            f"INSERT INTO {database}.decisions ({columns}) SETTINGS "
+            f"insert_deduplication_token = {format_str(token)}, max_threads = 1, "
+            f"max_insert_threads = 1, optimize_on_insert = 0 "
+            f"SELECT {select} FROM {STAGING_TABLE}{where}"
         )
 
     # -- internals ----------------------------------------------------------------------------
