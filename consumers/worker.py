@@ -50,6 +50,9 @@ _GAP_REFETCHES = 3
 """fetches of a partition's skipped offsets before the gap is taken as real"""
 
 
+_new_tuple = tuple.__new__
+
+
 class Received(NamedTuple):
     """A consumed message, with the fields the worker uses (typed, not Optional)."""
 
@@ -62,13 +65,17 @@ class Received(NamedTuple):
 
     @classmethod
     def of(cls, msg: Message) -> Received:
-        return cls(
-            msg.topic() or "",
-            msg.partition() or 0,
-            msg.offset() or 0,
-            msg.key(),
-            msg.value(),
-            msg.headers(),  # type: ignore[arg-type]
+        # tuple.__new__ skips the generated __new__'s argument handling: once per message.
+        return _new_tuple(
+            cls,
+            (
+                msg.topic() or "",
+                msg.partition() or 0,
+                msg.offset() or 0,
+                msg.key(),
+                msg.value(),
+                msg.headers(),
+            ),
         )
 
 
@@ -602,7 +609,8 @@ class Worker:
         top: dict[tuple[str, int], int] = {}
         for m in messages:
             k = (m.topic, m.partition)
-            top[k] = max(top.get(k, -1), m.offset)
+            if m.offset > top.get(k, -1):
+                top[k] = m.offset
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(top.items())]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
