@@ -312,7 +312,7 @@ class Stager:
         select = ", ".join(_SELECT[name] for name in DECISION_COLUMNS)
         # One thread, so a retried insert makes the same blocks and its token matches. The
         # chains already dropped duplicates, so the engine need not collapse rows on insert
-        # (optimize_on_insert; FINAL and merges still do): ~15 % of the copy's cost. The
+        # (optimize_on_insert; FINAL and merges still do): 12-24 % of the copy, measured. The
         # settings are part of the statement: given as ``settings=``, an embedded (chDB)
         # client wraps the statement in a SET and a restore per setting, 10 calls for 1.
         c.command(
