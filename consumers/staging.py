@@ -150,7 +150,7 @@ class _Container:
 
     header: bytes
     fp_field: bytes
-    blocks: list[bytes | memoryview] = field(default_factory=list)
+    blocks: list[bytes] = field(default_factory=list)
 
 
 class StagingMismatch(RuntimeError):
@@ -233,7 +233,8 @@ class Stager:
             pid = self._pids[key] = self._producer_id(key)
             if pid is None:
                 return None
-        # The record is written as pieces joined once per batch (no copy per event); the
+        # The record is written as pieces joined once per batch (a slice of the body is
+        # cheaper to make, join and free than a memoryview of it, measured); the
         # claimed hash is checked by ClickHouse (SHA-256 of prev_hash and the body).
         idx = len(self._events)
         size = len(value)
@@ -251,7 +252,7 @@ class Stager:
             value,
             claimed,
             where,
-            memoryview(value)[HEADER_SIZE:],
+            value[HEADER_SIZE:],
             self._nonce,
             self._sync,
         )

@@ -404,9 +404,10 @@ class Worker:
                 f"{type(exc).__name__}: {exc}"[:300],
             )
             flagged = None
-        for i, (m, r) in enumerate(zip(messages, results, strict=True)):
-            if isinstance(r, StagedEvent) and (flagged is None or r.index in flagged):
-                results[i] = self._check(m)
+        if flagged is None or flagged:
+            for i, (m, r) in enumerate(zip(messages, results, strict=True)):
+                if isinstance(r, StagedEvent) and (flagged is None or r.index in flagged):
+                    results[i] = self._check(m)
         return list(zip(messages, results, strict=True))
 
     def _check(self, msg: Received) -> VerifiedEvent | VerifiedCheckpoint | Rejection:
