@@ -11,19 +11,35 @@ threshold still collects cyclic garbage, bounded, just rarely.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 GC_THRESHOLD = (50_000, 20, 20)
 """allocations before a young collection; young collections per older one"""
 
+_lock = threading.Lock()
+_users = 0
+_saved: tuple[int, int, int] = (700, 10, 10)
+
 
 @contextmanager
 def tuned_gc() -> Iterator[None]:
-    """Run the block with :data:`GC_THRESHOLD`, and restore the previous one after."""
-    threshold = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLD)
+    """Run the block with :data:`GC_THRESHOLD`; the last block to end restores the threshold.
+
+    Counted, so that workers on several threads of one process may start and stop in any
+    order and the process still gets back the threshold it had before the first.
+    """
+    global _users, _saved
+    with _lock:
+        if _users == 0:
+            _saved = gc.get_threshold()
+            gc.set_threshold(*GC_THRESHOLD)
+        _users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                gc.set_threshold(*_saved)

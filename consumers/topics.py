@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -29,3 +29,12 @@ def ensure_topics(
             if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise RuntimeError(f"cannot create topic {name!r}: {exc}") from exc
+
+
+def missing_topics(
+    bootstrap_servers: str, names: Iterable[str], timeout: float = 15.0
+) -> list[str]:
+    """Those of ``names`` the cluster does not have."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    existing = admin.list_topics(timeout=timeout).topics
+    return [name for name in names if name not in existing]

@@ -33,7 +33,7 @@ from consumers.sink import (
     checkpoint_row,
 )
 from consumers.staging import Stager, StagingMismatch
-from consumers.topics import ensure_topics
+from consumers.topics import ensure_topics, missing_topics
 from consumers.verify import (
     EventVerifier,
     Headers,
@@ -218,6 +218,9 @@ class Worker:
                     s.model_events_topic: s.topic_partitions,
                 },
             )
+            topics = [s.topic, s.model_events_topic]
+        else:
+            topics = self._topics_to_consume()
         self._sink = ClickHouseSink(client, s.database)
         self._chains = ChainTracker(self._sink.chain_heads, self._sink.stored_hashes)
         self._model_events = ModelEventIngest(self._sink)
@@ -232,7 +235,7 @@ class Worker:
         self._dlq = DeadLetters(s.dlq_producer_config(), s.dlq_topic, s.max_event_bytes)
         self._consumer = consumer = Consumer(s.consumer_config())
         consumer.subscribe(
-            [s.topic, s.model_events_topic],
+            topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -294,6 +297,24 @@ class Worker:
                 self.stats.quarantined_total,
                 self.stats.insert_retries,
             )
+
+    def _topics_to_consume(self) -> list[str]:
+        """The decisions topic, and the model-events topic if it exists.
+
+        Subscribed but missing, the model-events topic slowed the consumer's fetches of the
+        decisions topic by a third (bench/RESULTS.md), so a worker that may not create topics
+        leaves it out and says so.
+        """
+        s = self.settings
+        if missing_topics(s.bootstrap_servers, [s.model_events_topic]):
+            log.warning(
+                "model-events topic %r does not exist: model-lifecycle events are not "
+                "consumed. Create it and restart the worker, or let the worker create its "
+                "topics (--create-topics)",
+                s.model_events_topic,
+            )
+            return [s.topic]
+        return [s.topic, s.model_events_topic]
 
     def _receive(self, messages: list[Message]) -> None:
         """Take consumed messages into the pending batch, guarding against skipped offsets.

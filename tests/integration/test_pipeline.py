@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from datetime import UTC, datetime
@@ -211,6 +212,26 @@ def test_a_store_that_refuses_staging_gets_every_event_checked_in_python(
     assert fallbacks is not None and fallbacks >= 1
     db = worker_settings.database
     assert count(ch, f"SELECT count() FROM {db}.decisions") == 30
+
+
+def test_a_worker_that_may_not_create_topics_skips_a_missing_model_events_topic(
+    broker: LocalBroker, ch: Any, worker_settings: WorkerSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = f"{worker_settings.topic}-never-created"
+    s = worker_settings.model_copy(update={"model_events_topic": missing})
+    assert not s.create_topics
+    good = craft_chain("no-lifecycle", 40)
+    send_raw(
+        broker.bootstrap_servers,
+        s.topic,
+        [(b"no-lifecycle", v, [("da-event-hash", h)]) for v, h in good],
+    )
+    with caplog.at_level(logging.WARNING, logger="decision_audit.worker"):
+        stats = Worker(s, client=ch).run()
+    assert stats.inserted == 40 and stats.quarantined_total == 0
+    warning = [r.getMessage() for r in caplog.records if missing in r.getMessage()]
+    assert len(warning) == 1 and "--create-topics" in warning[0]
+    assert count(ch, f"SELECT count() FROM {s.database}.decisions") == 40
 
 
 def test_worker_restart_resumes_without_loss_or_doubles(
