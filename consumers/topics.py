@@ -14,11 +14,9 @@ def ensure_topics(
 ) -> None:
     """Create each missing topic with the given partition count (existing ones are left as is)."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    existing = admin.list_topics(timeout=timeout).topics
     missing = [
-        NewTopic(name, num_partitions=n, replication_factor=1)
-        for name, n in partitions.items()
-        if name not in existing
+        NewTopic(name, num_partitions=partitions[name], replication_factor=1)
+        for name in _absent(admin, partitions, timeout)
     ]
     if not missing:
         return
@@ -35,6 +33,9 @@ def missing_topics(
     bootstrap_servers: str, names: Iterable[str], timeout: float = 15.0
 ) -> list[str]:
     """Those of ``names`` the cluster does not have."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    return _absent(AdminClient({"bootstrap.servers": bootstrap_servers}), names, timeout)
+
+
+def _absent(admin: AdminClient, names: Iterable[str], timeout: float) -> list[str]:
     existing = admin.list_topics(timeout=timeout).topics
     return [name for name in names if name not in existing]
