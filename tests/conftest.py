@@ -14,9 +14,9 @@ import pytest
 
 from consumers.clickhouse import connect
 from consumers.local_broker import LocalBroker
-from consumers.migrate import migrate
 from consumers.settings import WorkerSettings
 from consumers.topics import ensure_topics
+from tests.helpers import migrated_database
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +37,7 @@ def ch(chdb_dir: Path) -> Any:
 
 @pytest.fixture
 def database(ch: Any) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    migrate(ch, name)
-    yield name
-    ch.command(f"DROP DATABASE IF EXISTS {name}")
+    yield from migrated_database(ch)
 
 
 @pytest.fixture

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from consumers.migrate import migrate
 from consumers.settings import WorkerSettings
 from consumers.worker import Worker, WorkerStats
 from schemas import chain_hash, default_codec, genesis_hash, uuid7
@@ -109,3 +111,11 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) 
                 out.append(m)
     c.close()
     return out
+
+
+def migrated_database(ch: Any) -> Iterator[str]:
+    """A fresh database with every migration applied (for a fixture), dropped after."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    migrate(ch, name)
+    yield name
+    ch.command(f"DROP DATABASE IF EXISTS {name}")

@@ -61,6 +61,15 @@ def _total_committed(s: WorkerSettings) -> int:
     return sum(max(o, 0) for o in committed(s.bootstrap_servers, s.group, s.topic, 3).values())
 
 
+def _assert_stored_once(ch: Any, db: str, ids: list[str]) -> None:
+    """Every valid event stored exactly once, every hostile message quarantined."""
+    assert count(ch, f"SELECT count() FROM {db}.decisions") == EVENTS
+    assert count(ch, f"SELECT uniqExact(event_id) FROM {db}.decisions") == EVENTS
+    stored = {str(r[0]) for r in ch.query(f"SELECT event_id FROM {db}.decisions").result_rows}
+    assert stored == set(ids)
+    assert count(ch, f"SELECT count() FROM {db}.quarantine") == HOSTILE
+
+
 def _load(s: WorkerSettings) -> list[str]:
     ids = Load(s.bootstrap_servers, s.topic, EVENTS, producers=3).start().wait()
     send_raw(
@@ -124,11 +133,7 @@ def test_transient_failures_are_retried_paused_and_nothing_commits_early(
     assert value(m, f"{P}_rebalances_total", kind="lost") == 0
     db = s.database
     # The applied-then-failed insert was retried under the same token: not doubled.
-    assert count(ch, f"SELECT count() FROM {db}.decisions") == EVENTS
-    assert count(ch, f"SELECT uniqExact(event_id) FROM {db}.decisions") == EVENTS
-    stored = {str(r[0]) for r in ch.query(f"SELECT event_id FROM {db}.decisions").result_rows}
-    assert stored == set(ids)
-    assert count(ch, f"SELECT count() FROM {db}.quarantine") == HOSTILE
+    _assert_stored_once(ch, db, ids)
 
 
 def test_past_the_retry_limit_the_worker_stops_naming_the_cause(
@@ -230,9 +235,5 @@ def test_a_rebalance_while_retrying_hands_partitions_over_without_loss(
                 r.worker.stop()
     assert a.join() is None and b is not None and b.join() is None
     db = s.database
-    assert count(ch, f"SELECT count() FROM {db}.decisions") == EVENTS
-    assert count(ch, f"SELECT uniqExact(event_id) FROM {db}.decisions") == EVENTS
-    stored = {str(r[0]) for r in ch.query(f"SELECT event_id FROM {db}.decisions").result_rows}
-    assert stored == set(ids)
-    assert count(ch, f"SELECT count() FROM {db}.quarantine") == HOSTILE
+    _assert_stored_once(ch, db, ids)
     assert count(ch, f"SELECT count() FROM {db}.incidents") == 0

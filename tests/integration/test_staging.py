@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 
 from consumers.keys import KeyRing
-from consumers.migrate import migrate
 from consumers.sink import ClickHouseSink, DecisionColumns
 from consumers.staging import EVENT_COLUMNS, Stager
 from consumers.verify import EVENT_HASH_HEADER, EventVerifier, Rejection, VerifiedEvent
 from producers.signing import generate_keypair
 from schemas import chain_hash, default_codec, genesis_hash
-from tests.helpers import event_record
+from tests.helpers import event_record, migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -69,10 +68,7 @@ def _stager(ch: Any, keyring: KeyRing | None = None, require_signed: bool = Fals
 
 @pytest.fixture
 def second_database(ch: Any) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    migrate(ch, name)
-    yield name
-    ch.command(f"DROP DATABASE IF EXISTS {name}")
+    yield from migrated_database(ch)
 
 
 def test_staging_columns_are_the_latest_event_fields() -> None:
