@@ -116,6 +116,13 @@ def test_decision_event_model_reads_a_decoded_record() -> None:
     assert ev.inputs_value == {"x": 3}
 
 
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def _both(**kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from schemas.models import Decision, decision_record
 
@@ -143,6 +150,9 @@ def _both(**kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         {"prediction": 3.5, "explanation": {"shap": [0.1, -0.2]}, "tags": {"env": "prod"}},
         {"request_id": "", "actor": "svc", "run_id": "r", "dataset_version": "d"},
         {"prediction": ["a", "b"], "score": 0.25},
+        {"inputs": {"small": 1e-05, "big": 1e20, "neg": -0.0, "line": "a\u2028b"}},
+        {"inputs": {"wide": 2**70}, "prediction": [2**64]},
+        {"inputs": {"deep": _nested(200)}},
     ],
 )
 def test_fast_decision_record_equals_the_model(kw: dict[str, Any]) -> None:
@@ -159,6 +169,11 @@ def test_fast_decision_record_equals_the_model(kw: dict[str, Any]) -> None:
         ({"inputs": {1: "int key"}}, "inputs"),
         ({"inputs": {"nested": {"t": (1, 2)}}}, "inputs"),
         ({"inputs": {"x": float("nan")}}, "inputs"),
+        ({"inputs": {"x": [1.0, float("-inf")]}}, "inputs"),
+        ({"prediction": float("nan")}, "prediction"),
+        ({"prediction": {"p": [float("inf")]}}, "prediction"),
+        ({"explanation": {"w": float("nan")}}, "explanation"),
+        ({"inputs": {"deep": _nested(300)}}, "inputs"),
         ({"score": float("inf")}, "score"),
         ({"latency_ms": -1.0}, "latency_ms"),
         ({"request_id": "x" * 5000}, "request_id"),
