@@ -180,6 +180,17 @@ def test_clickhouse_flags_every_event_the_verifier_rejects(ch: Any, tmp_path: Pa
         assert isinstance(verifier.check(v, k, h), Rejection), name
 
 
+def test_an_object_after_whitespace_is_flagged_and_then_accepted_in_python(ch: Any) -> None:
+    # ClickHouse's inputs check is "starts with '{' and is valid JSON", stricter than JSON:
+    # what it cannot vouch for goes to the Python verifier, which accepts it.
+    (v, k, h), *_ = _chain("stage-ws", 1, inputs=' \n{"a": 1}')
+    stager = _stager(ch)
+    assert stager.screen(v, k, h, 0, 0) is not None
+    assert stager.stage() == {0: "inputs"}
+    verifier = EventVerifier(default_codec(), max_event_bytes=1_000_000)
+    assert isinstance(verifier.check(v, k, h), VerifiedEvent)
+
+
 def test_unsigned_events_are_flagged_in_strict_mode(ch: Any) -> None:
     stager = _stager(ch, require_signed=True)
     for i, (v, k, h) in enumerate(_chain("stage-unsigned", 2)):
