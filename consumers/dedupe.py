@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from consumers.verify import Rejection, StagedEvent, VerifiedCheckpoint, VerifiedEvent
 from schemas.hashing import genesis_hash
@@ -61,8 +61,9 @@ class ChainTracker:
         self._lookup = lookup
         self._stored_hashes = stored_hashes
         self._stored: dict[Chain, Head] = {}
-        self._pending: dict[Chain, Head] = {}
-        self._batch: dict[Link, bytes] = {}
+        # Per chain touched by the batch: [head seq, head hash, {seq: hash} accepted in the
+        # batch]. One lookup per event, updated in place: this runs for every event.
+        self._pending: dict[Chain, list[Any]] = {}
 
     def prepare(self, chains: Iterable[Chain]) -> None:
         """Load the heads of chains not seen since the last reset (one query)."""
@@ -73,27 +74,31 @@ class ChainTracker:
                 self._stored[chain] = found.get(chain) or (0, genesis_hash(*chain))
 
     def head(self, chain: Chain) -> Head | None:
-        return self._pending.get(chain) or self._stored.get(chain)
+        state = self._pending.get(chain)
+        return (state[0], state[1]) if state is not None else self._stored.get(chain)
 
     def accept(self, chain: Chain, seq: int, prev_hash: bytes, event_hash: bytes) -> Verdict:
         """Judge the next event of ``chain``; a NEW one becomes the chain's pending head."""
-        top_seq, top_hash = self._pending.get(chain) or self._stored[chain]
+        state = self._pending.get(chain)
+        if state is None:
+            state = self._pending[chain] = [*self._stored[chain], {}]
+        top_seq, top_hash, batch = state
+        if seq == top_seq + 1:
+            if prev_hash != top_hash:
+                return _PLAIN[Outcome.BREAK]
+            state[0] = seq
+            state[1] = batch[seq] = event_hash
+            return _PLAIN[Outcome.NEW]
         if seq < top_seq:
-            seen = self._batch.get((*chain, seq))
+            seen = batch.get(seq)
             if seen is None:
                 return _PLAIN[Outcome.BEHIND]
             return _PLAIN[Outcome.DUPLICATE if event_hash == seen else Outcome.FORK]
         if seq == top_seq:
             return _PLAIN[Outcome.DUPLICATE if event_hash == top_hash else Outcome.FORK]
-        gap = None
-        if seq == top_seq + 1:
-            if prev_hash != top_hash:
-                return _PLAIN[Outcome.BREAK]
-        else:
-            gap = (top_seq + 1, seq - 1)
-        self._pending[chain] = (seq, event_hash)
-        self._batch[(*chain, seq)] = event_hash
-        return _PLAIN[Outcome.NEW] if gap is None else Verdict(Outcome.NEW, gap)
+        state[0] = seq
+        state[1] = batch[seq] = event_hash
+        return Verdict(Outcome.NEW, (top_seq + 1, seq - 1))
 
     def settle(self, behind: list[tuple[Link, bytes]]) -> list[Outcome]:
         """Judge events that came back below the head against the stored ones (one query).
@@ -116,19 +121,17 @@ class ChainTracker:
         return out
 
     def commit(self) -> None:
-        self._stored.update(self._pending)
+        for chain, (seq, event_hash, _) in self._pending.items():
+            self._stored[chain] = (seq, event_hash)
         self._pending.clear()
-        self._batch.clear()
 
     def abort(self) -> None:
         self._pending.clear()
-        self._batch.clear()
 
     def reset(self) -> None:
         """Forget everything (after a rebalance another worker may have advanced a chain)."""
         self._stored.clear()
         self._pending.clear()
-        self._batch.clear()
 
 
 M = TypeVar("M")
@@ -155,20 +158,29 @@ def judge(checked: Sequence[tuple[M, Checked]], chains: ChainTracker) -> Judgeme
     rejected (break, fork, late); a checkpoint is rejected when it names another head than
     the event stored at its seq.
     """
-    chains.prepare(
-        (r.record["producer_id"], r.record["producer_epoch"])
-        for _, r in checked
-        if not isinstance(r, Rejection)
-    )
+    # The loop runs for every event of the batch: exact type tests (these classes are
+    # final), the chain of each event built once, appends bound once. ``result`` is typed
+    # Any below: the type tests narrow it, which mypy does not follow through the tuples.
+    links: list[tuple[M, Any, Chain | None]] = [
+        (
+            msg,
+            r,
+            None if type(r) is Rejection else (r.record["producer_id"], r.record["producer_epoch"]),
+        )
+        for msg, r in cast(Sequence[tuple[M, Any]], checked)
+    ]
+    chains.prepare({chain for _, _, chain in links if chain is not None})
     out: Judgement[M] = Judgement()
     behind: list[tuple[M, Event]] = []
-    for msg, result in checked:
-        if isinstance(result, Rejection):
+    accept = chains.accept
+    accepted = out.accepted.append
+    new = Outcome.NEW
+    for msg, result, chain in links:
+        if chain is None:
             out.rejected.append((msg, result))
             continue
         rec = result.record
-        chain = (rec["producer_id"], rec["producer_epoch"])
-        if isinstance(result, VerifiedCheckpoint):
+        if type(result) is VerifiedCheckpoint:
             head = chains.head(chain)
             if head is not None and head[0] == rec["seq"] and head[1] != rec["chain_head"]:
                 out.rejected.append(
@@ -183,11 +195,11 @@ def judge(checked: Sequence[tuple[M, Checked]], chains: ChainTracker) -> Judgeme
             else:
                 out.checkpoints.append((msg, result))
             continue
-        verdict = chains.accept(chain, rec["seq"], rec["prev_hash"], result.event_hash)
-        if verdict.outcome is Outcome.NEW:
+        verdict = accept(chain, rec["seq"], rec["prev_hash"], result.event_hash)
+        if verdict.outcome is new:
             if verdict.gap is not None:
                 out.gaps.append((msg, rec, *verdict.gap))
-            out.accepted.append((msg, result))
+            accepted((msg, result))
         elif verdict.outcome is Outcome.DUPLICATE:
             out.duplicates += 1
         elif verdict.outcome is Outcome.BEHIND:
