@@ -7,7 +7,10 @@ worker does in Python only what needs no decoding — the header, the key, the c
 — and frames the message as one record of an in-memory Avro object container file::
 
     _idx, _raw (the whole message), _hash (claimed), _partition, _offset, _pid (the key),
-    _fp (writer fingerprint), <the event's own fields, as its writer wrote them>, _end
+    _hdr (the message's 10-byte header), <the event's own fields, as its writer wrote them>,
+    _end
+
+(``_hdr`` and the fields are the message itself, written once more as it came.)
 
 ClickHouse reads that file into a temporary table. One query then returns, per event, the
 ``seq`` and ``producer_epoch`` the chain tracker needs and the first check it fails: the
@@ -49,7 +52,7 @@ _FRAME_COLUMNS: tuple[tuple[str, str], ...] = (
     ("_partition", "UInt32"),
     ("_offset", "UInt64"),
     ("_pid", "String"),
-    ("_fp", "Int64"),
+    ("_hdr", f"FixedString({HEADER_SIZE})"),
 )
 # The latest decision_event fields (tests/unit/test_staging.py keeps them in step). Integers
 # are signed so that a negative seq or epoch is seen, not wrapped.
@@ -89,7 +92,7 @@ _SELECT = {
     "producer_epoch": "toUInt64(producer_epoch)",
     "seq": "toUInt64(seq)",
     "event_hash": "_hash",
-    "schema_fingerprint": "reinterpretAsUInt64(_fp)",
+    "schema_fingerprint": "reinterpretAsUInt64(substring(_hdr, 3, 8))",
     "raw": "_raw",
     "kafka_partition": "_partition",
     "kafka_offset": "_offset",
@@ -151,7 +154,6 @@ class _Container:
     """The object container file of one writer schema: its header and one block per event."""
 
     header: bytes
-    fp_field: bytes
     blocks: list[bytes] = field(default_factory=list)
 
 
@@ -235,18 +237,24 @@ class Stager:
             pid = self._pids[key] = self._producer_id(key)
             if pid is None:
                 return None
-        # The record is written as pieces joined once per batch (a slice of the body is
-        # cheaper to make, join and free than a memoryview of it, measured); the
-        # claimed hash is checked by ClickHouse (SHA-256 of prev_hash and the body).
+        # The record is written as pieces joined once per batch, the message twice: as
+        # ``_raw``, and as ``_hdr`` followed by the fields. The claimed hash is checked by
+        # ClickHouse (SHA-256 of prev_hash and the body).
         idx = len(self._events)
         size = len(value)
         small = _SMALL
         head = small[idx] if idx < 8192 else encode_long(idx)
         head += small[size] if size < 8192 else encode_long(size)
         where = small[partition] if partition < 8192 else encode_long(partition)
-        where += small[offset] if offset < 8192 else encode_long(offset)
-        where += pid[1] + container.fp_field
-        record_size = 2 * size - HEADER_SIZE + 32 + _NONCE_SIZE + len(head) + len(where)
+        if offset < 8192:
+            where += small[offset]
+        elif offset < 0x100000:  # zigzag fits 3 bytes: most offsets of a young topic
+            z = offset << 1
+            where += bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
+        else:
+            where += encode_long(offset)
+        where += pid[1]
+        record_size = 2 * size + 32 + _NONCE_SIZE + len(head) + len(where)
         container.blocks += (
             b"\x02",
             _long(record_size),
@@ -254,7 +262,7 @@ class Stager:
             value,
             claimed,
             where,
-            value[HEADER_SIZE:],
+            value,
             self._nonce,
             self._sync,
         )
@@ -348,7 +356,10 @@ class Stager:
                 {"name": "_partition", "type": "long"},
                 {"name": "_offset", "type": "long"},
                 {"name": "_pid", "type": "string"},
-                {"name": "_fp", "type": "long"},
+                {
+                    "name": "_hdr",
+                    "type": {"type": "fixed", "name": "StagedHeader", "size": HEADER_SIZE},
+                },
                 *definition["fields"],
                 {
                     "name": "_end",
@@ -362,8 +373,7 @@ class Stager:
         for k, v in meta.items():
             header += _string(k.encode()) + _string(v)
         header += b"\x00" + self._sync
-        signed_fp = int.from_bytes(writer.fingerprint, "little", signed=True)
-        return _Container(bytes(header), encode_long(signed_fp))
+        return _Container(bytes(header))
 
     @staticmethod
     def _producer_id(key: bytes) -> tuple[str, bytes] | None:

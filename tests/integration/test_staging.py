@@ -209,6 +209,20 @@ def test_only_the_accepted_events_are_copied(ch: Any, database: str) -> None:
     assert [s for (s,) in stored] == [2, 5, 6]
 
 
+def test_partitions_and_offsets_of_every_size_are_stored(ch: Any, database: str) -> None:
+    offsets = [5, 8191, 8192, 70_000, 0xFFFFF, 0x100000, 2**40]
+    stager = _stager(ch)
+    for (v, k, h), offset in zip(_chain("stage-offsets", len(offsets)), offsets, strict=True):
+        assert stager.screen(v, k, h, 9000, offset) is not None
+    assert stager.stage() == {}
+    stager.copy_into(database, list(range(len(offsets))), len(offsets), "offsets")
+    rows = ch.query(
+        f"SELECT kafka_partition, kafka_offset FROM {database}.decisions "
+        "WHERE producer_id = 'stage-offsets' ORDER BY seq"
+    ).result_rows
+    assert rows == [(9000, o) for o in offsets]
+
+
 def test_a_batch_clickhouse_cannot_parse_raises(ch: Any) -> None:
     pid = "stage-cut"
     prev = genesis_hash(pid, 7)
