@@ -329,16 +329,19 @@ class Worker:
         a warning (and the chain records a seq_gap incident if events are really missing).
         """
         refetch: dict[tuple[str, int], int] = {}
+        next_offset = self._next_offset
+        take = self._pending.append
+        of = Received.of
         for msg in messages:
             err = msg.error()
             if err is not None:
                 self._on_consume_error(err)
                 continue
-            m = Received.of(msg)
+            m = of(msg)
             where = (m.topic, m.partition)
-            if where in refetch:
+            if refetch and where in refetch:
                 continue
-            expected = self._next_offset.get(where)
+            expected = next_offset.get(where)
             if expected is not None and m.offset > expected:
                 tries = self._gap_refetches[(*where, expected)]
                 if tries < _GAP_REFETCHES:
@@ -360,8 +363,9 @@ class Worker:
                     m.partition,
                     tries,
                 )
-            self._next_offset[where] = max(m.offset + 1, expected or 0)
-            self._pending.append(m)
+            if expected is None or m.offset >= expected:
+                next_offset[where] = m.offset + 1
+            take(m)
         if refetch:
             assert self._consumer is not None
             for (topic, partition), offset in refetch.items():
