@@ -406,13 +406,12 @@ class Worker:
         stager.reset()
         topic = self.settings.topic
         results: list[Checked] = []
+        screen, add = stager.screen, results.append
         for m in messages:
-            staged = (
-                stager.screen(m.value, m.key, m.headers, m.partition, m.offset)
-                if m.topic == topic
-                else None
-            )
-            results.append(staged if staged is not None else self._check(m))
+            staged = None
+            if m.topic == topic:
+                staged = screen(m.value, m.key, m.headers, m.partition, m.offset)
+            add(staged if staged is not None else self._check(m))
         if not len(stager):
             return list(zip(messages, results, strict=True))
         try:
@@ -543,15 +542,18 @@ class Worker:
         topic = self.settings.topic
         chains = self._chains
         # Lifecycle events follow their own chains (consumers/model_events.py).
-        lifecycle = [c for c in checked if c[0].topic == self.settings.model_events_topic]
-        checked = [c for c in checked if c[0].topic != self.settings.model_events_topic]
+        me_topic = self.settings.model_events_topic
+        lifecycle = [c for c in checked if c[0].topic == me_topic]
+        if lifecycle:
+            checked = [c for c in checked if c[0].topic != me_topic]
         j = judge(checked, chains)
         out = PreparedBatch(duplicates=j.duplicates)
         if self._stager is not None:
             out.staged_total = len(self._stager)
+        copy = out.staged.append
         for msg, ev in j.accepted:
             if isinstance(ev, StagedEvent):
-                out.staged.append(ev.index)
+                copy(ev.index)
             else:
                 out.decisions.append(ev, msg.value or b"", msg.partition, msg.offset)
         for msg, cp in j.checkpoints:
