@@ -174,6 +174,13 @@ _INLINE: dict[str, tuple[str, ...]] = {
     ),
     "boolean": ("out.append(1 if {v} else 0)",),
     "double": ("out += _pack_double({v})",),
+    # Exact ints inline; anything else (bool, a datetime) through the checked writer.
+    "long": ("if type({v}) is int: out += _encode_long({v})", "else: _int_checked(out, {v})"),
+    "int": ("if type({v}) is int: out += _encode_long({v})", "else: _int_checked(out, {v})"),
+    "timestamp-millis": (
+        "if type({v}) is int: out += _encode_long({v})",
+        "else: _timestamp_millis(out, {v})",
+    ),
 }
 
 
@@ -185,6 +192,9 @@ def _record(fields: list[tuple[str, Write, bool, Any, Any]], name: str) -> Write
     """Generate one function writing every field in order (see ``_INLINE``)."""
     env: dict[str, Any] = {
         "_long": _long,
+        "_encode_long": encode_long,
+        "_int_checked": _int_checked,
+        "_timestamp_millis": _timestamp_millis,
         "_pack_double": _pack_double,
         "_field_error": _field_error,
     }
@@ -196,6 +206,12 @@ def _record(fields: list[tuple[str, Write, bool, Any, Any]], name: str) -> Write
         lines.append(f"        f = {fname!r}")
         lines.append(f"        x{i} = {get}")
         kind = schema if isinstance(schema, str) else None
+        if (
+            isinstance(schema, dict)
+            and schema.get("type") == "long"
+            and schema.get("logicalType") == "timestamp-millis"
+        ):
+            kind = "timestamp-millis"
         nullable = (
             isinstance(schema, list)
             and len(schema) == 2

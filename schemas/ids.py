@@ -18,6 +18,8 @@ class _RandomPool:
         self._lock = threading.Lock()
         self._buf = b""
         self._pos = 0
+        self._hex = ""
+        self._hex_pos = 0
 
     def take10(self) -> bytes:
         with self._lock:
@@ -28,10 +30,22 @@ class _RandomPool:
             self._pos = pos + 10
             return self._buf[pos : pos + 10]
 
+    def take_hex19(self) -> str:
+        """19 random hex digits (76 bits)."""
+        with self._lock:
+            pos = self._hex_pos
+            if pos + 19 > len(self._hex):
+                self._hex = os.urandom(_POOL_SIZE).hex()
+                pos = 0
+            self._hex_pos = pos + 19
+            return self._hex[pos : pos + 19]
+
     def reset(self) -> None:
         self._lock = threading.Lock()
         self._buf = b""
         self._pos = 0
+        self._hex = ""
+        self._hex_pos = 0
 
 
 _pool = _RandomPool()
@@ -54,10 +68,24 @@ def uuid7(unix_ms: int | None = None) -> uuid.UUID:
     return uuid.UUID(int=_uuid7_int(time.time_ns() // 1_000_000 if unix_ms is None else unix_ms))
 
 
+_VARIANT = str.maketrans("0123456789abcdef", "89ab89ab89ab89ab")  # 2 random bits under 10xx
+_prefix: tuple[int, str] = (-1, "")
+
+
 def uuid7_str(unix_ms: int) -> str:
-    """The canonical text of a fresh UUIDv7 for ``unix_ms`` (cheaper than ``str(uuid7())``)."""
-    h = f"{_uuid7_int(unix_ms):032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """The canonical text of a fresh UUIDv7 for ``unix_ms`` (cheaper than ``str(uuid7())``).
+
+    Built as text: the millisecond prefix is kept while the millisecond lasts, and the 74
+    random bits come from a pool of random hex digits.
+    """
+    global _prefix
+    ms, prefix = _prefix
+    if ms != unix_ms:
+        h = f"{unix_ms & 0xFFFF_FFFF_FFFF:012x}"
+        prefix = f"{h[:8]}-{h[8:]}-7"
+        _prefix = (unix_ms, prefix)
+    r = _pool.take_hex19()
+    return f"{prefix}{r[:3]}-{r[3].translate(_VARIANT)}{r[4:7]}-{r[7:]}"
 
 
 def uuid7_unix_ms(value: uuid.UUID) -> int:

@@ -20,7 +20,7 @@ from schemas import (
     genesis_hash,
     uuid7,
 )
-from schemas.ids import uuid7_unix_ms
+from schemas.ids import uuid7_str, uuid7_unix_ms
 from schemas.registry import avro_fingerprint
 from tests.helpers import craft_chain, event_record
 
@@ -81,6 +81,19 @@ def test_uuid7_layout_and_order() -> None:
     assert abs(uuid7_unix_ms(ids[0]) - now) < 5_000
     assert len(set(ids)) == 200
     assert uuid7(1000) < uuid7(2000)
+
+
+def test_uuid7_text_is_a_canonical_uuid7_of_its_millisecond() -> None:
+    ms = 1_795_000_000_123
+    texts = [uuid7_str(ms + i // 50) for i in range(2000)]  # 50 per millisecond
+    for i, text in enumerate(texts):
+        u = uuid.UUID(text)
+        assert str(u) == text
+        assert u.version == 7 and u.variant == uuid.RFC_4122
+        assert uuid7_unix_ms(u) == ms + i // 50
+    assert len(set(texts)) == len(texts)
+    # Every variant digit 8, 9, a, b occurs: the two bits under the variant are random.
+    assert {t[19] for t in texts} == set("89ab")
 
 
 def test_chain_genesis_names_the_chain() -> None:
