@@ -3,7 +3,9 @@ through the on-disk spool while it is not, and back in chain order.
 
 Without ``spool_dir`` this is the old behaviour: a message the client will not take within
 ``enqueue_timeout`` is dropped and counted, a delivery error is counted as failed (the worker
-then records a ``seq_gap``).
+then records a ``seq_gap``). Nothing is taken back or replayed then, so a message needs no
+bookkeeping once the client took it: the client reports failures only
+(``delivery.report.only.error``) and the delivered count comes from its queue.
 
 With a spool, every message gets an *order* number when it is dispatched (under the state
 lock, in the order the hash chain assigned seqs, checkpoints after the event they cover). The
@@ -83,7 +85,8 @@ class ProducerStats:
     logged: int = 0
     """events handed to the Kafka client or the spool"""
     delivered: int = 0
-    """messages the broker acknowledged (events and checkpoints, replays included)"""
+    """messages the broker acknowledged (events and checkpoints, replays included); without a
+    spool brought up to date by the background thread (every 50 ms) and by ``flush``"""
     failed: int = 0
     """messages lost after the Kafka client took them (delivery error and no spool to keep them)"""
     dropped: int = 0
@@ -158,12 +161,19 @@ class Delivery:
                 fsync_interval=settings.spool_fsync_interval,
             )
             conf.setdefault("message.timeout.ms", 0)
+        else:
+            # Without a spool nothing is taken back or replayed, so a message needs no
+            # bookkeeping until it fails: the client calls back on failures only, and the
+            # delivered count is worked out from its queue (see _refresh_delivered).
+            conf.setdefault("delivery.report.only.error", True)
         conf["error_cb"] = self._on_client_error
         self._conf = conf
         self._producer = Producer(conf)
         self._state = threading.RLock()
         self._changed = threading.Condition(self._state)
         self._order = 0
+        self._sent = 0
+        """messages the client took without a spool (delivered, failed or still queued)"""
         self._inflight: dict[int, _Out] = {}
         self._direct_inflight = 0
         self._direct_inflight_bytes = 0
@@ -199,6 +209,8 @@ class Delivery:
         Raises :class:`~producers.spool.SpoolFull` under ``spool_full_policy="raise"``
         (unless ``background``: the background thread never blocks or raises).
         """
+        if self._spool is None:
+            return self._send_plain(record, seq)
         deadline: float | None = None
         with self._state:
             self._order += 1
@@ -228,6 +240,32 @@ class Delivery:
                 if policy == "raise" and not background:
                     raise SpoolFull(full)
                 return full
+
+    def _send_plain(self, record: SpoolRecord, seq: int | None) -> str | None:
+        """Hand ``record`` to the client (no spool): returns why it was dropped, or None."""
+        deadline: float | None = None
+        # Under the lock, so that _sent and the client's queue are read together.
+        with self._state:
+            while True:
+                try:
+                    self._producer.produce(
+                        record.topic,
+                        record.value,
+                        record.key,
+                        headers=list(record.headers) or None,
+                        on_delivery=functools.partial(self._on_plain_delivery, seq),
+                    )
+                    self._sent += 1
+                    return None
+                except BufferError:
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self._settings.enqueue_timeout
+                    elif now >= deadline:
+                        return "local queue full (broker slow or unreachable)"
+                    self._poll(0.0002)
+                except KafkaException as exc:
+                    return f"kafka client refused the event: {exc}"
 
     def _produce_direct(self, out: _Out) -> tuple[str | None, bool]:
         """Hand ``out`` to the client: ``(why not, whether the spool may keep it)``."""
@@ -293,6 +331,26 @@ class Delivery:
         if problem is not None:
             self._report(problem)
 
+    def _on_plain_delivery(self, seq: int | None, err: KafkaError | None, _msg: Any) -> None:
+        if err is None:  # only if the user asked for every delivery report
+            return
+        with self._state:
+            self._stats.failed += 1
+        self._report(DeliveryProblem("failed", str(err), self._pid, seq))
+
+    def _refresh_delivered(self) -> None:
+        """Without a spool: delivered = taken by the client - failed - still in its queue.
+
+        The queue also counts reports not yet served, so this never runs ahead of the
+        truth; it is exact once the queue is empty (after ``flush``).
+        """
+        if self._spool is not None:
+            return
+        with self._state:
+            delivered = self._sent - self._stats.failed - len(self._producer)
+            if delivered > self._stats.delivered:
+                self._stats.delivered = delivered
+
     def _spill(self, out: _Out) -> DeliveryProblem | None:
         """Move a message the client gave back to ``_pending`` (or drop it when full)."""
         if self._room() >= out.size:
@@ -354,6 +412,7 @@ class Delivery:
         pending messages to the spool, replay it and move its cursor."""
         self._poll(wait)
         if self._spool is None:
+            self._refresh_delivered()
             return
         with self._state:
             self._check_stall()
@@ -547,6 +606,7 @@ class Delivery:
         """Wait until everything sent so far is acknowledged; returns what is not (yet)."""
         if self._spool is None:
             remaining: int = self._producer.flush(timeout)
+            self._refresh_delivered()
             return remaining
         deadline = time.monotonic() + timeout
         while True:
@@ -564,6 +624,7 @@ class Delivery:
         """
         if self._spool is None:
             remaining: int = self._producer.flush(timeout)
+            self._refresh_delivered()
             if not remaining:
                 self._producer.close()
             return remaining

@@ -25,6 +25,8 @@ _pack_double = struct.Struct("<d").pack
 
 
 _LONG_CACHE: dict[int, bytes] = {}
+_FAST = "#fast"
+"""suffix of the fast variant of a named record's writer"""
 
 
 def encode_long(n: int) -> bytes:
@@ -55,6 +57,10 @@ def encode_long(n: int) -> bytes:
             _LONG_CACHE.clear()
         b = _LONG_CACHE[key] = bytes(buf)
     return b
+
+
+_SIZES = [encode_long(n) for n in range(8192)]
+"""encodings of string and bytes lengths"""
 
 
 def _long(out: bytearray, n: int) -> None:
@@ -168,8 +174,8 @@ _INLINE: dict[str, tuple[str, ...]] = {
     "string": (
         "b_ = {v}.encode()",
         "n_ = len(b_)",
-        "if n_ < 64: out.append(n_ << 1)",
-        "else: _long(out, n_)",
+        "if n_ < 8192: out += _SIZES[n_]",
+        "else: out += _encode_long(n_)",
         "out += b_",
     ),
     "boolean": ("out.append(1 if {v} else 0)",),
@@ -188,23 +194,32 @@ def _inline(kind: str, var: str, indent: str) -> list[str]:
     return [indent + line.format(v=var) for line in _INLINE[kind]]
 
 
-def _record(fields: list[tuple[str, Write, bool, Any, Any]], name: str) -> Write:
-    """Generate one function writing every field in order (see ``_INLINE``)."""
+def _record(fields: list[tuple[str, Write, bool, Any, Any]], name: str) -> tuple[Write, Write]:
+    """Generate the functions writing every field in order (see ``_INLINE``): ``(careful,
+    fast)``.
+
+    *careful* fills in defaults of missing fields and names the field that fails. *fast*
+    does neither (it raises KeyError on any missing field); the caller runs *careful* when
+    it raises, so both write the same bytes and raise the same errors.
+    """
     env: dict[str, Any] = {
         "_long": _long,
         "_encode_long": encode_long,
+        "_SIZES": _SIZES,
         "_int_checked": _int_checked,
         "_timestamp_millis": _timestamp_millis,
         "_pack_double": _pack_double,
         "_field_error": _field_error,
     }
-    lines = ["def write(out, v):", "    f = None", "    try:"]
+    careful = ["def write(out, v):", "    f = None", "    try:"]
+    fast = ["def write_fast(out, v):"]
     for i, (fname, w, has_default, default, schema) in enumerate(fields):
         env[f"w{i}"] = w
         env[f"d{i}"] = default
         get = f"v.get({fname!r}, d{i})" if has_default else f"v[{fname!r}]"
-        lines.append(f"        f = {fname!r}")
-        lines.append(f"        x{i} = {get}")
+        careful.append(f"        f = {fname!r}")
+        careful.append(f"        x{i} = {get}")
+        fast.append(f"    x{i} = v[{fname!r}]")
         kind = schema if isinstance(schema, str) else None
         if (
             isinstance(schema, dict)
@@ -219,21 +234,28 @@ def _record(fields: list[tuple[str, Write, bool, Any, Any]], name: str) -> Write
             and isinstance(schema[1], str)
             and schema[1] in _INLINE
         )
+        body: list[str] = []
         if kind in _INLINE:
-            lines += _inline(kind, f"x{i}", "        ")
+            body += _inline(kind, f"x{i}", "")
         elif nullable:
-            lines.append(f"        if x{i} is None: out.append(0)")
-            lines.append("        else:")
-            lines.append("            out.append(2)")
-            lines += _inline(schema[1], f"x{i}", "            ")
+            body.append(f"if x{i} is None: out.append(0)")
+            body.append("else:")
+            body.append("    out.append(2)")
+            body += _inline(schema[1], f"x{i}", "    ")
         else:
-            lines.append(f"        w{i}(out, x{i})")
-    lines.append("    except Exception as exc:")
-    lines.append("        _field_error(f, v, exc)")
-    exec("\n".join(lines), env)  # the code is built above from the schema's own fields
+            body.append(f"w{i}(out, x{i})")
+        careful += ["        " + line for line in body]
+        fast += ["    " + line for line in body]
+    careful.append("    except Exception as exc:")
+    careful.append("        _field_error(f, v, exc)")
+    # The code is built here from the schema's own fields.
+    exec("\n".join(careful), env)
+    exec("\n".join(fast), env)
     write: Write = env["write"]
     write.__qualname__ = f"write_{name}"
-    return write
+    write_fast: Write = env["write_fast"]
+    write_fast.__qualname__ = f"write_fast_{name}"
+    return write, write_fast
 
 
 def _field_error(field: str | None, record: Any, exc: Exception) -> None:
@@ -284,16 +306,18 @@ def _compile(schema: Any, named: dict[str, Write]) -> Write:
         for f in schema["fields"]:
             w = _compile(f["type"], named)
             fields.append((f["name"], w, "default" in f, f.get("default"), f["type"]))
-        w = _record(fields, schema["name"].replace(".", "_"))
+        w, w_fast = _record(fields, schema["name"].replace(".", "_"))
         named[schema["name"]] = w
+        named[schema["name"] + _FAST] = w_fast
         return w
     return _compile(t, named)
 
 
 def compile_writer(parsed_schema: Any) -> Callable[[dict[str, Any]], bytes]:
     """``record -> Avro body`` for a fastavro-parsed schema (fastavro for what is not covered)."""
+    named: dict[str, Write] = {}
     try:
-        write = _compile(parsed_schema, {})
+        write = _compile(parsed_schema, named)
     except _Unsupported:
 
         def slow(record: dict[str, Any]) -> bytes:
@@ -303,9 +327,28 @@ def compile_writer(parsed_schema: Any) -> Callable[[dict[str, Any]], bytes]:
 
         return slow
 
+    write_fast = (
+        named.get(f"{parsed_schema.get('name')}{_FAST}")
+        if isinstance(parsed_schema, dict)
+        else None
+    )
+    if write_fast is None:
+
+        def careful(record: dict[str, Any]) -> bytes:
+            out = bytearray()
+            write(out, record)
+            return bytes(out)
+
+        return careful
+
     def fast(record: dict[str, Any]) -> bytes:
         out = bytearray()
-        write(out, record)
+        try:
+            write_fast(out, record)
+        except Exception:
+            # A missing field with a default, or an error to name: start again, carefully.
+            out = bytearray()
+            write(out, record)
         return bytes(out)
 
     return fast

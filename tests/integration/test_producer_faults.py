@@ -185,3 +185,37 @@ def test_spool_of_a_killed_producer_is_replayed_by_the_next_one(
     _assert_clean_trail(
         ch, worker_settings.database, KeyRing(), {f"crashy/{old_epoch}": n, f"crashy/{p.epoch}": 10}
     )
+
+
+def test_without_a_spool_undelivered_events_are_reported_failed_with_their_seq() -> None:
+    problems: list[Any] = []
+    p = AuditProducer(
+        f"127.0.0.1:{free_port()}",  # nothing listens
+        producer_id="no-spool-down",
+        topic="t",
+        on_error=problems.append,
+        message_timeout_ms=500,
+    )
+    try:
+        for i in range(3):
+            p.log_decision("m", "1", {"i": i}, "y")
+        assert p.flush(15) == 0
+        assert (p.stats.logged, p.stats.failed, p.stats.delivered) == (3, 3, 0)
+        assert sorted(pr.seq for pr in problems if pr.kind == "failed") == [1, 2, 3]
+    finally:
+        p.close(1)
+
+
+def test_without_a_spool_delivered_counts_what_the_broker_acknowledged(broker: LocalBroker) -> None:
+    topic = f"plain-{uuid.uuid4().hex[:6]}"
+    _topics(broker, topic)
+    with AuditProducer(broker.bootstrap_servers, producer_id="no-spool-up", topic=topic) as p:
+        seen = []
+        for i in range(500):
+            p.log_decision("m", "1", {"i": i}, "y")
+            if i % 100 == 0:
+                seen.append(p.stats.delivered)
+        assert p.flush(15) == 0
+        seen.append(p.stats.delivered)
+        assert seen == sorted(seen)  # never runs ahead, then comes down
+        assert p.stats.delivered == 500 and p.stats.failed == 0

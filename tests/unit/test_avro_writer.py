@@ -44,6 +44,16 @@ def test_decision_event_bytes_equal_fastavro(fields: dict[str, Any]) -> None:
         assert compile_writer(schema.parsed)(rec) == fastavro_body(schema.parsed, rec)
 
 
+def test_fields_left_out_take_their_defaults() -> None:
+    schema = shipped_schemas().latest("decision_event")
+    rec = event_record("p", 1, 1, genesis_hash("p", 1))
+    with_defaults = {f["name"] for f in schema.parsed["fields"] if "default" in f}
+    assert {"tags", "key_id", "explanation"} <= with_defaults
+    for name in ("tags", "key_id", "explanation"):
+        rec.pop(name)
+    assert compile_writer(schema.parsed)(rec) == fastavro_body(schema.parsed, rec)
+
+
 def test_every_shipped_schema_compiles_to_the_fast_path() -> None:
     for schema in shipped_schemas():
         write = compile_writer(schema.parsed)
