@@ -26,6 +26,7 @@ from schemas.lineage import ReferenceLike
 from schemas.models import JsonObject, Prediction, decision_record, utc_now
 
 log = logging.getLogger("decision_audit.producer")
+_new_tuple = tuple.__new__
 
 EVENT_HASH_HEADER = "da-event-hash"
 
@@ -134,6 +135,8 @@ class AuditProducer:
         self.stats = ProducerStats()
         self._chain = ChainState.new(self.settings.producer_id)
         self._key = self.settings.producer_id.encode()
+        self._topic = self.settings.topic
+        self._spooling = self.settings.spool_dir is not None
         self._every = self.settings.checkpoint_every
         self._lock = threading.Lock()
         conf = self.settings.kafka_config()
@@ -387,8 +390,12 @@ class AuditProducer:
         under the spool's full policy; checkpoints never do.
         """
         headers = () if event_hash is None else ((EVENT_HASH_HEADER, event_hash),)
-        record = SpoolRecord(topic or self.settings.topic, key or self._key, value, headers)
-        background = event_hash is None or threading.current_thread() is self._poller
+        # tuple.__new__: the named tuple's generated __new__ costs more, once per event.
+        record = _new_tuple(SpoolRecord, (topic or self._topic, key or self._key, value, headers))
+        # Only the spool's full policy tells the background thread from serving code.
+        background = event_hash is None or (
+            self._spooling and threading.current_thread() is self._poller
+        )
         try:
             return self._delivery.send(record, seq, background=background)
         except SpoolFull as exc:
