@@ -386,9 +386,8 @@ class Worker:
         assert self._chains is not None
         started = time.monotonic()
         messages = list(self._pending)
-        token = batch_token(
-            self.settings.topic, ((m.partition, m.offset, m.value) for m in messages)
-        )
+        _, partitions, offsets, _, values, _ = zip(*messages, strict=True)  # by field
+        token = batch_token(self.settings.topic, partitions, offsets, values)
         batch = self._store_with_retries(messages, token)
         self._commit(messages)
         self._chains.commit()

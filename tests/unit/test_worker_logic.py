@@ -44,11 +44,19 @@ def test_chain_tracker_judges_links_and_advances_only_on_commit() -> None:
 
 
 def test_batch_token_is_deterministic_and_content_bound() -> None:
+    def token(*messages: tuple[int, int, bytes | None]) -> str:
+        partitions, offsets, values = zip(*messages, strict=True)
+        return batch_token("t", partitions, offsets, values)
+
     a = [(0, 10, b"x"), (0, 11, b"y"), (2, 5, b"z")]
-    assert batch_token("t", a) == batch_token("t", list(a))
-    assert batch_token("t", a).startswith("t/0:10-11,2:5-5/")
+    assert token(*a) == token(*a)
+    assert token(*a).startswith("t/0:10-11,2:5-5/")
+    assert token((0, 11, b"y"), (0, 10, b"x"), (2, 5, b"z")).startswith("t/0:10-11,2:5-5/")
     # Same offsets, other bytes (e.g. a broker that lost its log): another token.
-    assert batch_token("t", a) != batch_token("t", [(0, 10, b"x"), (0, 11, b"Y"), (2, 5, b"z")])
+    assert token(*a) != token((0, 10, b"x"), (0, 11, b"Y"), (2, 5, b"z"))
+    # The same bytes split otherwise between the offsets: another token.
+    assert token((0, 10, b"xy"), (0, 11, b"")) != token((0, 10, b"x"), (0, 11, b"y"))
+    assert token((0, 10, None)) == token((0, 10, b""))
 
 
 def _verifier(max_bytes: int = 1_000_000) -> EventVerifier:
