@@ -243,34 +243,42 @@ class Delivery:
 
     def _send_plain(self, record: SpoolRecord, seq: int | None) -> str | None:
         """Hand ``record`` to the client (no spool): returns why it was dropped, or None."""
-        deadline: float | None = None
         # Under the lock, so that _sent and the client's queue are read together.
         with self._state:
-            while True:
-                try:
-                    self._producer.produce(
-                        record.topic,
-                        record.value,
-                        record.key,
-                        headers=list(record.headers) or None,
-                        on_delivery=functools.partial(self._on_plain_delivery, seq),
-                    )
-                    self._sent += 1
-                    return None
-                except BufferError:
-                    now = time.monotonic()
-                    if deadline is None:
-                        deadline = now + self._settings.enqueue_timeout
-                    elif now >= deadline:
-                        return "local queue full (broker slow or unreachable)"
-                    self._poll(0.0002)
-                except KafkaException as exc:
-                    return f"kafka client refused the event: {exc}"
+            try:
+                problem = self._produce(record, functools.partial(self._on_plain_delivery, seq))
+            except KafkaException as exc:
+                return f"kafka client refused the event: {exc}"
+            if problem is None:
+                self._sent += 1
+            return problem
 
     def _produce_direct(self, out: _Out) -> tuple[str | None, bool]:
         """Hand ``out`` to the client: ``(why not, whether the spool may keep it)``."""
+        try:
+            problem = self._produce(out.record, functools.partial(self._on_delivery, out))
+        except KafkaException as exc:
+            err = _kafka_error(exc)
+            if err is not None and err.code() == KafkaError._FATAL:
+                self._fatal = True
+            permanent = err is not None and err.code() in _PERMANENT
+            return f"kafka client refused the event: {exc}", not permanent
+        if problem is not None:
+            return problem, True
+        self._inflight[out.order] = out
+        self._direct_inflight += 1
+        self._direct_inflight_bytes += out.size
+        return None, True
+
+    def _produce(
+        self, r: SpoolRecord, on_delivery: Callable[[KafkaError | None, Any], None]
+    ) -> str | None:
+        """``produce()``, waiting up to ``enqueue_timeout`` for room in the client's queue.
+
+        Returns why the message was not taken, or None; a refusal by the client raises
+        :class:`KafkaException`.
+        """
         deadline: float | None = None
-        r = out.record
         while True:
             try:
                 self._producer.produce(
@@ -278,27 +286,18 @@ class Delivery:
                     r.value,
                     r.key,
                     headers=list(r.headers) or None,
-                    on_delivery=functools.partial(self._on_delivery, out),
+                    on_delivery=on_delivery,
                 )
-                self._inflight[out.order] = out
-                self._direct_inflight += 1
-                self._direct_inflight_bytes += out.size
-                return None, True
+                return None
             except BufferError:
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self._settings.enqueue_timeout
                 elif now >= deadline:
-                    return "local queue full (broker slow or unreachable)", True
+                    return "local queue full (broker slow or unreachable)"
                 self._poll(0.0002)
-                if not self._direct:
-                    return "delivery failing", True
-            except KafkaException as exc:
-                err = _kafka_error(exc)
-                if err is not None and err.code() == KafkaError._FATAL:
-                    self._fatal = True
-                permanent = err is not None and err.code() in _PERMANENT
-                return f"kafka client refused the event: {exc}", not permanent
+                if not self._direct:  # only ever False with a spool
+                    return "delivery failing"
 
     def _room(self) -> int:
         disk, _, _ = self._spool_mirror
