@@ -35,7 +35,7 @@ from clickhouse_connect.driver.binding import format_str
 from consumers.keys import KeyRing
 from consumers.sink import DECISION_COLUMNS
 from consumers.verify import EVENT_HASH_HEADER, Headers, StagedEvent, header_value
-from schemas.avro_writer import encode_long
+from schemas.avro_writer import SMALL_LONGS, encode_long
 from schemas.codec import HEADER_SIZE, MAGIC
 from schemas.registry import SchemaRegistry, ShippedSchema
 
@@ -105,7 +105,7 @@ _TEXT = (
 _UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
-_SMALL = [encode_long(i) for i in range(8192)]  # indexes and sizes, looked up
+_SMALL = SMALL_LONGS  # indexes, sizes and partitions, looked up
 
 
 def _long(n: int) -> bytes:

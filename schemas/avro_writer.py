@@ -59,8 +59,8 @@ def encode_long(n: int) -> bytes:
     return b
 
 
-_SIZES = [encode_long(n) for n in range(8192)]
-"""encodings of string and bytes lengths"""
+SMALL_LONGS = [encode_long(n) for n in range(8192)]
+"""encodings of 0..8191 (lengths, indexes, partitions), looked up rather than built"""
 
 
 def _long(out: bytearray, n: int) -> None:
@@ -174,7 +174,7 @@ _INLINE: dict[str, tuple[str, ...]] = {
     "string": (
         "b_ = {v}.encode()",
         "n_ = len(b_)",
-        "if n_ < 8192: out += _SIZES[n_]",
+        "if n_ < 8192: out += _SMALL_LONGS[n_]",
         "else: out += _encode_long(n_)",
         "out += b_",
     ),
@@ -203,9 +203,8 @@ def _record(fields: list[tuple[str, Write, bool, Any, Any]], name: str) -> tuple
     it raises, so both write the same bytes and raise the same errors.
     """
     env: dict[str, Any] = {
-        "_long": _long,
         "_encode_long": encode_long,
-        "_SIZES": _SIZES,
+        "_SMALL_LONGS": SMALL_LONGS,
         "_int_checked": _int_checked,
         "_timestamp_millis": _timestamp_millis,
         "_pack_double": _pack_double,
