@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
 
     from bench import integrity_bench, latency_bench, producer_bench, worker_bench
-    from consumers.local_broker import LocalBroker
+    from decision_audit.devtools.tansu_broker import LocalBroker
 
     def step(name: str, fn: Any, *args: Any) -> Any:
         t = time.perf_counter()

@@ -17,8 +17,8 @@ import time
 import uuid
 
 from bench.common import current_rss_bytes, log_call, make_calls
-from consumers.local_broker import free_port
-from producers import AuditProducer, ProducerSettings
+from decision_audit import AuditProducer, ProducerSettings
+from decision_audit.devtools.tansu_broker import free_port
 
 WARMUP = 500
 

@@ -15,11 +15,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import producers.producer as producer_module
+import decision_audit.producer.audit_producer as producer_module
 from bench.common import log_call, make_calls, percentile, run_json
-from consumers.topics import ensure_topics
-from producers import AuditProducer
-from producers.signing import generate_keypair
+from decision_audit import AuditProducer
+from decision_audit.producer.signing import generate_keypair
+from decision_audit.worker.topics import ensure_topics
 
 TOPIC = "bench-integrity"
 POOL = 4096

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.common import log_call, make_calls, repo_root
-from consumers.topics import ensure_topics
-from producers import AuditProducer
+from decision_audit import AuditProducer
+from decision_audit.worker.topics import ensure_topics
 
 TOPIC = "bench-latency"
 

@@ -19,8 +19,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from bench.common import make_calls, percentile
-from consumers.topics import ensure_topics
-from producers import AuditProducer, ProducerSettings
+from decision_audit import AuditProducer, ProducerSettings
+from decision_audit.worker.topics import ensure_topics
 
 OURS_TOPIC = "bench-producer-ours"
 BARE_TOPIC = "bench-producer-bare"

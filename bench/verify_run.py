@@ -7,7 +7,7 @@ then times, each beside its baseline:
 * the worker's checks — ``EventVerifier.check`` (decode, SHA-256 chain hash, field and
   signature checks) plus ``ChainTracker.accept`` — against decoding alone; and the same
   checks on the worker's default path, where ClickHouse parses and checks the events
-  (``Stager.screen`` + ``stage``, see consumers/staging.py);
+  (``Stager.screen`` + ``stage``, see decision_audit.worker.staging);
 * ``decision-audit verify`` (``TrailVerifier.run``) over the stored rows against streaming
   the same rows out of ClickHouse and doing nothing with them.
 
@@ -26,18 +26,28 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import make_calls
-from consumers.clickhouse import connect
-from consumers.dedupe import ChainTracker, Outcome
-from consumers.keys import KeyRing
-from consumers.migrate import migrate
-from consumers.sink import CHECKPOINT_COLUMNS, ClickHouseSink, DecisionColumns, checkpoint_row
-from consumers.staging import Stager
-from consumers.trail import COMPARED, TrailVerifier
-from consumers.verify import EVENT_HASH_HEADER, EventVerifier, Rejection, VerifiedCheckpoint
-from producers.signing import Signer, generate_keypair
-from schemas import chain_hash, default_codec, genesis_hash, uuid7
-from schemas.checkpoint import ALGORITHM, checkpoint_message
-from schemas.models import utc_now
+from decision_audit.audit.verify import COMPARED, TrailVerifier
+from decision_audit.clickhouse.connect import connect
+from decision_audit.clickhouse.migrate import migrate
+from decision_audit.contract import chain_hash, default_codec, genesis_hash, uuid7
+from decision_audit.contract.checkpoint import ALGORITHM, checkpoint_message
+from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.models import utc_now
+from decision_audit.producer.signing import Signer, generate_keypair
+from decision_audit.worker.chains import ChainTracker, Outcome
+from decision_audit.worker.checks import (
+    EVENT_HASH_HEADER,
+    EventVerifier,
+    Rejection,
+    VerifiedCheckpoint,
+)
+from decision_audit.worker.staging import Stager
+from decision_audit.worker.store import (
+    CHECKPOINT_COLUMNS,
+    ClickHouseSink,
+    DecisionColumns,
+    checkpoint_row,
+)
 
 DB = "audit"
 CHAINS = 8

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import log_call, make_calls, run_json
-from consumers.topics import ensure_topics
-from producers import AuditProducer
+from decision_audit import AuditProducer
+from decision_audit.worker.topics import ensure_topics
 
 TOPIC = "decisions"
 CHAINS = 8

@@ -25,9 +25,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from consumers.clickhouse import connect
-from consumers.migrate import migrate
-from consumers.settings import WorkerSettings
+from decision_audit.clickhouse.connect import connect
+from decision_audit.clickhouse.migrate import migrate
+from decision_audit.worker.settings import WorkerSettings
 
 DB = "audit"
 # The naive consumer flushes like the worker does by default.
@@ -72,7 +72,7 @@ def read_expect(progress: Progress) -> None:
 
 
 def run_ours(a: argparse.Namespace, client: Any, progress: Progress) -> dict[str, Any]:
-    import consumers.worker as worker_module
+    import decision_audit.worker.loop as worker_module
 
     base = worker_module.Consumer
 
@@ -131,7 +131,7 @@ def run_naive(a: argparse.Namespace, client: Any, progress: Progress) -> dict[st
     """
     from fastavro import schemaless_reader
 
-    from schemas.registry import shipped_schemas
+    from decision_audit.contract.schemas import shipped_schemas
 
     registry = shipped_schemas()
     latest = registry.latest("decision_event")

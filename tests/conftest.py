@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from consumers.clickhouse import connect
-from consumers.local_broker import LocalBroker
-from consumers.settings import WorkerSettings
-from consumers.topics import ensure_topics
+from decision_audit.clickhouse.connect import connect
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.topics import ensure_topics
 from tests.helpers import migrated_database
 
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from consumers.migrate import migrate
-from consumers.settings import WorkerSettings
-from consumers.worker import Worker, WorkerStats
-from schemas import chain_hash, default_codec, genesis_hash, uuid7
-from schemas.models import utc_now
+from decision_audit.clickhouse.migrate import migrate
+from decision_audit.contract import chain_hash, default_codec, genesis_hash, uuid7
+from decision_audit.contract.models import utc_now
+from decision_audit.worker.loop import Worker, WorkerStats
+from decision_audit.worker.settings import WorkerSettings
 
 
 def event_record(

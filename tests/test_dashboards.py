@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from consumers.metrics import WorkerMetrics
-from schemas.ids import uuid7
+from decision_audit.contract.ids import uuid7
+from decision_audit.worker.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"

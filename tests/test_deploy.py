@@ -23,9 +23,11 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from consumers.cli import main as cli_main
-from consumers.settings import ClickHouseSettings, WorkerSettings
-from producers.settings import ProducerSettings
+import decision_audit
+from decision_audit.cli.main import main as cli_main
+from decision_audit.clickhouse.settings import ClickHouseSettings
+from decision_audit.producer.settings import ProducerSettings
+from decision_audit.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -215,7 +217,7 @@ def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
 def test_built_image_is_tagged_with_the_package_version(
     app_services: dict[str, dict[str, Any]],
 ) -> None:
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = decision_audit.__version__
     for name, svc in app_services.items():
         build = svc["build"]
         context = ROOT / (build if isinstance(build, str) else build.get("context", "."))

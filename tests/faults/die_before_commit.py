@@ -10,8 +10,8 @@ import os
 import signal
 import sys
 
-from consumers.cli import main
-from consumers.worker import Received, Worker
+from decision_audit.cli.main import main
+from decision_audit.worker.loop import Received, Worker
 
 _commit = Worker._commit
 _left = int(sys.argv.pop(1))

@@ -15,9 +15,9 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from producers import AuditProducer
+from decision_audit import AuditProducer
 
-CLI = [sys.executable, "-m", "consumers.cli"]
+CLI = [sys.executable, "-m", "decision_audit.cli.main"]
 
 
 def start_worker(

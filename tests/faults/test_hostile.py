@@ -13,11 +13,11 @@ from typing import Any
 import fastavro
 import pytest
 
-from consumers.dlq import REASON_HEADER
-from consumers.local_broker import LocalBroker
-from consumers.settings import WorkerSettings
-from schemas import chain_hash, default_codec, genesis_hash
-from schemas.registry import avro_fingerprint
+from decision_audit.contract import chain_hash, default_codec, genesis_hash
+from decision_audit.contract.schemas import avro_fingerprint
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.worker.dlq import REASON_HEADER
+from decision_audit.worker.settings import WorkerSettings
 from tests.faults.procs import Load
 from tests.helpers import consume_all, count, event_record, run_worker, send_raw
 

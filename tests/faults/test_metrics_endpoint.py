@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from consumers.local_broker import LocalBroker, free_port
-from consumers.settings import WorkerSettings
-from consumers.worker import Worker
+from decision_audit.devtools.tansu_broker import LocalBroker, free_port
+from decision_audit.worker.loop import Worker
+from decision_audit.worker.settings import WorkerSettings
 from tests.faults.procs import Load, wait_for
 from tests.faults.scrape import healthz, metrics, value
 from tests.faults.test_store_failures import Running

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.local_broker import LocalBroker
-from consumers.topics import ensure_topics
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.worker.topics import ensure_topics
 from tests.faults.procs import Load, committed, query, start_worker, wait_for
 
 pytestmark = pytest.mark.faults

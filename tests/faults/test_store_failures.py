@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from consumers.local_broker import LocalBroker, free_port
-from consumers.settings import WorkerSettings
-from consumers.worker import StoreFailed, Worker
+from decision_audit.devtools.tansu_broker import LocalBroker, free_port
+from decision_audit.worker.loop import StoreFailed, Worker
+from decision_audit.worker.settings import WorkerSettings
 from tests.faults.flaky import RESPONSE_LOST, TOO_MANY_PARTS, TYPE_MISMATCH, FlakyClient
 from tests.faults.procs import Load, committed, wait_for
 from tests.faults.scrape import healthz, metrics, value

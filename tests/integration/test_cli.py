@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from consumers.cli import main
-from consumers.local_broker import LocalBroker
-from consumers.topics import ensure_topics
-from producers import AuditProducer
+from decision_audit import AuditProducer
+from decision_audit.cli.main import main
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.worker.topics import ensure_topics
 from tests.faults.procs import committed, query, start_worker
 
-CLI = [sys.executable, "-m", "consumers.cli"]
+CLI = [sys.executable, "-m", "decision_audit.cli.main"]
 SUBCOMMANDS = ["demo", "broker", "migrate", "worker", "query"]
 PARTITIONS = 4
 

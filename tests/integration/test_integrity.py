@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from consumers.cli import main
-from consumers.keys import KeyRing
-from consumers.local_broker import LocalBroker
-from consumers.settings import WorkerSettings
-from consumers.trail import TrailReport, TrailVerifier
-from producers import AuditProducer
-from producers.redaction import RedactionPolicy
-from producers.signing import Signer, generate_keypair
-from schemas import default_codec
-from schemas.checkpoint import checkpoint_message
-from schemas.models import utc_now
+from decision_audit import AuditProducer
+from decision_audit.audit.verify import TrailReport, TrailVerifier
+from decision_audit.cli.main import main
+from decision_audit.contract import default_codec
+from decision_audit.contract.checkpoint import checkpoint_message
+from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.models import utc_now
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.producer.redaction import RedactionPolicy
+from decision_audit.producer.signing import Signer, generate_keypair
+from decision_audit.worker.settings import WorkerSettings
 from tests.helpers import consume_all, count, craft_chain, run_worker, send_raw
 
 HDR = "da-event-hash"

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from consumers.cli import main
-from consumers.local_broker import LocalBroker
-from consumers.settings import WorkerSettings
-from consumers.topics import ensure_topics
-from producers import AuditProducer
-from producers.signing import generate_keypair
-from schemas.lineage import Reference
-from schemas.models import utc_now
+from decision_audit import AuditProducer
+from decision_audit.cli.main import main
+from decision_audit.contract.lineage import Reference
+from decision_audit.contract.models import utc_now
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.producer.signing import generate_keypair
+from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.topics import ensure_topics
 from tests.helpers import count, run_worker
 
 pytestmark = pytest.mark.integration

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from consumers.local_broker import LocalBroker
-from consumers.settings import WorkerSettings
-from consumers.worker import Worker
-from producers import AuditProducer
-from schemas import default_codec
+from decision_audit import AuditProducer
+from decision_audit.contract import default_codec
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.worker.loop import Worker
+from decision_audit.worker.settings import WorkerSettings
 from tests.helpers import consume_all, count, craft_chain, run_worker, send_raw
 
 AWKWARD_INPUTS: list[dict[str, Any]] = [

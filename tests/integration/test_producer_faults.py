@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from consumers.keys import KeyRing
-from consumers.local_broker import LocalBroker, free_port
-from consumers.settings import WorkerSettings
-from consumers.topics import ensure_topics
-from consumers.trail import TrailReport, TrailVerifier
-from producers import AuditProducer
-from producers.signing import generate_keypair
+from decision_audit import AuditProducer
+from decision_audit.audit.verify import TrailReport, TrailVerifier
+from decision_audit.contract.keys import KeyRing
+from decision_audit.devtools.tansu_broker import LocalBroker, free_port
+from decision_audit.producer.signing import generate_keypair
+from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.topics import ensure_topics
 from tests.helpers import count, run_worker
 
 pytestmark = pytest.mark.slow
@@ -130,7 +130,7 @@ def test_broker_outage_is_spooled_and_replayed_in_order(
 
 _CRASHING_PRODUCER = """
 import sys, time
-from producers import AuditProducer
+from decision_audit import AuditProducer
 
 bootstrap, topic, spool, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 p = AuditProducer(bootstrap, producer_id="crashy", topic=topic, spool_dir=spool,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from consumers.local_broker import LocalBroker, free_port
-from producers import AuditProducer
-from producers.metrics import instrument
+from decision_audit import AuditProducer
+from decision_audit.devtools.tansu_broker import LocalBroker, free_port
+from decision_audit.producer.metrics import instrument
 
 
 def _value(registry: CollectorRegistry, name: str, producer_id: str) -> float | None:

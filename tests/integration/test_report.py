@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from consumers.cli import main
-from consumers.local_broker import LocalBroker
-from consumers.report import psi
-from consumers.settings import WorkerSettings
-from producers import AuditProducer
-from schemas.models import utc_now
+from decision_audit import AuditProducer
+from decision_audit.audit.report import psi
+from decision_audit.cli.main import main
+from decision_audit.contract.models import utc_now
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.worker.settings import WorkerSettings
 from tests.helpers import run_worker, send_raw
 
 pytestmark = pytest.mark.integration

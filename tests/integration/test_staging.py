@@ -1,4 +1,4 @@
-"""The worker's fast path: ClickHouse parses and checks decision events (consumers/staging.py).
+"""The worker's fast path: ClickHouse parses and checks decision events.
 
 Against real chDB: what the fast path stores is column for column what the Python path
 stores; every event the Python verifier rejects is flagged by ClickHouse (so the worker checks
@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from consumers.keys import KeyRing
-from consumers.sink import ClickHouseSink, DecisionColumns
-from consumers.staging import EVENT_COLUMNS, Stager
-from consumers.verify import EVENT_HASH_HEADER, EventVerifier, Rejection, VerifiedEvent
-from producers.signing import generate_keypair
-from schemas import chain_hash, default_codec, genesis_hash
+from decision_audit.contract import chain_hash, default_codec, genesis_hash
+from decision_audit.contract.keys import KeyRing
+from decision_audit.producer.signing import generate_keypair
+from decision_audit.worker.checks import EVENT_HASH_HEADER, EventVerifier, Rejection, VerifiedEvent
+from decision_audit.worker.staging import EVENT_COLUMNS, Stager
+from decision_audit.worker.store import ClickHouseSink, DecisionColumns
 from tests.helpers import event_record, migrated_database
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from schemas import genesis_hash
-from schemas.avro_writer import compile_writer, encode_long
-from schemas.registry import shipped_schemas
+from decision_audit.contract import genesis_hash
+from decision_audit.contract.avro_writer import compile_writer, encode_long
+from decision_audit.contract.schemas import shipped_schemas
 from tests.helpers import event_record
 
 

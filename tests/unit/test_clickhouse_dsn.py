@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.clickhouse import ClickHouseUnavailable, chdb_path, connect, redact_dsn
+from decision_audit.clickhouse.connect import ClickHouseUnavailable, chdb_path, connect, redact_dsn
 
 
 def test_redact_dsn_hides_the_password_only() -> None:

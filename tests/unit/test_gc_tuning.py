@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumers.gc_tuning import GC_THRESHOLD, tuned_gc
+from decision_audit.worker.gc_tuning import GC_THRESHOLD, tuned_gc
 
 OWN = (1234, 11, 12)
 

@@ -8,21 +8,21 @@ from typing import Any
 
 import pytest
 
-from consumers import charts
-from consumers.model_events import ModelEventIngest, PromotionPolicy
-from consumers.sink import ClickHouseSink
-from consumers.verify import EventVerifier, Rejection, VerifiedEvent
-from producers import AuditProducer
-from schemas import chain_hash, default_codec, genesis_hash
-from schemas.ids import uuid7
-from schemas.lineage import (
+from decision_audit import AuditProducer
+from decision_audit.audit import charts
+from decision_audit.contract import chain_hash, default_codec, genesis_hash
+from decision_audit.contract.ids import uuid7
+from decision_audit.contract.lineage import (
     ModelEventInput,
     Reference,
     as_reference,
     model_event_chain_id,
     model_event_problem,
 )
-from schemas.models import utc_now
+from decision_audit.contract.models import utc_now
+from decision_audit.worker.checks import EventVerifier, Rejection, VerifiedEvent
+from decision_audit.worker.model_events import ModelEventIngest, PromotionPolicy
+from decision_audit.worker.store import ClickHouseSink
 from tests.helpers import craft_chain
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from producers.redaction import (
+from decision_audit.producer.redaction import (
     HASH_PREFIX,
     RedactionPolicy,
     RedactionRule,

@@ -7,8 +7,8 @@ import random
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
-from consumers.dlq import DeadLetterError
-from consumers.retry import Backoff, classify
+from decision_audit.worker.dlq import DeadLetterError
+from decision_audit.worker.retry import Backoff, classify
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from schemas import (
+from decision_audit.contract import (
     Checkpoint,
     CodecError,
     DecisionEvent,
@@ -20,8 +20,8 @@ from schemas import (
     genesis_hash,
     uuid7,
 )
-from schemas.ids import uuid7_str, uuid7_unix_ms
-from schemas.registry import avro_fingerprint
+from decision_audit.contract.ids import uuid7_str, uuid7_unix_ms
+from decision_audit.contract.schemas import avro_fingerprint
 from tests.helpers import craft_chain, event_record
 
 
@@ -115,7 +115,9 @@ def test_crafted_chain_links() -> None:
 
 def test_pydantic_model_mirrors_latest_avro_schema() -> None:
     for name, model in (("decision_event.v3", DecisionEvent), ("checkpoint.v1", Checkpoint)):
-        schema = json.loads(resources.files("schemas").joinpath(f"avro/{name}.avsc").read_text())
+        schema = json.loads(
+            resources.files("decision_audit.contract").joinpath(f"avro/{name}.avsc").read_text()
+        )
         assert [f["name"] for f in schema["fields"]] == list(model.model_fields)
     assert default_codec().registry.latest("decision_event").version == 3
     assert default_codec().registry.latest("checkpoint").version == 1
@@ -137,7 +139,7 @@ def _nested(depth: int) -> Any:
 
 
 def _both(**kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    from schemas.models import Decision, decision_record
+    from decision_audit.contract.models import Decision, decision_record
 
     base: dict[str, Any] = {
         "event_id": "01a20823-9a89-7f9d-a2db-7a5ac6a897fc",
@@ -196,7 +198,7 @@ def test_fast_decision_record_equals_the_model(kw: dict[str, Any]) -> None:
     ],
 )
 def test_fast_decision_record_rejects_with_the_field_named(kw: dict[str, Any], field: str) -> None:
-    from schemas.models import decision_record
+    from decision_audit.contract.models import decision_record
 
     base: dict[str, Any] = {
         "event_id": "01a20823-9a89-7f9d-a2db-7a5ac6a897fc",

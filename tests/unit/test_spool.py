@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from consumers.local_broker import free_port
-from producers import AuditProducer, DeliveryProblem
-from producers.spool import Spool, SpoolFull, SpoolLocked, SpoolRecord
-from schemas import default_codec
+from decision_audit import AuditProducer, DeliveryProblem
+from decision_audit.contract import default_codec
+from decision_audit.devtools.tansu_broker import free_port
+from decision_audit.producer.spool import Spool, SpoolFull, SpoolLocked, SpoolRecord
 
 RECORDS = [
     SpoolRecord("decisions", b"p-1", b"\xc3\x01" + bytes(range(256)), (("da-event-hash", b"h"),)),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.dedupe import ChainTracker, Outcome, Verdict
-from consumers.settings import WorkerSettings
-from consumers.sink import batch_token
-from consumers.verify import EventVerifier, Rejection, VerifiedEvent
-from schemas import default_codec
-from schemas.hashing import genesis_hash
+from decision_audit.contract import default_codec
+from decision_audit.contract.hashing import genesis_hash
+from decision_audit.worker.chains import ChainTracker, Outcome, Verdict
+from decision_audit.worker.checks import EventVerifier, Rejection, VerifiedEvent
+from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.store import batch_token
 from tests.helpers import craft_chain
 
 

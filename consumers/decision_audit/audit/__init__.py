@@ -1,0 +1,1 @@
+"""The audit tools an auditor runs against ClickHouse, without Kafka: verify, trace, report."""

@@ -1,0 +1,516 @@
+"""``decision-audit trace``: one decision, its lineage and the proof that its record is intact.
+
+Given an event id, request id or prediction id (``request_id`` or ``tags['prediction_id']``)
+the trace prints the decision, then walks deployment → model version → training run →
+dataset version / code commit / environment through ``audit.model_events`` (who registered,
+approved, promoted, deployed, rolled back, and when), and proves the decision's record:
+its hash recomputed from the stored ``raw`` bytes, its columns equal to what those bytes
+say, its link to the previous event of its chain, and the signed checkpoint that covers it
+(with every link between the two re-checked).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from decision_audit.audit.verify import COMPARED
+from decision_audit.contract.checkpoint import checkpoint_message
+from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
+from decision_audit.contract.errors import DecisionAuditError
+from decision_audit.contract.hashing import chain_hash, genesis_hash
+from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.lineage import model_version_id
+
+DECISION_FIELDS = (
+    "event_id", "occurred_at", "model_name", "model_version", "deployment_id", "request_id",
+    "prediction", "score", "run_id", "dataset_version", "code_commit", "environment_hash",
+    "actor", "latency_ms", "producer_id", "producer_epoch", "seq", "key_id",
+)  # fmt: skip
+# Which lifecycle actions put a model version into service on a deployment.
+SERVING_ACTIONS = ("deploy", "rollback")
+MAX_MATCHES = 20
+
+
+class TraceNotFound(DecisionAuditError, LookupError):
+    """No decision has that event id, request id or prediction id."""
+
+
+@dataclass
+class LifecycleEvent:
+    """One ``audit.model_events`` row as the trace shows it."""
+
+    event_id: str
+    occurred_at: datetime
+    action: str
+    actor: str
+    subject: str
+    related: list[str]
+    metadata: dict[str, Any]
+    producer_id: str
+    seq: int
+    hash_ok: bool
+
+
+@dataclass
+class Link:
+    """One step of the lineage walk."""
+
+    step: str
+    """deployment, model_version, run, dataset, commit, environment"""
+    ref: str | None
+    status: str
+    """``ok``, ``missing`` (nothing recorded) or ``mismatch`` (records disagree)"""
+    detail: str
+    events: list[LifecycleEvent] = field(default_factory=list)
+
+
+@dataclass
+class Integrity:
+    """The proof of one decision's record."""
+
+    hash_ok: bool = False
+    columns_ok: bool = False
+    link_ok: bool = False
+    checkpoint_seq: int | None = None
+    checkpoint_ok: bool | None = None
+    """None: no checkpoint covers the decision (unsigned chain or not yet signed)"""
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.hash_ok and self.columns_ok and self.link_ok and self.checkpoint_ok is not False
+
+
+@dataclass
+class Trace:
+    """The answer to ``trace ID``."""
+
+    query: str
+    decision: dict[str, Any]
+    matches: int
+    integrity: Integrity
+    links: list[Link]
+
+    @property
+    def complete(self) -> bool:
+        return all(link.status == "ok" for link in self.links)
+
+    @property
+    def missing(self) -> list[str]:
+        return [f"{link.step}: {link.detail}" for link in self.links if link.status != "ok"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "matches": self.matches,
+            "decision": self.decision,
+            "integrity": {**asdict(self.integrity), "ok": self.integrity.ok},
+            "lineage_complete": self.complete,
+            "missing_links": self.missing,
+            "links": [asdict(link) for link in self.links],
+        }
+
+
+class Tracer:
+    """Runs traces against one audit database."""
+
+    def __init__(
+        self,
+        client: Any,
+        database: str,
+        keyring: KeyRing | None = None,
+        codec: SingleObjectCodec | None = None,
+    ) -> None:
+        self.client = client
+        self.db = database
+        self.keyring = keyring or KeyRing()
+        self.codec = codec or default_codec()
+
+    def trace(self, ident: str) -> Trace:
+        """Trace the decision named by ``ident``; raises :class:`TraceNotFound`."""
+        rows = self._find(ident)
+        if not rows:
+            raise TraceNotFound(
+                f"no decision has event id, request id or prediction id {ident!r} in "
+                f"{self.db}.decisions"
+            )
+        row = rows[0]
+        decision = {k: row[k] for k in DECISION_FIELDS}
+        decision["event_id"] = str(decision["event_id"])
+        if len(rows) > 1:
+            decision["other_matches"] = [str(r["event_id"]) for r in rows[1:]]
+        return Trace(ident, decision, len(rows), self._integrity(row), self._lineage(row))
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    def _find(self, ident: str) -> list[dict[str, Any]]:
+        cols = ", ".join(("event_hash", "raw", *dict.fromkeys((*DECISION_FIELDS, *COMPARED))))
+        try:
+            eid = str(uuid.UUID(ident))
+        except ValueError:
+            eid = "00000000-0000-0000-0000-000000000000"
+        result = self.client.query(
+            f"SELECT {cols} FROM {self.db}.decisions FINAL "
+            "WHERE event_id = {eid:UUID} OR request_id = {id:String} "
+            "OR tags['prediction_id'] = {id:String} "
+            f"ORDER BY occurred_at DESC LIMIT {MAX_MATCHES}",
+            parameters={"eid": eid, "id": ident},
+            column_formats={"event_hash": "bytes", "raw": "bytes", "prev_hash": "bytes"},
+        )
+        return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+
+    # -- integrity --------------------------------------------------------------------------
+
+    def _integrity(self, row: dict[str, Any]) -> Integrity:
+        out = Integrity()
+        pid, epoch, seq = str(row["producer_id"]), int(row["producer_epoch"]), int(row["seq"])
+        try:
+            decoded = self.codec.decode(bytes(row["raw"]))
+        except CodecError as exc:
+            out.problems.append(f"stored raw bytes do not decode: {exc.detail}")
+            return out
+        rec = decoded.record
+        out.hash_ok = chain_hash(rec["prev_hash"], decoded.body) == bytes(row["event_hash"])
+        if not out.hash_ok:
+            out.problems.append("event_hash differs from SHA-256(prev_hash || raw body)")
+        stored = {**row, "event_id": str(row["event_id"])}
+        changed = [c for c in COMPARED if stored[c] != rec[c]]
+        if rec["seq"] != seq:
+            changed.append("seq")
+        out.columns_ok = not changed
+        if changed:
+            out.problems.append(f"columns differ from the original bytes: {', '.join(changed)}")
+        prev_hash = bytes(rec["prev_hash"])
+        if seq == 1:
+            out.link_ok = prev_hash == genesis_hash(pid, epoch)
+            if not out.link_ok:
+                out.problems.append("seq 1 does not link to its chain's genesis")
+        else:
+            prev = self._chain_rows(pid, epoch, seq - 1, seq - 1)
+            if not prev:
+                out.problems.append(
+                    f"chain link missing: seq {seq - 1} of {pid}/{epoch} is not stored"
+                )
+            else:
+                out.link_ok = bytes(prev[0][1]) == prev_hash
+                if not out.link_ok:
+                    out.problems.append(
+                        f"prev_hash is not the hash of seq {seq - 1} of {pid}/{epoch}"
+                    )
+        self._checkpoint(out, pid, epoch, seq, row.get("key_id"))
+        return out
+
+    def _chain_rows(self, pid: str, epoch: int, lo: int, hi: int) -> list[tuple[Any, ...]]:
+        return list(
+            self.client.query(
+                f"SELECT seq, event_hash, raw FROM {self.db}.decisions FINAL "
+                "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} "
+                "AND seq BETWEEN {lo:UInt64} AND {hi:UInt64} ORDER BY seq",
+                parameters={"p": pid, "e": epoch, "lo": lo, "hi": hi},
+                column_formats={"event_hash": "bytes", "raw": "bytes"},
+            ).result_rows
+        )
+
+    def _checkpoint(
+        self, out: Integrity, pid: str, epoch: int, seq: int, key_id: str | None
+    ) -> None:
+        found = self.client.query(
+            f"SELECT seq, chain_head, key_id, signature, signature_verified "
+            f"FROM {self.db}.checkpoints FINAL "
+            "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} AND seq >= {s:UInt64} "
+            "ORDER BY seq LIMIT 1",
+            parameters={"p": pid, "e": epoch, "s": seq},
+            column_formats={"chain_head": "bytes", "signature": "bytes"},
+        ).result_rows
+        if not found:
+            out.notes.append(
+                "unsigned chain: no checkpoints"
+                if not key_id
+                else "no signed checkpoint covers this decision yet"
+            )
+            return
+        cp_seq, head, cp_key, signature, verified_by_worker = found[0]
+        cp_seq = int(cp_seq)
+        out.checkpoint_seq = cp_seq
+        ok = True
+        if self.keyring:
+            msg = checkpoint_message(pid, epoch, cp_seq, bytes(head))
+            if not self.keyring.verify(str(cp_key), bytes(signature), msg):
+                ok = False
+                out.problems.append(
+                    f"checkpoint {cp_seq}: signature does not verify with key {cp_key!r}"
+                )
+        else:
+            out.notes.append(
+                f"checkpoint {cp_seq} signature "
+                + ("was verified by the worker" if verified_by_worker else "not verified")
+                + " (pass --keys to check it here)"
+            )
+        # Every link from the decision up to the checkpoint, recomputed from raw bytes.
+        rows = self._chain_rows(pid, epoch, seq, cp_seq)
+        expected, prev = seq, None
+        for s, stored_hash, raw in rows:
+            if int(s) != expected:
+                ok = False
+                out.problems.append(f"seq {expected}..{int(s) - 1} missing before checkpoint")
+                break
+            try:
+                decoded = self.codec.decode(bytes(raw))
+            except CodecError:
+                ok = False
+                out.problems.append(f"seq {s}: stored raw bytes do not decode")
+                break
+            h = chain_hash(decoded.record["prev_hash"], decoded.body)
+            if h != bytes(stored_hash) or (
+                prev is not None and decoded.record["prev_hash"] != prev
+            ):
+                ok = False
+                out.problems.append(f"seq {s}: hash or link broken between decision and checkpoint")
+                break
+            prev, expected = h, expected + 1
+        else:
+            if expected != cp_seq + 1:
+                ok = False
+                out.problems.append(f"seq {expected}..{cp_seq} missing before checkpoint")
+            elif prev != bytes(head):
+                ok = False
+                out.problems.append(f"checkpoint {cp_seq} names another chain head")
+        out.checkpoint_ok = ok
+
+    # -- lineage ----------------------------------------------------------------------------
+
+    def _events(self, refs: set[tuple[str, str]]) -> list[LifecycleEvent]:
+        if not refs:
+            return []
+        result = self.client.query(
+            f"SELECT toString(event_id), occurred_at, action, actor, subject_type, subject_id, "
+            f"related, metadata, producer_id, seq, prev_hash, event_hash, raw "
+            f"FROM {self.db}.model_events FINAL "
+            "WHERE (subject_type, subject_id) IN {refs:Array(Tuple(String, String))} "
+            "OR hasAny(arrayMap(r -> (r.1, r.2), related), {refs:Array(Tuple(String, String))}) "
+            "ORDER BY occurred_at, seq",
+            parameters={"refs": sorted(refs)},
+            column_formats={"prev_hash": "bytes", "event_hash": "bytes", "raw": "bytes"},
+        )
+        out = []
+        for (
+            eid,
+            ts,
+            action,
+            actor,
+            st,
+            sid,
+            related,
+            meta,
+            pid,
+            seq,
+            prev,
+            h,
+            raw,
+        ) in result.result_rows:
+            try:
+                body = self.codec.decode(bytes(raw)).body
+                hash_ok = chain_hash(bytes(prev), body) == bytes(h)
+            except CodecError:
+                hash_ok = False
+            out.append(
+                LifecycleEvent(
+                    str(eid),
+                    ts,
+                    str(action),
+                    str(actor),
+                    f"{st}:{sid}",
+                    [_ref_str(r) for r in related],
+                    json.loads(meta),
+                    str(pid),
+                    int(seq),
+                    hash_ok,
+                )
+            )
+        return out
+
+    def _lineage(self, row: dict[str, Any]) -> list[Link]:
+        at: datetime = row["occurred_at"]
+        version = model_version_id(str(row["model_name"]), str(row["model_version"]))
+        given = {
+            "run": row["run_id"],
+            "dataset": row["dataset_version"],
+            "commit": row["code_commit"],
+            "environment": row["environment_hash"],
+        }
+        refs = {("model_version", version)} | {(t, str(v)) for t, v in given.items() if v}
+        deployment = row["deployment_id"]
+        if deployment:
+            refs.add(("deployment", str(deployment)))
+        events = self._events(refs)
+
+        def about(ref: str) -> list[LifecycleEvent]:
+            return [e for e in events if e.subject == ref or ref in e.related]
+
+        links = [self._deployment_link(deployment, version, at, about)]
+        version_events = about(f"model_version:{version}")
+        register = next((e for e in version_events if e.action == "register"), None)
+        if register is None:
+            links.append(
+                Link(
+                    "model_version",
+                    f"model_version:{version}",
+                    "missing",
+                    f"no register event records model version {version}",
+                    version_events,
+                )
+            )
+        else:
+            summary = [f"registered by {register.actor} at {register.occurred_at.isoformat()}"]
+            for e in version_events:
+                if e.action in ("approve", "reject", "promote", "retire") and e.occurred_at <= at:
+                    stage = e.metadata.get("stage") or e.metadata.get("to_stage")
+                    summary.append(
+                        f"{e.action}{' to ' + str(stage) if stage else ''} by {e.actor} at "
+                        f"{e.occurred_at.isoformat()}"
+                    )
+            links.append(
+                Link(
+                    "model_version",
+                    f"model_version:{version}",
+                    "ok",
+                    "; ".join(summary),
+                    version_events,
+                )
+            )
+        # Run, dataset, commit, environment: the decision's ids against the registration's.
+        recorded = {t: _related_id(register, t) for t in given}
+        if recorded["run"] and not given["run"]:
+            given["run"] = recorded["run"]
+        run_events = about(f"run:{given['run']}") if given["run"] else []
+        for e in run_events:
+            for t in ("dataset", "commit", "environment"):
+                recorded[t] = recorded[t] or _related_id(e, t)
+        for step in ("run", "dataset", "commit", "environment"):
+            links.append(
+                _id_link(step, given[step], recorded[step], run_events if step == "run" else [])
+            )
+        return links
+
+    def _deployment_link(self, deployment: Any, version: str, at: datetime, about: Any) -> Link:
+        if not deployment:
+            return Link("deployment", None, "missing", "the decision names no deployment_id")
+        ref = f"deployment:{deployment}"
+        events: list[LifecycleEvent] = about(ref)
+        serving = [e for e in events if e.action in SERVING_ACTIONS and e.occurred_at <= at]
+        if not serving:
+            return Link(
+                "deployment",
+                ref,
+                "missing",
+                f"no deploy or rollback of deployment {deployment} recorded before the decision",
+                events,
+            )
+        last = serving[-1]
+        served = next(
+            (r.split(":", 1)[1] for r in last.related if r.startswith("model_version:")), None
+        )
+        if served is None and last.subject.startswith("model_version:"):
+            served = last.subject.split(":", 1)[1]
+        what = f"{last.action} by {last.actor} at {last.occurred_at.isoformat()}"
+        if served != version:
+            return Link(
+                "deployment",
+                ref,
+                "mismatch",
+                f"deployment {deployment} was serving {served} ({what}), "
+                f"but the decision names {version}",
+                events,
+            )
+        return Link("deployment", ref, "ok", f"serving {version} since the {what}", events)
+
+
+def _ref_str(ref: Any) -> str:
+    """``type:id`` of a related reference as clickhouse-connect returns it (dict or tuple)."""
+    if isinstance(ref, dict):
+        return f"{ref['type']}:{ref['id']}"
+    return f"{ref[0]}:{ref[1]}"
+
+
+def _related_id(event: LifecycleEvent | None, ref_type: str) -> str | None:
+    if event is None:
+        return None
+    for r in event.related:
+        t, _, i = r.partition(":")
+        if t == ref_type:
+            return i
+    return None
+
+
+def _id_link(step: str, given: Any, recorded: str | None, events: list[LifecycleEvent]) -> Link:
+    if given and recorded and str(given) != recorded:
+        return Link(
+            step,
+            f"{step}:{given}",
+            "mismatch",
+            f"the decision names {given}, the lifecycle record names {recorded}",
+            events,
+        )
+    value = given or recorded
+    if not value:
+        return Link(
+            step, None, "missing", f"no {step} is named by the decision or a lifecycle event"
+        )
+    source = (
+        "decision and lifecycle record agree"
+        if given and recorded
+        else ("named by the decision only" if given else "named by the lifecycle record only")
+    )
+    return Link(step, f"{step}:{value}", "ok", f"{value} ({source})", events)
+
+
+def print_trace(trace: Trace, fmt: str, console: Any) -> None:
+    """Print a trace for people (``text``, via a rich console) or machines (``json``)."""
+    if fmt == "json":
+        print(json.dumps(trace.to_dict(), indent=2, default=str))
+        return
+    d = trace.decision
+    console.print(f"[bold]Decision {d['event_id']}[/] at {d['occurred_at'].isoformat()}")
+    console.print(
+        f"  {d['model_name']}@{d['model_version']} on deployment {d['deployment_id'] or '-'}: "
+        f"prediction {d['prediction']!r} score {d['score']} (request {d['request_id'] or '-'}, "
+        f"actor {d['actor'] or '-'})"
+    )
+    if trace.matches > 1:
+        console.print(f"  [yellow]{trace.matches} decisions match; showing the latest[/]")
+    i = trace.integrity
+    mark = "[green]ok[/]" if i.ok else "[red]FAILED[/]"
+    console.print(
+        f"[bold]Integrity[/] {mark}: {d['producer_id']}/{d['producer_epoch']} seq {d['seq']}"
+    )
+    console.print(f"  hash recomputed from raw: {'ok' if i.hash_ok else 'MISMATCH'}")
+    console.print(f"  columns equal raw:        {'ok' if i.columns_ok else 'ALTERED'}")
+    console.print(f"  chain link:               {'ok' if i.link_ok else 'BROKEN'}")
+    if i.checkpoint_seq is not None:
+        state = "ok" if i.checkpoint_ok else "FAILED"
+        console.print(f"  covered by signed checkpoint {i.checkpoint_seq}: {state}")
+    for note in i.notes:
+        console.print(f"  note: {note}")
+    for problem in i.problems:
+        console.print(f"  [red]problem[/]: {problem}")
+    console.print("[bold]Lineage[/]")
+    colour = {"ok": "green", "missing": "yellow", "mismatch": "red"}
+    for link in trace.links:
+        console.print(
+            f"  [{colour[link.status]}]{link.status:8}[/] {link.step:13} {link.ref or '-'}: "
+            f"{link.detail}"
+        )
+        for e in link.events:
+            console.print(
+                f"           {e.occurred_at.isoformat()} {e.action} {e.subject} by {e.actor}"
+                + ("" if e.hash_ok else " [red](hash mismatch)[/]")
+            )
+    if trace.complete:
+        console.print("[green]lineage complete[/]")
+    else:
+        console.print(f"[yellow]lineage incomplete[/]: {'; '.join(trace.missing)}")

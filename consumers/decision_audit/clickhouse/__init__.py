@@ -1,0 +1,1 @@
+"""ClickHouse access shared by the worker and the audit tools: DSN, settings, migrations."""

@@ -1,0 +1,1 @@
+"""The worker: consume, check, follow chains, store, commit offsets."""

@@ -1,0 +1,100 @@
+"""Worker configuration: command-line flags override ``DECISION_AUDIT_*`` env vars."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from decision_audit.clickhouse.settings import ClickHouseSettings
+
+
+class WorkerSettings(ClickHouseSettings):
+    """Settings of :class:`decision_audit.worker.loop.Worker`."""
+
+    bootstrap_servers: str = Field("localhost:9092", min_length=1)
+    topic: str = Field("decisions", min_length=1)
+    dlq_topic: str = Field("decisions-dlq", min_length=1)
+    model_events_topic: str = Field(
+        "model-events", min_length=1, description="topic of model-lifecycle events"
+    )
+    group: str = Field("decision-audit", min_length=1)
+    batch_size: int = Field(10_000, ge=1, le=1_000_000)
+    flush_interval: float = Field(
+        0.5, gt=0, description="seconds before a partial batch is written"
+    )
+    exit_when_idle: float | None = Field(
+        None, gt=0, description="exit once assigned, caught up and idle this many seconds"
+    )
+    max_event_bytes: int = Field(1_000_000, gt=0, description="larger messages are quarantined")
+    session_timeout_ms: int = Field(6000, ge=1000)
+    create_topics: bool = Field(True, description="create missing topics on start")
+    parse_in_clickhouse: bool = Field(
+        True,
+        description="let ClickHouse parse and check decision events (off: decode each in Python)",
+    )
+    keys: Path | None = Field(None, description="directory of KEY_ID.pub files to verify with")
+    require_signed: bool = Field(False, description="quarantine events of unsigned chains")
+    topic_partitions: int = Field(4, ge=1, description="partitions for topics the worker creates")
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1000, description="the group drops a member that does not poll this long"
+    )
+    prefetch_kbytes: int = Field(
+        65536,
+        ge=1024,
+        description="cap on messages fetched ahead of the loop (KiB, all partitions)",
+    )
+    insert_retry_limit: int = Field(
+        12, ge=1, description="tries of one batch's store on transient errors before stopping"
+    )
+    insert_retry_budget: float = Field(
+        300.0, gt=0, description="seconds of retrying one batch before stopping"
+    )
+    insert_retry_backoff: float = Field(0.5, gt=0, description="first wait between tries (s)")
+    insert_retry_max_backoff: float = Field(30.0, gt=0, description="longest wait between tries")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve /metrics and /healthz on this port (off: None)"
+    )
+    metrics_host: str = Field("0.0.0.0", description="address the metrics endpoint binds")
+    health_stall_seconds: float = Field(
+        60.0, gt=0, description="/healthz answers 503 after this long without progress"
+    )
+
+    @model_validator(mode="after")
+    def _poll_interval_covers_session(self) -> WorkerSettings:
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            raise ValueError("max_poll_interval_ms must be >= session_timeout_ms")
+        return self
+
+    def consumer_config(self) -> dict[str, object]:
+        """librdkafka consumer settings: manual offset store and commit, bounded prefetch."""
+        partition_fetch = max(self.max_event_bytes * 2, 1048576)
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group,
+            "client.id": "decision-audit-worker",
+            "logger": logging.getLogger("decision_audit.kafka"),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(self.session_timeout_ms // 3, 500),
+            "max.poll.interval.ms": self.max_poll_interval_ms,
+            # Prefetch is bounded in bytes across all partitions; one fetch never asks for
+            # more than that bound, nor less than one partition's worth.
+            "queued.max.messages.kbytes": self.prefetch_kbytes,
+            "fetch.max.bytes": max(min(52428800, self.prefetch_kbytes * 1024), partition_fetch),
+            "max.partition.fetch.bytes": partition_fetch,
+        }
+
+    def dlq_producer_config(self) -> dict[str, object]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": "decision-audit-worker-dlq",
+            "logger": logging.getLogger("decision_audit.kafka"),
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "message.max.bytes": self.max_event_bytes * 2 + 65536,
+        }

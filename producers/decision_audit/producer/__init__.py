@@ -1,0 +1,1 @@
+"""The library serving code embeds: validate, redact, encode, chain, deliver (or spool)."""

@@ -1,0 +1,435 @@
+"""The producer serving code embeds: validate, encode, chain, enqueue. Never stalls serving."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from decision_audit.contract.checkpoint import ALGORITHM, checkpoint_message
+from decision_audit.contract.codec import SingleObjectCodec, default_codec
+from decision_audit.contract.hashing import chain_hash
+from decision_audit.contract.ids import uuid7_str
+from decision_audit.contract.lineage import ReferenceLike
+from decision_audit.contract.models import JsonObject, Prediction, decision_record, utc_now
+from decision_audit.producer.chain import ChainState
+from decision_audit.producer.delivery import Delivery, DeliveryProblem, ProducerStats
+from decision_audit.producer.lifecycle import ModelEventLog
+from decision_audit.producer.redaction import RedactionPolicy, Redactor
+from decision_audit.producer.settings import ProducerSettings
+from decision_audit.producer.signing import Signer
+from decision_audit.producer.spool import SpoolFull, SpoolRecord
+
+log = logging.getLogger("decision_audit.producer")
+_new_tuple = tuple.__new__
+
+EVENT_HASH_HEADER = "da-event-hash"
+
+__all__ = ["EVENT_HASH_HEADER", "AuditProducer", "DeliveryProblem", "ProducerStats", "SpoolFull"]
+
+
+def _kafka_conf(extra: Mapping[str, Any]) -> dict[str, Any]:
+    # Accept librdkafka names either dotted ("linger.ms") or as Python keywords (linger_ms).
+    return {k.replace("_", "."): v for k, v in extra.items()}
+
+
+class AuditProducer:
+    """Records model decisions to Kafka as Avro events on a per-producer hash chain.
+
+    Thread-safe. ``log_decision`` validates its arguments (raising ``ValueError`` that names
+    the bad field, before anything is sent) and returns the event id; delivery problems are
+    counted in :attr:`stats` and reported to ``on_error`` and the log, never raised.
+
+    With ``signing_key`` the producer signs a checkpoint of its chain head every
+    ``checkpoint_every`` events, every ``checkpoint_interval`` seconds and on close; signing
+    runs on a background thread, so ``log_decision`` pays for one SHA-256 step only. With a
+    ``redaction`` policy, inputs are redacted before they are encoded.
+
+    With ``spool_dir``, events the broker cannot take now (local queue full, broker down,
+    delivery failed) go to a bounded on-disk spool and are replayed in chain order by the
+    background thread, also by a later producer started on the same directory; see
+    :mod:`.delivery`. ``spool_full_policy="raise"`` makes ``log_decision`` raise
+    :class:`~decision_audit.producer.spool.SpoolFull` when the spool is full.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        producer_id: str | None = None,
+        topic: str | None = None,
+        *,
+        on_error: Callable[[DeliveryProblem], None] | None = None,
+        enqueue_timeout: float | None = None,
+        schema_version: int | None = None,
+        signing_key: str | os.PathLike[str] | None = None,
+        key_id: str | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_interval: float | None = None,
+        redaction: RedactionPolicy | str | os.PathLike[str] | None = None,
+        redaction_secret: bytes | str | None = None,
+        codec: SingleObjectCodec | None = None,
+        model_events_topic: str | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int | None = None,
+        spool_full_policy: str | None = None,
+        spool_block_timeout: float | None = None,
+        spool_fsync: str | None = None,
+        spool_fsync_interval: float | None = None,
+        spool_after: float | None = None,
+        **kafka_config: Any,
+    ) -> None:
+        given: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "producer_id": producer_id,
+            "topic": topic,
+            "model_events_topic": model_events_topic,
+            "enqueue_timeout": enqueue_timeout,
+            "schema_version": schema_version,
+            "signing_key": signing_key,
+            "key_id": key_id,
+            "checkpoint_every": checkpoint_every,
+            "checkpoint_interval": checkpoint_interval,
+            "redaction_secret": redaction_secret.decode()
+            if isinstance(redaction_secret, bytes)
+            else redaction_secret,
+            "spool_dir": spool_dir,
+            "spool_max_bytes": spool_max_bytes,
+            "spool_full_policy": spool_full_policy,
+            "spool_block_timeout": spool_block_timeout,
+            "spool_fsync": spool_fsync,
+            "spool_fsync_interval": spool_fsync_interval,
+            "spool_after": spool_after,
+        }
+        if redaction is not None and not isinstance(redaction, RedactionPolicy):
+            given["redaction_policy"] = redaction
+        self.settings = ProducerSettings(**{k: v for k, v in given.items() if v is not None})
+        st = self.settings
+        self._signer = Signer(st.signing_key, st.key_id) if st.signing_key else None
+        policy = (
+            redaction
+            if isinstance(redaction, RedactionPolicy)
+            else RedactionPolicy.load(st.redaction_policy)
+            if st.redaction_policy
+            else None
+        )
+        secret = st.redaction_secret.get_secret_value().encode() if st.redaction_secret else None
+        self._redactor: Redactor | None = policy.compile(secret) if policy else None
+        self._codec = codec or default_codec()
+        registry = self._codec.registry
+        self._schema = (
+            registry.latest("decision_event")
+            if self.settings.schema_version is None
+            else registry.get("decision_event", self.settings.schema_version)
+        )
+        self._checkpoint_schema = registry.latest("checkpoint")
+        self._model_events: ModelEventLog | None = None  # created on first use
+        self._checkpointed_seq = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_due = threading.Event()
+        self._on_error = on_error
+        self.stats = ProducerStats()
+        self._chain = ChainState.new(self.settings.producer_id)
+        self._key = self.settings.producer_id.encode()
+        self._topic = self.settings.topic
+        self._spooling = self.settings.spool_dir is not None
+        self._every = self.settings.checkpoint_every
+        self._lock = threading.Lock()
+        conf = self.settings.kafka_config()
+        conf.update(_kafka_conf(kafka_config))
+        conf.setdefault("logger", logging.getLogger("decision_audit.kafka"))
+        self._delivery = Delivery(self.settings, conf, self.stats, self._report)
+        self._closed = threading.Event()
+        self._stop = threading.Event()
+        self._poller = threading.Thread(
+            target=self._poll_loop, name="decision-audit-producer-poll", daemon=True
+        )
+        self._poller.start()
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def producer_id(self) -> str:
+        return self.settings.producer_id
+
+    @property
+    def epoch(self) -> int:
+        """The chain epoch of this producer instance."""
+        return self._chain.epoch
+
+    @property
+    def last_seq(self) -> int:
+        return self._chain.seq
+
+    def log_decision(
+        self,
+        model_name: str,
+        model_version: str,
+        inputs: JsonObject,
+        prediction: Prediction,
+        *,
+        score: float | None = None,
+        request_id: str | None = None,
+        deployment_id: str | None = None,
+        run_id: str | None = None,
+        dataset_version: str | None = None,
+        code_commit: str | None = None,
+        environment_hash: str | None = None,
+        actor: str | None = None,
+        latency_ms: float | None = None,
+        explanation: Any = None,
+        tags: Mapping[str, str] | None = None,
+        occurred_at: datetime | None = None,
+    ) -> str:
+        """Record one decision; returns its event id (a UUIDv7 string)."""
+        if self._closed.is_set():
+            raise RuntimeError("AuditProducer is closed")
+        if self._redactor is not None and isinstance(inputs, Mapping):
+            inputs = self._redactor.apply(inputs)
+        now_ms = time.time_ns() // 1_000_000
+        event_id = uuid7_str(now_ms)
+        record = decision_record(
+            event_id=event_id,
+            occurred_at=now_ms if occurred_at is None else occurred_at,
+            model_name=model_name,
+            model_version=model_version,
+            inputs=inputs,
+            prediction=prediction,
+            score=score,
+            request_id=request_id,
+            deployment_id=deployment_id,
+            run_id=run_id,
+            dataset_version=dataset_version,
+            code_commit=code_commit,
+            environment_hash=environment_hash,
+            actor=actor,
+            latency_ms=latency_ms,
+            explanation=explanation,
+            tags=tags,
+            redaction_policy=None if self._redactor is None else self._redactor.policy_ref,
+        )
+        self._send(record)
+        return event_id
+
+    def log_model_event(
+        self,
+        action: str,
+        subject: ReferenceLike,
+        *,
+        actor: str,
+        related: Iterable[ReferenceLike] = (),
+        metadata: JsonObject | None = None,
+        occurred_at: datetime | None = None,
+    ) -> str:
+        """Record one model-lifecycle event (register, promote, deploy, rollback, approve,
+        reject, retire, grant_access, revoke_access); returns its event id.
+
+        ``subject`` and ``related`` are :class:`decision_audit.contract.lineage.Reference` or plain
+        ``{"type": ..., "id": ...}`` dicts. The event goes to ``model_events_topic`` on the
+        chain ``<producer_id>/model-events`` (see :mod:`decision_audit.producer.lifecycle`).
+        """
+        if self._closed.is_set():
+            raise RuntimeError("AuditProducer is closed")
+        if self._model_events is None:
+            self._model_events = ModelEventLog(
+                self.producer_id,
+                self.settings.model_events_topic,
+                self._codec,
+                self._enqueue,
+                self._signer,
+                self.settings.max_message_bytes,
+            )
+        event_id, problem = self._model_events.log(
+            action,
+            subject,
+            actor=actor,
+            related=related,
+            metadata=metadata,
+            occurred_at=occurred_at,
+        )
+        if problem is not None:
+            self.stats.dropped += 1
+            self._report(DeliveryProblem("dropped", f"model event: {problem}", self.producer_id))
+        else:
+            self.stats.logged += 1
+        return event_id
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait for outstanding events (spooled ones too); returns how many are undelivered."""
+        return self._delivery.flush(timeout)
+
+    def checkpoint(self) -> bool:
+        """Sign and send a checkpoint of the chain head now (if anything is new since the last).
+
+        Returns True if one was sent. Called by the background thread and by ``close()``.
+        """
+        return self._checkpoint(wait=True)
+
+    def _checkpoint(self, *, wait: bool) -> bool:
+        if self._signer is None:
+            return False
+        # The background thread must not wait for the chain lock: a log_decision blocked on
+        # a full spool holds it until the background thread makes room.
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
+            seq, head = self._chain.seq, self._chain.head
+            if seq <= self._checkpointed_seq:
+                return False
+            self._checkpointed_seq = seq
+            self._last_checkpoint = time.monotonic()
+        finally:
+            self._lock.release()
+        ch = self._chain
+        signature = self._signer.sign(checkpoint_message(ch.producer_id, ch.epoch, seq, head))
+        value = self._codec.encode(
+            self._checkpoint_schema,
+            {
+                "producer_id": ch.producer_id,
+                "producer_epoch": ch.epoch,
+                "seq": seq,
+                "chain_head": head,
+                "key_id": self._signer.key_id,
+                "algorithm": ALGORITHM,
+                "signature": signature,
+                "signed_at": utc_now(),
+            },
+        )
+        # Produced after event `seq` was, so it lands after it in the partition.
+        problem = self._enqueue(value, None)
+        if problem is not None:
+            self._report(DeliveryProblem("dropped", f"checkpoint: {problem}", ch.producer_id, seq))
+            return False
+        self.stats.checkpoints += 1
+        return True
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Sign a last checkpoint, flush and stop. Returns the number of events left
+        undelivered (logged if any); with a spool they stay in it for the next producer
+        started on the same ``spool_dir``."""
+        if self._closed.is_set():
+            return 0
+        self._closed.set()
+        deadline = time.monotonic() + timeout
+        self.checkpoint()
+        # The background thread keeps replaying the spool while we wait.
+        self._delivery.flush(timeout)
+        self._stop.set()
+        self._poller.join(timeout=5.0)
+        remaining = self._delivery.close(max(0.0, deadline - time.monotonic()))
+        if remaining or self.stats.failed or self.stats.dropped:
+            log.warning(
+                "producer %s closing with %d undelivered, %d failed, %d dropped events",
+                self.producer_id,
+                remaining,
+                self.stats.failed,
+                self.stats.dropped,
+            )
+        return remaining
+
+    def __enter__(self) -> AuditProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _send(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            seq, prev_hash = self._chain.next_link()
+            record["producer_id"] = self._chain.producer_id
+            record["producer_epoch"] = self._chain.epoch
+            record["key_id"] = None if self._signer is None else self._signer.key_id
+            record["seq"] = seq
+            record["prev_hash"] = prev_hash
+            try:
+                body = self._codec.encode_body(self._schema, record)
+            except (ValueError, TypeError, UnicodeError) as exc:
+                raise ValueError(f"event cannot be encoded as Avro: {exc}") from None
+            value = self._codec.frame(self._schema, body)
+            if len(value) > self.settings.max_message_bytes:
+                raise ValueError(
+                    f"event is {len(value)} bytes, over max_message_bytes="
+                    f"{self.settings.max_message_bytes}; shrink inputs/explanation or raise the "
+                    "limit (DECISION_AUDIT_MAX_MESSAGE_BYTES) on producer, broker and worker"
+                )
+            event_hash = chain_hash(prev_hash, body)
+            problem = self._enqueue(value, event_hash, seq=seq)
+            if problem is not None:
+                self.stats.dropped += 1
+                self._report(DeliveryProblem("dropped", problem, self._chain.producer_id, seq))
+                return
+            # Advance only once the client holds the event: a drop leaves no gap in the chain.
+            self._chain.advance(seq, event_hash)
+            self.stats.logged += 1
+            if self._signer is not None and seq - self._checkpointed_seq >= self._every:
+                self._checkpoint_due.set()
+
+    def _enqueue(
+        self,
+        value: bytes,
+        event_hash: bytes | None,
+        topic: str | None = None,
+        key: bytes | None = None,
+        *,
+        seq: int | None = None,
+    ) -> str | None:
+        """Send one message (``event_hash`` None: a checkpoint); returns why it was dropped.
+
+        Events may block or raise :class:`SpoolFull` (counted and reported as dropped first)
+        under the spool's full policy; checkpoints never do.
+        """
+        headers = () if event_hash is None else ((EVENT_HASH_HEADER, event_hash),)
+        # tuple.__new__: the named tuple's generated __new__ costs more, once per event.
+        record = _new_tuple(SpoolRecord, (topic or self._topic, key or self._key, value, headers))
+        # Only the spool's full policy tells the background thread from serving code.
+        background = event_hash is None or (
+            self._spooling and threading.current_thread() is self._poller
+        )
+        try:
+            return self._delivery.send(record, seq, background=background)
+        except SpoolFull as exc:
+            self.stats.dropped += 1
+            self._report(DeliveryProblem("dropped", str(exc), self.producer_id, seq))
+            raise
+
+    def _report(self, problem: DeliveryProblem) -> None:
+        log.error(
+            "audit event %s: %s (producer %s)", problem.kind, problem.reason, problem.producer_id
+        )
+        if self._on_error is not None:
+            try:
+                self._on_error(problem)
+            except Exception:  # a broken callback must not reach the serving path
+                log.exception("on_error callback raised")
+
+    def _poll_loop(self) -> None:
+        interval = self.settings.checkpoint_interval
+        while not self._stop.is_set():
+            try:
+                if self._signer is None:
+                    self._delivery.service(0.05)
+                    continue
+                # Wake at once when the hot path says a checkpoint is due; serve callbacks and
+                # the spool either way.
+                self._checkpoint_due.wait(0.05)
+                self._delivery.service(0)
+                if (
+                    self._checkpoint_due.is_set()
+                    or time.monotonic() - self._last_checkpoint >= interval
+                ) and not self._closed.is_set():
+                    self._checkpoint_due.clear()
+                    self._checkpoint(wait=False)
+            except Exception:  # never let the background thread die silently
+                log.exception("background thread error (producer %s)", self.producer_id)
+                time.sleep(0.05)
