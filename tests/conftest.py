@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import clickhouse_connect
 import pytest
 
 from decision_audit.clickhouse.connect import connect
@@ -17,6 +18,30 @@ from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
 from tests.helpers import migrated_database
+
+
+@pytest.fixture(autouse=True)
+def _services_only_when_marked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test not marked ``integration`` may start no broker and open no ClickHouse engine,
+    so that ``pytest -m "not integration"`` is a true no-services run."""
+    if request.node.get_closest_marker("integration") is not None:
+        return
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a service: mark it pytest.mark.integration"
+        )
+
+    def get_client(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("interface") == "chdb":
+            refuse()
+        return real_get_client(*args, **kwargs)
+
+    real_get_client = clickhouse_connect.get_client
+    monkeypatch.setattr(LocalBroker, "start", refuse)
+    monkeypatch.setattr(clickhouse_connect, "get_client", get_client)
 
 
 @pytest.fixture(scope="session")

@@ -167,6 +167,7 @@ def test_prometheus_panels_name_exported_worker_metrics() -> None:
     assert checked, "no Prometheus panel (consumer lag)"
 
 
+@pytest.mark.integration
 def test_every_clickhouse_panel_query_runs_on_the_migrated_schema(
     ch: Any, filled: tuple[str, datetime, datetime]
 ) -> None:

@@ -227,6 +227,7 @@ def test_built_image_is_tagged_with_the_package_version(
             assert interpolate(svc["image"]) == f"decision-audit:{version}", name
 
 
+@pytest.mark.integration
 def test_clickhouse_major_version_matches_chdb_engine(
     services: dict[str, dict[str, Any]], engine: dict[str, Any]
 ) -> None:
@@ -436,6 +437,7 @@ def test_clickhouse_users(
     assert nets and all(n in {"::1", "127.0.0.1"} for n in nets), nets
 
 
+@pytest.mark.integration
 def test_clickhouse_settings_exist_in_the_engine(
     users: ET.Element, server_config: ET.Element, engine: dict[str, Any]
 ) -> None:

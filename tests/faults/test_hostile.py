@@ -21,7 +21,7 @@ from decision_audit.worker.settings import WorkerSettings
 from tests.faults.procs import Load
 from tests.helpers import consume_all, count, event_record, run_worker, send_raw
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 Raw = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 HASH = "da-event-hash"

@@ -15,7 +15,7 @@ from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.worker.topics import ensure_topics
 from tests.faults.procs import Load, log_has, query, start_worker, wait_for
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
 EVENTS = 200_000
 PRODUCERS = 6

@@ -14,7 +14,7 @@ from tests.faults.scrape import healthz, metrics, value
 from tests.faults.test_store_failures import Running
 from tests.helpers import count, craft_chain, send_raw
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 P = "decision_audit_worker"
 

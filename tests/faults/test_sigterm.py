@@ -13,7 +13,7 @@ from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.worker.topics import ensure_topics
 from tests.faults.procs import Load, committed, query, start_worker, wait_for
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 EVENTS = 60_000
 EXIT_BOUND = 20.0  # seconds from SIGTERM to exit: a batch, a commit, leaving the group

@@ -16,7 +16,7 @@ from tests.faults.procs import Load, committed, wait_for
 from tests.faults.scrape import healthz, metrics, value
 from tests.helpers import count, send_raw
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 EVENTS = 3000
 HOSTILE = 10

@@ -12,7 +12,7 @@ from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.worker.topics import ensure_topics
 from tests.faults.procs import Load, committed, log_has, query, start_worker, wait_for
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
 EVENTS = 80_000
 PARTITIONS = 4

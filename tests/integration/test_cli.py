@@ -20,6 +20,8 @@ from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.worker.topics import ensure_topics
 from tests.faults.procs import committed, query, start_worker
 
+pytestmark = pytest.mark.integration
+
 CLI = [sys.executable, "-m", "decision_audit.cli.main"]
 SUBCOMMANDS = ["demo", "broker", "migrate", "worker", "query"]
 PARTITIONS = 4

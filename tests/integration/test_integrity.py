@@ -24,6 +24,8 @@ from decision_audit.producer.signing import Signer, generate_keypair
 from decision_audit.worker.settings import WorkerSettings
 from tests.helpers import consume_all, count, craft_chain, run_worker, send_raw
 
+pytestmark = pytest.mark.integration
+
 HDR = "da-event-hash"
 
 

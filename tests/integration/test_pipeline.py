@@ -19,6 +19,8 @@ from decision_audit.worker.loop import Worker
 from decision_audit.worker.settings import WorkerSettings
 from tests.helpers import consume_all, count, craft_chain, run_worker, send_raw
 
+pytestmark = pytest.mark.integration
+
 AWKWARD_INPUTS: list[dict[str, Any]] = [
     {},
     {"none": None, "t": True, "f": False, "empty": "", "zero": 0, "neg_zero": -0.0},

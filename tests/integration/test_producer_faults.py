@@ -26,7 +26,7 @@ from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
 from tests.helpers import count, run_worker
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
 
 def _eventually(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

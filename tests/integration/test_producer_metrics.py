@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from decision_audit import AuditProducer
 from decision_audit.devtools.tansu_broker import LocalBroker, free_port
 from decision_audit.producer.metrics import instrument
+
+pytestmark = pytest.mark.integration
 
 
 def _value(registry: CollectorRegistry, name: str, producer_id: str) -> float | None:
