@@ -88,13 +88,13 @@ def test_round_trip_is_faithful(
         assert tags["ключ"] == "значение"
 
 
-def test_schema_v1_events_are_read_as_v2(
+def test_schema_v1_events_are_read_as_the_latest_version(
     broker: LocalBroker, ch: Any, worker_settings: WorkerSettings
 ) -> None:
     codec = default_codec()
     v1 = codec.registry.get("decision_event", 1)
-    v2 = codec.registry.latest("decision_event")
-    assert v2.version == 3
+    latest = codec.registry.latest("decision_event")
+    assert latest.version == 3
     bs, topic = broker.bootstrap_servers, worker_settings.topic
     with AuditProducer(bs, producer_id="old", topic=topic, schema_version=1) as old:
         old_id = old.log_decision("m", "1", {"a": 1}, "yes", code_commit="abc123")
@@ -109,7 +109,7 @@ def test_schema_v1_events_are_read_as_v2(
         ).result_rows
     )
     assert rows[old_id] == (v1.fingerprint_int, None, '{"a":1}')  # v1 has no code_commit field
-    assert rows[new_id] == (v2.fingerprint_int, "abc123", '{"a":2}')
+    assert rows[new_id] == (latest.fingerprint_int, "abc123", '{"a":2}')
 
 
 @pytest.mark.parametrize("parse_in_clickhouse", [True, False], ids=["clickhouse", "python"])

@@ -281,6 +281,8 @@ class Worker:
                     log.info("idle for %.1fs with everything stored: exiting", s.exit_when_idle)
                     break
                 self._observe()
+            if self._stop.is_set():
+                log.info("stop requested: storing %d pending message(s)", len(self._pending))
             self._flush()
         except BaseException:
             # Unstored messages stay uncommitted and come back; the revoke in close() must

@@ -42,12 +42,13 @@ def test_codec_round_trip() -> None:
     assert decoded.record == rec
 
 
-def test_v1_bytes_resolve_to_v2_with_defaults() -> None:
+def test_v1_bytes_resolve_to_the_latest_version_with_defaults() -> None:
     codec = default_codec()
     v1 = codec.registry.get("decision_event", 1)
     rec = event_record("p", 1, 1, b"\x00" * 32)
     decoded = codec.decode(codec.encode(v1, rec))
     assert decoded.writer is v1
+    assert codec.registry.latest("decision_event").version > 1
     assert decoded.record["code_commit"] is None and decoded.record["redaction_policy"] is None
     assert decoded.record["inputs"] == rec["inputs"]
 
