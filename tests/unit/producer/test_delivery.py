@@ -2,13 +2,16 @@
 
 Without a broker the client points at a loopback port nothing listens on, so every message it
 takes stays queued (or times out, when a test says so); the background thread is the test
-itself, calling ``service``. What needs a broker (acknowledgements, replay) is marked
-``integration`` and uses the session's Tansu broker.
+itself, calling ``service``. Where a test counts the client's queue it points at a port that
+accepts connections and never answers instead: the client then reports no connection errors,
+which its queue length would count too. What needs a broker (acknowledgements, replay) is
+marked ``integration`` and uses the session's Tansu broker.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -95,6 +98,17 @@ def make() -> Iterator[Make]:
             rig.close(0)
 
 
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """A loopback address that accepts connections (in the kernel's backlog) and never
+    answers: for the next 10 s (``api.version.request.timeout.ms``) the client reports
+    nothing."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
 def _spooled(spool_dir: Path) -> list[SpoolRecord]:
     with Spool(spool_dir, 1 << 30) as spool:
         out = []
@@ -125,8 +139,8 @@ def test_the_settings_pick_the_mode(make: Make, tmp_path: Path) -> None:
 # -- direct mode -------------------------------------------------------------------------------
 
 
-def test_direct_messages_wait_in_the_client_queue(make: Make) -> None:
-    rig = make()
+def test_direct_messages_wait_in_the_client_queue(make: Make, silent: str) -> None:
+    rig = make(silent)
     assert [rig.send(i) for i in range(5)] == [None] * 5
     assert rig.delivery.undelivered() == 5
     for _ in range(3):
@@ -137,8 +151,10 @@ def test_direct_messages_wait_in_the_client_queue(make: Make) -> None:
     assert rig.close(0.1) == 5
 
 
-def test_direct_drops_what_a_full_queue_will_not_take_within_enqueue_timeout(make: Make) -> None:
-    rig = make(enqueue_timeout=0.01, conf={"queue.buffering.max.messages": 1})
+def test_direct_drops_what_a_full_queue_will_not_take_within_enqueue_timeout(
+    make: Make, silent: str
+) -> None:
+    rig = make(silent, enqueue_timeout=0.01, conf={"queue.buffering.max.messages": 1})
     assert rig.send(0) is None
     assert rig.send(1) == "local queue full (broker slow or unreachable)"
     assert rig.delivery.direct and rig.delivery.undelivered() == 1
@@ -146,8 +162,8 @@ def test_direct_drops_what_a_full_queue_will_not_take_within_enqueue_timeout(mak
     assert (rig.stats.dropped, rig.problems) == (0, [])
 
 
-def test_direct_refusal_by_the_client_is_returned(make: Make) -> None:
-    rig = make(max_message_bytes=1000)  # the client refuses messages over 5,096 bytes
+def test_direct_refusal_by_the_client_is_returned(make: Make, silent: str) -> None:
+    rig = make(silent, max_message_bytes=1000)  # the client refuses messages over 5,096 bytes
     problem = rig.send(0, size=10_000)
     assert problem is not None and problem.startswith("kafka client refused the event")
     assert rig.delivery.undelivered() == 0
