@@ -147,7 +147,7 @@ class ChainWriter:
             if len(value) > self._max_bytes:
                 raise ValueError(
                     f"{self._what} is {len(value)} bytes, over max_message_bytes="
-                    f"{self._max_bytes}; shrink its inputs, explanation or metadata or raise "
+                    f"{self._max_bytes}; shrink the inputs, explanation or metadata, or raise "
                     "the limit (DECISION_AUDIT_MAX_MESSAGE_BYTES) on producer, broker and worker"
                 )
             event_hash = chain_hash(prev_hash, body)

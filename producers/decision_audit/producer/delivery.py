@@ -164,6 +164,7 @@ def make_delivery(
     settings: ProducerSettings, conf: dict[str, Any], stats: ProducerStats, report: Report
 ) -> Delivery:
     """The delivery mode ``settings`` ask for: spooled with ``spool_dir``, else direct."""
+    # Imported here: both modes import this module.
     if settings.spool_dir is not None:
         from decision_audit.producer.spooled_delivery import SpooledDelivery
 
