@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import decision_audit.producer.audit_producer as producer_module
+import decision_audit.producer.chain as chain_module
 from bench.common import log_call, make_calls, percentile, run_json
 from decision_audit import AuditProducer
 from decision_audit.producer.signing import generate_keypair
@@ -49,12 +49,12 @@ def producer_costs(bootstrap: str, calls: int, workdir: Path, rounds: int) -> di
         "off": AuditProducer(bootstrap, producer_id=f"bench-off-{run}", topic=TOPIC),
     }
     samples: dict[str, list[int]] = {name: [0] * calls for name in contestants}
-    real_chain_hash = producer_module.chain_hash
+    real_chain_hash = chain_module.chain_hash
 
     def timed(name: str, lo: int, hi: int) -> None:
         p, s, pc = contestants[name], samples[name], time.perf_counter_ns
         if name == "off":
-            producer_module.chain_hash = _no_chain  # type: ignore[assignment]
+            chain_module.chain_hash = _no_chain  # type: ignore[assignment]
         try:
             for i in range(lo, hi):
                 c = pool[i % POOL]
@@ -62,7 +62,7 @@ def producer_costs(bootstrap: str, calls: int, workdir: Path, rounds: int) -> di
                 log_call(p, c)
                 s[i] = pc() - t0
         finally:
-            producer_module.chain_hash = real_chain_hash
+            chain_module.chain_hash = real_chain_hash
         p.flush(30)
 
     try:

@@ -11,24 +11,19 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from decision_audit.contract.checkpoint import ALGORITHM, checkpoint_message
 from decision_audit.contract.codec import SingleObjectCodec, default_codec
-from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.ids import uuid7_str
-from decision_audit.contract.lineage import ReferenceLike
-from decision_audit.contract.models import JsonObject, Prediction, decision_record, utc_now
-from decision_audit.producer.chain import ChainState
-from decision_audit.producer.delivery import Delivery, DeliveryProblem, ProducerStats
-from decision_audit.producer.lifecycle import ModelEventLog
+from decision_audit.contract.lineage import ReferenceLike, model_event_chain_id
+from decision_audit.contract.models import JsonObject, Prediction, decision_record
+from decision_audit.producer.chain import EVENT_HASH_HEADER, ChainState, ChainWriter
+from decision_audit.producer.delivery import DeliveryProblem, ProducerStats, make_delivery
+from decision_audit.producer.lifecycle import model_event_record
 from decision_audit.producer.redaction import RedactionPolicy, Redactor
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.producer.signing import Signer
-from decision_audit.producer.spool import SpoolFull, SpoolRecord
+from decision_audit.producer.spool import SpoolFull
 
 log = logging.getLogger("decision_audit.producer")
-_new_tuple = tuple.__new__
-
-EVENT_HASH_HEADER = "da-event-hash"
 
 __all__ = ["EVENT_HASH_HEADER", "AuditProducer", "DeliveryProblem", "ProducerStats", "SpoolFull"]
 
@@ -53,7 +48,7 @@ class AuditProducer:
     With ``spool_dir``, events the broker cannot take now (local queue full, broker down,
     delivery failed) go to a bounded on-disk spool and are replayed in chain order by the
     background thread, also by a later producer started on the same directory; see
-    :mod:`.delivery`. ``spool_full_policy="raise"`` makes ``log_decision`` raise
+    :mod:`.spooled_delivery`. ``spool_full_policy="raise"`` makes ``log_decision`` raise
     :class:`~decision_audit.producer.spool.SpoolFull` when the spool is full.
     """
 
@@ -119,34 +114,53 @@ class AuditProducer:
         )
         secret = st.redaction_secret.get_secret_value().encode() if st.redaction_secret else None
         self._redactor: Redactor | None = policy.compile(secret) if policy else None
-        self._codec = codec or default_codec()
-        registry = self._codec.registry
-        self._schema = (
+        codec = codec or default_codec()
+        registry = codec.registry
+        schema = (
             registry.latest("decision_event")
-            if self.settings.schema_version is None
-            else registry.get("decision_event", self.settings.schema_version)
+            if st.schema_version is None
+            else registry.get("decision_event", st.schema_version)
         )
-        self._checkpoint_schema = registry.latest("checkpoint")
-        self._model_events: ModelEventLog | None = None  # created on first use
-        self._checkpointed_seq = 0
-        self._last_checkpoint = time.monotonic()
         self._checkpoint_due = threading.Event()
         self._on_error = on_error
         self.stats = ProducerStats()
-        self._chain = ChainState.new(self.settings.producer_id)
-        self._key = self.settings.producer_id.encode()
-        self._topic = self.settings.topic
-        self._spooling = self.settings.spool_dir is not None
-        self._every = self.settings.checkpoint_every
-        self._lock = threading.Lock()
-        conf = self.settings.kafka_config()
+        conf = st.kafka_config()
         conf.update(_kafka_conf(kafka_config))
         conf.setdefault("logger", logging.getLogger("decision_audit.kafka"))
-        self._delivery = Delivery(self.settings, conf, self.stats, self._report)
+        self._delivery = make_delivery(st, conf, self.stats, self._report)
         self._closed = threading.Event()
         self._stop = threading.Event()
         self._poller = threading.Thread(
             target=self._poll_loop, name="decision-audit-producer-poll", daemon=True
+        )
+        # Only the spool's full policy tells the background thread from serving code.
+        background = self._poller if st.spool_dir is not None else None
+        self._decisions = ChainWriter(
+            ChainState.new(st.producer_id),
+            st.topic,
+            schema,
+            codec,
+            self._delivery,
+            self.stats,
+            self._report,
+            max_message_bytes=st.max_message_bytes,
+            signer=self._signer,
+            checkpoint_every=st.checkpoint_every,
+            checkpoint_due=self._checkpoint_due,
+            background=background,
+        )
+        self._model_events = ChainWriter(
+            ChainState.new(model_event_chain_id(st.producer_id)),
+            st.model_events_topic,
+            registry.latest("model_event"),
+            codec,
+            self._delivery,
+            self.stats,
+            self._report,
+            max_message_bytes=st.max_message_bytes,
+            signer=self._signer,
+            background=background,
+            what="model event",
         )
         self._poller.start()
 
@@ -159,11 +173,11 @@ class AuditProducer:
     @property
     def epoch(self) -> int:
         """The chain epoch of this producer instance."""
-        return self._chain.epoch
+        return self._decisions.chain.epoch
 
     @property
     def last_seq(self) -> int:
-        return self._chain.seq
+        return self._decisions.chain.seq
 
     def log_decision(
         self,
@@ -212,7 +226,7 @@ class AuditProducer:
             tags=tags,
             redaction_policy=None if self._redactor is None else self._redactor.policy_ref,
         )
-        self._send(record)
+        self._decisions.write(record)
         return event_id
 
     def log_model_event(
@@ -234,16 +248,7 @@ class AuditProducer:
         """
         if self._closed.is_set():
             raise RuntimeError("AuditProducer is closed")
-        if self._model_events is None:
-            self._model_events = ModelEventLog(
-                self.producer_id,
-                self.settings.model_events_topic,
-                self._codec,
-                self._enqueue,
-                self._signer,
-                self.settings.max_message_bytes,
-            )
-        event_id, problem = self._model_events.log(
+        record = model_event_record(
             action,
             subject,
             actor=actor,
@@ -251,11 +256,8 @@ class AuditProducer:
             metadata=metadata,
             occurred_at=occurred_at,
         )
-        if problem is not None:
-            self.stats.dropped += 1
-            self._report(DeliveryProblem("dropped", f"model event: {problem}", self.producer_id))
-        else:
-            self.stats.logged += 1
+        self._model_events.write(record)
+        event_id: str = record["event_id"]
         return event_id
 
     def flush(self, timeout: float = 10.0) -> int:
@@ -267,45 +269,7 @@ class AuditProducer:
 
         Returns True if one was sent. Called by the background thread and by ``close()``.
         """
-        return self._checkpoint(wait=True)
-
-    def _checkpoint(self, *, wait: bool) -> bool:
-        if self._signer is None:
-            return False
-        # The background thread must not wait for the chain lock: a log_decision blocked on
-        # a full spool holds it until the background thread makes room.
-        if not self._lock.acquire(blocking=wait):
-            return False
-        try:
-            seq, head = self._chain.seq, self._chain.head
-            if seq <= self._checkpointed_seq:
-                return False
-            self._checkpointed_seq = seq
-            self._last_checkpoint = time.monotonic()
-        finally:
-            self._lock.release()
-        ch = self._chain
-        signature = self._signer.sign(checkpoint_message(ch.producer_id, ch.epoch, seq, head))
-        value = self._codec.encode(
-            self._checkpoint_schema,
-            {
-                "producer_id": ch.producer_id,
-                "producer_epoch": ch.epoch,
-                "seq": seq,
-                "chain_head": head,
-                "key_id": self._signer.key_id,
-                "algorithm": ALGORITHM,
-                "signature": signature,
-                "signed_at": utc_now(),
-            },
-        )
-        # Produced after event `seq` was, so it lands after it in the partition.
-        problem = self._enqueue(value, None)
-        if problem is not None:
-            self._report(DeliveryProblem("dropped", f"checkpoint: {problem}", ch.producer_id, seq))
-            return False
-        self.stats.checkpoints += 1
-        return True
+        return self._decisions.checkpoint(wait=True)
 
     def close(self, timeout: float = 10.0) -> int:
         """Sign a last checkpoint, flush and stop. Returns the number of events left
@@ -344,65 +308,6 @@ class AuditProducer:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _send(self, record: dict[str, Any]) -> None:
-        with self._lock:
-            seq, prev_hash = self._chain.next_link()
-            record["producer_id"] = self._chain.producer_id
-            record["producer_epoch"] = self._chain.epoch
-            record["key_id"] = None if self._signer is None else self._signer.key_id
-            record["seq"] = seq
-            record["prev_hash"] = prev_hash
-            try:
-                body = self._codec.encode_body(self._schema, record)
-            except (ValueError, TypeError, UnicodeError) as exc:
-                raise ValueError(f"event cannot be encoded as Avro: {exc}") from None
-            value = self._codec.frame(self._schema, body)
-            if len(value) > self.settings.max_message_bytes:
-                raise ValueError(
-                    f"event is {len(value)} bytes, over max_message_bytes="
-                    f"{self.settings.max_message_bytes}; shrink inputs/explanation or raise the "
-                    "limit (DECISION_AUDIT_MAX_MESSAGE_BYTES) on producer, broker and worker"
-                )
-            event_hash = chain_hash(prev_hash, body)
-            problem = self._enqueue(value, event_hash, seq=seq)
-            if problem is not None:
-                self.stats.dropped += 1
-                self._report(DeliveryProblem("dropped", problem, self._chain.producer_id, seq))
-                return
-            # Advance only once the client holds the event: a drop leaves no gap in the chain.
-            self._chain.advance(seq, event_hash)
-            self.stats.logged += 1
-            if self._signer is not None and seq - self._checkpointed_seq >= self._every:
-                self._checkpoint_due.set()
-
-    def _enqueue(
-        self,
-        value: bytes,
-        event_hash: bytes | None,
-        topic: str | None = None,
-        key: bytes | None = None,
-        *,
-        seq: int | None = None,
-    ) -> str | None:
-        """Send one message (``event_hash`` None: a checkpoint); returns why it was dropped.
-
-        Events may block or raise :class:`SpoolFull` (counted and reported as dropped first)
-        under the spool's full policy; checkpoints never do.
-        """
-        headers = () if event_hash is None else ((EVENT_HASH_HEADER, event_hash),)
-        # tuple.__new__: the named tuple's generated __new__ costs more, once per event.
-        record = _new_tuple(SpoolRecord, (topic or self._topic, key or self._key, value, headers))
-        # Only the spool's full policy tells the background thread from serving code.
-        background = event_hash is None or (
-            self._spooling and threading.current_thread() is self._poller
-        )
-        try:
-            return self._delivery.send(record, seq, background=background)
-        except SpoolFull as exc:
-            self.stats.dropped += 1
-            self._report(DeliveryProblem("dropped", str(exc), self.producer_id, seq))
-            raise
-
     def _report(self, problem: DeliveryProblem) -> None:
         log.error(
             "audit event %s: %s (producer %s)", problem.kind, problem.reason, problem.producer_id
@@ -415,6 +320,7 @@ class AuditProducer:
 
     def _poll_loop(self) -> None:
         interval = self.settings.checkpoint_interval
+        decisions = self._decisions
         while not self._stop.is_set():
             try:
                 if self._signer is None:
@@ -426,10 +332,10 @@ class AuditProducer:
                 self._delivery.service(0)
                 if (
                     self._checkpoint_due.is_set()
-                    or time.monotonic() - self._last_checkpoint >= interval
+                    or time.monotonic() - decisions.last_checkpoint >= interval
                 ) and not self._closed.is_set():
                     self._checkpoint_due.clear()
-                    self._checkpoint(wait=False)
+                    decisions.checkpoint(wait=False)
             except Exception:  # never let the background thread die silently
                 log.exception("background thread error (producer %s)", self.producer_id)
                 time.sleep(0.05)
