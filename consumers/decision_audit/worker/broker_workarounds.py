@@ -141,7 +141,10 @@ class ConsumerViewLag:
                 for tp in (consumer.committed(unread, timeout=1.0) if unread else [])
             }
             for tp in positions:
-                low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=self.enabled)
+                watermarks = consumer.get_watermark_offsets(tp, timeout=1.0, cached=self.enabled)
+                if watermarks is None:  # the broker did not answer in time
+                    continue
+                low, high = watermarks
                 key = (tp.topic, tp.partition)
                 position = tp.offset if tp.offset >= 0 else starts.get(key, -1)
                 if position < 0:

@@ -72,7 +72,7 @@ class Worker:
         self._assigned: set[tuple[str, int]] = set()
         self._consumer: Consumer | None = None
         self._checker: BatchChecker | None = None
-        self._store: RetryingStore | None = None
+        self._retrying_store: RetryingStore | None = None
         self._paused = False
         self._in_rebalance = False
         self._batch_changed = False
@@ -122,7 +122,7 @@ class Worker:
         self._checker = BatchChecker.for_settings(
             s, client, self._codec, self._keyring, self.metrics.staging_fallbacks
         )
-        self._store = RetryingStore(
+        self._retrying_store = RetryingStore(
             self._checker,
             Store(client, s.database),
             dlq,
@@ -253,13 +253,13 @@ class Worker:
                 log.warning("rebalance while retrying: rebuilding the batch from what is left")
 
     def _flush_pending(self) -> None:
-        assert self._store is not None and self._checker is not None
+        assert self._retrying_store is not None and self._checker is not None
         assert self._consumer is not None
         started = time.monotonic()
         messages = list(self._pending)
         _, partitions, offsets, _, values, _ = zip(*messages, strict=True)  # by field
         token = batch_token(self.settings.topic, partitions, offsets, values)
-        batch = self._store.store(messages, token)
+        batch = self._retrying_store.store(messages, token)
         commit_stored(self._consumer, messages)
         self._checker.commit_chains()
         self._pending = self._pending[len(messages) :]
@@ -320,7 +320,7 @@ class Worker:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
-        if self._store is not None and self._store.waiting:
+        if self._retrying_store is not None and self._retrying_store.waiting:
             # The store is failing: what we hold of these partitions goes to their next owner.
             self._drop_pending(revoked)
         else:
