@@ -41,13 +41,9 @@ from decision_audit.worker.checks import (
     Rejection,
     VerifiedCheckpoint,
 )
+from decision_audit.worker.rows import checkpoint_row
 from decision_audit.worker.staging import Stager
-from decision_audit.worker.store import (
-    CHECKPOINT_COLUMNS,
-    ClickHouseSink,
-    DecisionColumns,
-    checkpoint_row,
-)
+from decision_audit.worker.store import DecisionColumns, Store
 
 DB = "audit"
 CHAINS = 8
@@ -182,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         staged_s = time.perf_counter() - t
         if flagged or len(stager) != a.events:
             raise SystemExit(f"staged {len(stager)} of {a.events}, flagged {flagged}")
-        sink = ClickHouseSink(client, DB)
+        store = Store(client, DB)
         batch, checkpoints = DecisionColumns(), []
         for offset, (result, (value, _, _)) in enumerate(zip(checked, messages, strict=True)):
             if isinstance(result, VerifiedCheckpoint):
@@ -190,10 +186,10 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 batch.append(result, value, 0, offset)
             if len(batch) >= 50_000:
-                sink.insert_decisions(batch, f"bench-{offset}")
+                store.insert_decisions(batch, f"bench-{offset}")
                 batch = DecisionColumns()
-        sink.insert_decisions(batch, "bench-last")
-        sink.insert_rows("checkpoints", CHECKPOINT_COLUMNS, checkpoints, "bench-cp")
+        store.insert_decisions(batch, "bench-last")
+        store.insert_checkpoints(checkpoints, "bench")
         client.command(f"OPTIMIZE TABLE {DB}.decisions FINAL")
 
         # Baseline: stream the same columns, in the same order, and do nothing with them.

@@ -10,22 +10,25 @@ import os
 import signal
 import sys
 
-from decision_audit.cli.main import main
-from decision_audit.worker.loop import Received, Worker
+from confluent_kafka import Consumer
 
-_commit = Worker._commit
+from decision_audit.cli.main import main
+from decision_audit.worker import loop
+from decision_audit.worker.received import Received
+
+_commit = loop.commit_stored
 _left = int(sys.argv.pop(1))
 
 
-def _dying_commit(self: Worker, messages: list[Received]) -> None:
+def _dying_commit(consumer: Consumer, messages: list[Received]) -> None:
     global _left
     _left -= 1
     if _left <= 0:
         os.kill(os.getpid(), signal.SIGKILL)
-    _commit(self, messages)
+    _commit(consumer, messages)
 
 
-Worker._commit = _dying_commit  # type: ignore[method-assign]
+loop.commit_stored = _dying_commit
 
 if __name__ == "__main__":
     main()

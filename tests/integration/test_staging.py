@@ -22,7 +22,7 @@ from decision_audit.contract.keys import KeyRing
 from decision_audit.producer.signing import generate_keypair
 from decision_audit.worker.checks import EVENT_HASH_HEADER, EventVerifier, Rejection, VerifiedEvent
 from decision_audit.worker.staging import EVENT_COLUMNS, Stager
-from decision_audit.worker.store import ClickHouseSink, DecisionColumns
+from decision_audit.worker.store import DecisionColumns, Store
 from tests.helpers import event_record, migrated_database
 
 pytestmark = pytest.mark.integration
@@ -101,7 +101,8 @@ def test_staged_rows_equal_what_the_python_path_stores(
         *((n, 7) for n in range(1, 41)),
         *((n, 7) for n in range(1, 26)),
     ]
-    stager.copy_into(database, [s.index for s in staged if s], len(stager), "tok")
+    accepted = [s.index for s in staged if s]
+    Store(ch, database).copy_staged(stager.selection(accepted, len(stager)), "tok")
 
     verifier = EventVerifier(default_codec(), max_event_bytes=1_000_000)
     columns = DecisionColumns()
@@ -109,7 +110,7 @@ def test_staged_rows_equal_what_the_python_path_stores(
         checked = verifier.check(v, k, h)
         assert isinstance(checked, VerifiedEvent)
         columns.append(checked, v, 3, 1000 + i)
-    ClickHouseSink(ch, second_database).insert_decisions(columns, "tok")
+    Store(ch, second_database).insert_decisions(columns, "tok")
 
     def rows(db: str) -> list[tuple[Any, ...]]:
         return ch.query(
@@ -204,7 +205,7 @@ def test_only_the_accepted_events_are_copied(ch: Any, database: str) -> None:
     for i, (v, k, h) in enumerate(messages):
         stager.screen(v, k, h, 0, i)
     assert stager.stage() == {}
-    stager.copy_into(database, [1, 4, 5], len(stager), "keep")
+    Store(ch, database).copy_staged(stager.selection([1, 4, 5], len(stager)), "keep")
     stored = ch.query(f"SELECT seq FROM {database}.decisions ORDER BY seq").result_rows
     assert [s for (s,) in stored] == [2, 5, 6]
 
@@ -215,7 +216,8 @@ def test_partitions_and_offsets_of_every_size_are_stored(ch: Any, database: str)
     for (v, k, h), offset in zip(_chain("stage-offsets", len(offsets)), offsets, strict=True):
         assert stager.screen(v, k, h, 9000, offset) is not None
     assert stager.stage() == {}
-    stager.copy_into(database, list(range(len(offsets))), len(offsets), "offsets")
+    selection = stager.selection(list(range(len(offsets))), len(offsets))
+    Store(ch, database).copy_staged(selection, "offsets")
     rows = ch.query(
         f"SELECT kafka_partition, kafka_offset FROM {database}.decisions "
         "WHERE producer_id = 'stage-offsets' ORDER BY seq"

@@ -7,7 +7,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from decision_audit.contract.errors import DecisionAuditError
-from decision_audit.worker.store import QuarantineRow
+from decision_audit.worker.rows import QuarantineRow
 
 REASON_HEADER = "da-reason"
 

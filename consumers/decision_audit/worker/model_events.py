@@ -28,6 +28,7 @@ from pydantic_settings import SettingsConfigDict
 
 from decision_audit.contract.lineage import MODEL_EVENT_CHAIN_SUFFIX
 from decision_audit.contract.settings import ENV_PREFIX, AuditSettings
+from decision_audit.worker.chain_heads import ChainReader
 from decision_audit.worker.chains import Chain, ChainTracker, Checked, Head, Link, judge
 from decision_audit.worker.checks import (
     Headers,
@@ -36,12 +37,7 @@ from decision_audit.worker.checks import (
     VerifiedCheckpoint,
     VerifiedEvent,
 )
-from decision_audit.worker.store import (
-    CHECKPOINT_COLUMNS,
-    ClickHouseSink,
-    QuarantineRow,
-    checkpoint_row,
-)
+from decision_audit.worker.rows import QuarantineRow, checkpoint_row
 
 MODEL_EVENT_COLUMNS = (
     "event_id",
@@ -92,7 +88,7 @@ class PromotionPolicy(AuditSettings):
 
 
 class Message(Protocol):
-    """What the worker's consumed message offers (see ``decision_audit.worker.loop.Received``)."""
+    """What the worker's consumed message offers (see ``decision_audit.worker.received``)."""
 
     @property
     def topic(self) -> str: ...
@@ -165,15 +161,15 @@ class ModelEventIngest:
 
     def __init__(
         self,
-        sink: ClickHouseSink,
+        stored: ChainReader,
         policy: PromotionPolicy | None = None,
     ) -> None:
-        self.sink = sink
+        self.stored = stored
         self.policy = policy or PromotionPolicy()
 
     @property
     def _db(self) -> str:
-        return self.sink.database
+        return self.stored.database
 
     def process(self, checked: Sequence[tuple[Message, Checked]]) -> ModelEventBatch:
         """Judge messages already checked with ``EventVerifier.check(record="model_event")``."""
@@ -210,13 +206,6 @@ class ModelEventIngest:
         ]
         out.incidents.extend(self._guard(accepted))
         return out
-
-    def insert(self, batch: ModelEventBatch, token: str) -> None:
-        """Store the rows and checkpoints (quarantine and incidents go with the worker's)."""
-        self.sink.insert_rows("model_events", MODEL_EVENT_COLUMNS, batch.rows, token + "/m")
-        self.sink.insert_rows(
-            "model_event_checkpoints", CHECKPOINT_COLUMNS, batch.checkpoints, token + "/mc"
-        )
 
     # -- guard rail -------------------------------------------------------------------------
 
@@ -282,7 +271,7 @@ class ModelEventIngest:
     ) -> dict[str, list[tuple[datetime, str, dict[str, Any], str]]]:
         if not versions:
             return {}
-        rows = self.sink.client.query(
+        rows = self.stored.client.query(
             f"SELECT subject_id, occurred_at, action, metadata, actor "
             f"FROM {self._db}.model_events FINAL "
             "WHERE subject_type = 'model_version' AND subject_id IN {v:Array(String)} "
@@ -316,7 +305,7 @@ class ModelEventIngest:
         )
 
     def _heads(self, chains: set[Chain]) -> dict[Chain, Head]:
-        return self.sink.chain_heads(chains, "model_events")
+        return self.stored.chain_heads(chains, "model_events")
 
     def _hashes(self, links: set[Link]) -> dict[Link, bytes]:
-        return self.sink.stored_hashes(links, "model_events")
+        return self.stored.stored_hashes(links, "model_events")

@@ -30,8 +30,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from clickhouse_connect.driver.binding import format_str
-
 from decision_audit.contract.avro_writer import SMALL_LONGS, encode_long
 from decision_audit.contract.codec import HEADER_SIZE, MAGIC
 from decision_audit.contract.errors import DecisionAuditError
@@ -163,7 +161,7 @@ class StagingMismatch(DecisionAuditError, RuntimeError):
 
 
 class Stager:
-    """Frames a batch's decision events for ClickHouse, checks and copies them there."""
+    """Frames a batch's decision events for ClickHouse, checks them there, selects the kept."""
 
     def __init__(
         self,
@@ -309,10 +307,12 @@ class Stager:
                 flagged[event.index] = p
         return flagged
 
-    def copy_into(self, database: str, accepted: list[int], staged: int, token: str) -> None:
-        """``INSERT … SELECT`` the accepted events (by ``_idx``, of ``staged``) into decisions."""
-        if not accepted:
-            return
+    def selection(self, accepted: list[int], staged: int) -> str:
+        """The ``SELECT`` of the accepted events (by ``_idx``, of ``staged``) as decisions rows.
+
+        Columns in :data:`.store.DECISION_COLUMNS` order, for :meth:`.store.Store.copy_staged`;
+        a subset is kept by ``_idx`` in a second temporary table, filled here.
+        """
         c = self.client
         where = ""
         if len(accepted) != staged:
@@ -320,19 +320,8 @@ class Stager:
             c.command(f"TRUNCATE TABLE {KEEP_TABLE}")
             c.insert(KEEP_TABLE, [accepted], column_names=["_idx"], column_oriented=True)
             where = f" WHERE _idx IN {KEEP_TABLE}"
-        columns = ", ".join(DECISION_COLUMNS)
         select = ", ".join(_SELECT[name] for name in DECISION_COLUMNS)
-        # One thread, so a retried insert makes the same blocks and its token matches. The
-        # chains already dropped duplicates, so the engine need not collapse rows on insert
-        # (optimize_on_insert; FINAL and merges still do): 12-24 % of the copy, measured. The
-        # settings are part of the statement: given as ``settings=``, an embedded (chDB)
-        # client wraps the statement in a SET and a restore per setting, 10 calls for 1.
-        c.command(
-            f"INSERT INTO {database}.decisions ({columns}) SETTINGS "
-            f"insert_deduplication_token = {format_str(token)}, max_threads = 1, "
-            f"max_insert_threads = 1, optimize_on_insert = 0 "
-            f"SELECT {select} FROM {STAGING_TABLE}{where}"
-        )
+        return f"SELECT {select} FROM {STAGING_TABLE}{where}"
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -20,9 +20,9 @@ from decision_audit.contract.lineage import (
     model_event_problem,
 )
 from decision_audit.contract.models import utc_now
+from decision_audit.worker.chain_heads import ChainReader
 from decision_audit.worker.checks import EventVerifier, Rejection, VerifiedEvent
 from decision_audit.worker.model_events import ModelEventIngest, PromotionPolicy
-from decision_audit.worker.store import ClickHouseSink
 from tests.helpers import craft_chain
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -152,7 +152,7 @@ def _verdict(action: str, minutes: int, actor: str = "bob", **meta: Any) -> tupl
 def test_promotion_guard_rail(
     verdicts: list[Any], meta: dict[str, Any], policy: dict[str, Any], expected: str | None
 ) -> None:
-    ingest = ModelEventIngest(ClickHouseSink(None, "audit"), PromotionPolicy(**policy))
+    ingest = ModelEventIngest(ChainReader(None, "audit"), PromotionPolicy(**policy))
     rec = {"actor": "carol", "occurred_at": T0, "metadata": json.dumps({"stage": "prod", **meta})}
     problem = ingest._promotion_problem(rec, "m@2", verdicts)
     if expected is None:

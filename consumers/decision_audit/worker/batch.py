@@ -1,0 +1,233 @@
+"""Checking a batch's messages and following their chains into what each table gets.
+
+Decision events are checked by ClickHouse when it can parse them (:mod:`.staging`, the
+fast path), the rest and anything ClickHouse flags by the Python verifier
+(:class:`.checks.EventVerifier`); then the chains (:func:`.chains.judge`) sort the batch
+into rows, incidents, rejections and dropped duplicates: a :class:`PreparedBatch`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import prometheus_client
+
+from decision_audit.contract.codec import SingleObjectCodec
+from decision_audit.contract.keys import KeyRing
+from decision_audit.worker.chain_heads import ChainReader
+from decision_audit.worker.chains import ChainTracker, Checked, judge
+from decision_audit.worker.checks import (
+    EventVerifier,
+    Rejection,
+    StagedEvent,
+    VerifiedCheckpoint,
+    VerifiedEvent,
+)
+from decision_audit.worker.model_events import ModelEventBatch, ModelEventIngest
+from decision_audit.worker.received import Received
+from decision_audit.worker.retry import classify
+from decision_audit.worker.rows import QuarantineRow, checkpoint_row
+from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.staging import Stager, StagingMismatch
+from decision_audit.worker.store import DecisionColumns
+
+log = logging.getLogger("decision_audit.worker")
+
+
+@dataclass
+class PreparedBatch:
+    """What one batch of messages becomes: rows per table, rejections, dropped duplicates."""
+
+    decisions: DecisionColumns = field(default_factory=DecisionColumns)
+    staged: list[int] = field(default_factory=list)
+    """``_idx`` of the staged events to copy into ``decisions`` (see :mod:`.staging`)"""
+    staged_total: int = 0
+    """how many events the stager holds (all of them copied when ``staged`` is complete)"""
+    checkpoints: list[list[Any]] = field(default_factory=list)
+    incidents: list[list[Any]] = field(default_factory=list)
+    rejected: list[QuarantineRow] = field(default_factory=list)
+    duplicates: int = 0
+    model_events: ModelEventBatch = field(default_factory=ModelEventBatch)
+
+    @property
+    def inserted(self) -> int:
+        """Decision events the batch inserts."""
+        return len(self.decisions) + len(self.staged)
+
+
+class BatchChecker:
+    """Checks a batch's messages and follows the chains through them (:meth:`prepare`)."""
+
+    def __init__(
+        self,
+        verifier: EventVerifier,
+        chains: ChainTracker,
+        model_events: ModelEventIngest,
+        stager: Stager | None,
+        *,
+        topic: str,
+        model_events_topic: str,
+        staging_fallbacks: prometheus_client.Counter,
+    ) -> None:
+        self._chains = chains
+        self._stager = stager
+        """the fast path, None when the worker parses in Python"""
+        self._verifier = verifier
+        self._model_events = model_events
+        self._topic = topic
+        self._model_events_topic = model_events_topic
+        self._staging_fallbacks = staging_fallbacks
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: WorkerSettings,
+        client: Any,
+        codec: SingleObjectCodec,
+        keyring: KeyRing,
+        staging_fallbacks: prometheus_client.Counter,
+    ) -> BatchChecker:
+        """The checker of a worker with ``settings``, reading and staging through ``client``."""
+        s = settings
+        stored = ChainReader(client, s.database)
+        stager = None
+        if s.parse_in_clickhouse:
+            stager = Stager(
+                client,
+                codec.registry,
+                max_event_bytes=s.max_event_bytes,
+                keyring=keyring,
+                require_signed=s.require_signed,
+            )
+        verifier = EventVerifier(
+            codec,
+            max_event_bytes=s.max_event_bytes,
+            keyring=keyring,
+            require_signed=s.require_signed,
+        )
+        return cls(
+            verifier,
+            ChainTracker(stored.chain_heads, stored.stored_hashes),
+            ModelEventIngest(stored),
+            stager,
+            topic=s.topic,
+            model_events_topic=s.model_events_topic,
+            staging_fallbacks=staging_fallbacks,
+        )
+
+    def prepare(self, messages: list[Received]) -> PreparedBatch:
+        """Check every message, then follow the chains: what to insert, drop and quarantine."""
+        return self.follow(self.check(messages))
+
+    def check(self, messages: list[Received]) -> list[tuple[Received, Checked]]:
+        """Check every message: decision events through ClickHouse when it can parse them."""
+        stager = self._stager
+        if stager is None:
+            return [(m, self._check(m)) for m in messages]
+        stager.reset()
+        topic = self._topic
+        results: list[Checked] = []
+        screen, add = stager.screen, results.append
+        for m in messages:
+            staged = None
+            if m.topic == topic:
+                staged = screen(m.value, m.key, m.headers, m.partition, m.offset)
+            add(staged if staged is not None else self._check(m))
+        if not len(stager):
+            return list(zip(messages, results, strict=True))
+        try:
+            flagged: dict[int, str] | None = stager.stage()
+        except Exception as exc:
+            if not isinstance(exc, StagingMismatch) and classify(exc).transient:
+                raise
+            # Typically a malformed event among them: find it (and the reason) in Python.
+            self._staging_fallbacks.inc()
+            log.warning(
+                "ClickHouse could not read this batch's events (%s): checking them in Python. "
+                "If this repeats for every batch and the cause is not the data (e.g. the user "
+                "may not create temporary tables), run the worker with --parse-in-python",
+                f"{type(exc).__name__}: {exc}"[:300],
+            )
+            flagged = None
+        if flagged is None or flagged:
+            for i, (m, r) in enumerate(zip(messages, results, strict=True)):
+                if isinstance(r, StagedEvent) and (flagged is None or r.index in flagged):
+                    results[i] = self._check(m)
+        return list(zip(messages, results, strict=True))
+
+    def follow(self, checked: list[tuple[Received, Checked]]) -> PreparedBatch:
+        """Follow the chains through the batch: what to insert, drop and quarantine."""
+        topic = self._topic
+        # Lifecycle events follow their own chains (decision_audit.worker.model_events).
+        me_topic = self._model_events_topic
+        lifecycle = [c for c in checked if c[0].topic == me_topic]
+        if lifecycle:
+            checked = [c for c in checked if c[0].topic != me_topic]
+        j = judge(checked, self._chains)
+        out = PreparedBatch(duplicates=j.duplicates)
+        if self._stager is not None:
+            out.staged_total = len(self._stager)
+        copy = out.staged.append
+        for msg, ev in j.accepted:
+            if isinstance(ev, StagedEvent):
+                copy(ev.index)
+            else:
+                out.decisions.append(ev, msg.value or b"", msg.partition, msg.offset)
+        for msg, cp in j.checkpoints:
+            out.checkpoints.append(checkpoint_row(cp, msg.value or b"", msg.partition, msg.offset))
+        for msg, rec, lo, hi in j.gaps:
+            out.incidents.append(
+                [
+                    "seq_gap",
+                    rec["producer_id"],
+                    rec["producer_epoch"],
+                    lo,
+                    hi,
+                    f"{hi - lo + 1} event(s) missing before seq {rec['seq']}",
+                    msg.partition,
+                    msg.offset,
+                ]
+            )
+        for msg, rejection in j.rejected:
+            out.rejected.append(
+                QuarantineRow(
+                    topic, msg.partition, msg.offset, msg.key, rejection, msg.value or b""
+                )
+            )
+        if lifecycle:
+            out.model_events = me = self._model_events.process(lifecycle)
+            out.incidents += me.incidents
+            out.rejected += me.rejected
+            out.duplicates += me.duplicates
+        return out
+
+    def commit_chains(self) -> None:
+        """The batch is stored: its chains advance (and the staged events are let go)."""
+        self._chains.commit()
+        if self._stager is not None:
+            self._stager.reset()
+
+    def abort_chains(self) -> None:
+        """The batch was not stored: forget how its chains would have advanced."""
+        self._chains.abort()
+
+    def reset_chains(self) -> None:
+        """Forget every chain head (after a rebalance another worker may have moved them)."""
+        self._chains.reset()
+
+    def staged_rows(self, batch: PreparedBatch) -> str:
+        """The ``SELECT`` of the batch's accepted staged events as decisions rows."""
+        assert self._stager is not None
+        return self._stager.selection(batch.staged, batch.staged_total)
+
+    def _check(self, msg: Received) -> VerifiedEvent | VerifiedCheckpoint | Rejection:
+        try:
+            record = "model_event" if msg.topic == self._model_events_topic else "decision_event"
+            return self._verifier.check(msg.value, msg.key, msg.headers, record=record)
+        except Exception as exc:  # hostile input must not crash the worker: quarantine it
+            log.warning(
+                "verifier raised on %s/%d/%d: %r", msg.topic, msg.partition, msg.offset, exc
+            )
+            return Rejection("invalid_event", f"unverifiable: {type(exc).__name__}: {exc}"[:500])

@@ -1,0 +1,51 @@
+"""The rows a checked message becomes in the side tables: checkpoints and quarantine.
+
+A :class:`QuarantineRow` is also what the dead-letter topic publishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from decision_audit.worker.checks import Rejection, VerifiedCheckpoint
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    rejection: Rejection
+    raw: bytes
+
+    def values(self) -> list[Any]:
+        key = None if self.key is None else self.key.decode("utf-8", "replace")
+        return [
+            self.topic,
+            self.partition,
+            self.offset,
+            key,
+            self.rejection.reason,
+            self.rejection.detail,
+            self.raw,
+        ]
+
+
+def checkpoint_row(cp: VerifiedCheckpoint, raw: bytes, partition: int, offset: int) -> list[Any]:
+    r = cp.record
+    return [
+        r["producer_id"],
+        r["producer_epoch"],
+        r["seq"],
+        r["chain_head"],
+        r["key_id"],
+        r["algorithm"],
+        r["signature"],
+        r["signed_at"],
+        cp.signature_verified,
+        raw,
+        partition,
+        offset,
+    ]
