@@ -1,4 +1,4 @@
-"""`verify` and `trace` walk the same chain links: tampered chains stored in chDB as given.
+"""`verify` and `trace` walk the same chain links (audit/chain_walk.py): tampered chains in chDB.
 
 Each case stores a hand-made chain (10 events, signed checkpoints at seq 5 and 10) with one
 tampering and checks what ``verify`` reports and what ``trace`` says of the decisions around
@@ -18,9 +18,10 @@ from decision_audit.audit.trace import Tracer
 from decision_audit.audit.verify import TrailVerifier
 from decision_audit.contract import chain_hash, default_codec, genesis_hash
 from decision_audit.contract.checkpoint import checkpoint_message
+from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.keys import KeyRing
 from decision_audit.producer.signing import Signer, generate_keypair
-from decision_audit.worker.checks import EVENT_HASH_HEADER, EventVerifier, VerifiedEvent
+from decision_audit.worker.checks import EventVerifier, VerifiedEvent
 from decision_audit.worker.store import CHECKPOINT_COLUMNS, ClickHouseSink, DecisionColumns
 from tests.helpers import event_record
 
@@ -210,6 +211,7 @@ def test_a_duplicated_seq(ch: Any, database: str, keys: Path) -> None:
     ]
     t = _trace(ch, database, keys, events[5])
     assert t["link"] and t["cp"] == (10, False)
+    assert t["problems"] == ["seq 7: two events claim it between decision and checkpoint"]
 
 
 def test_a_checkpoint_naming_another_head(ch: Any, database: str, keys: Path) -> None:
@@ -242,3 +244,24 @@ def test_replaced_original_bytes(ch: Any, database: str, keys: Path) -> None:
     t = _trace(ch, database, keys, events[1])
     assert t["link"] and t["cp"] == (5, False)
     assert t["problems"] == ["seq 3: hash or link broken between decision and checkpoint"]
+    # The next decision's link is to the original seq 3, not to what is stored now.
+    t = _trace(ch, database, keys, events[3])
+    assert not t["link"] and t["cp"] == (5, True)
+    assert t["problems"] == ["seq 3: stored event_hash differs from SHA-256(prev_hash || raw body)"]
+
+
+def test_an_altered_event_hash_column(ch: Any, database: str, keys: Path) -> None:
+    events = _chain()
+    _store(ch, database, events, _heads(events), keys)
+    ch.command(
+        f"ALTER TABLE {database}.decisions UPDATE event_hash = unhex(repeat('ab', 32)) "
+        "WHERE seq = 3",
+        settings={"mutations_sync": 2},
+    )
+    assert _problems(ch, database, keys) == [
+        ("altered_row", 3, "event_hash differs from SHA-256 of raw", 1)
+    ]
+    t = _trace(ch, database, keys, events[2])
+    assert not t["hash"] and t["link"] and t["cp"] == (5, False)
+    t = _trace(ch, database, keys, events[3])
+    assert not t["link"] and t["cp"] == (5, True) and t["hash"]

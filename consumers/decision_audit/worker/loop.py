@@ -17,6 +17,7 @@ from decision_audit.clickhouse.migrate import migrate
 from decision_audit.contract.codec import SingleObjectCodec, default_codec
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.reasons import IncidentKind, Reason
 from decision_audit.worker.chains import ChainTracker, Checked, judge
 from decision_audit.worker.checks import (
     EventVerifier,
@@ -444,7 +445,9 @@ class Worker:
             log.warning(
                 "verifier raised on %s/%d/%d: %r", msg.topic, msg.partition, msg.offset, exc
             )
-            return Rejection("invalid_event", f"unverifiable: {type(exc).__name__}: {exc}"[:500])
+            return Rejection(
+                Reason.INVALID_EVENT, f"unverifiable: {type(exc).__name__}: {exc}"[:500]
+            )
 
     def _store_with_retries(self, messages: list[Received], token: str) -> PreparedBatch:
         """Check, prepare and store the batch; on a transient error pause, back off, retry.
@@ -561,7 +564,7 @@ class Worker:
         for msg, rec, lo, hi in j.gaps:
             out.incidents.append(
                 [
-                    "seq_gap",
+                    IncidentKind.SEQ_GAP,
                     rec["producer_id"],
                     rec["producer_epoch"],
                     lo,

@@ -9,58 +9,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from decision_audit.contract.fields import CHECKPOINT, DECISION_EVENT
 from decision_audit.worker.chains import Chain, Head, Link
 from decision_audit.worker.checks import Rejection, VerifiedCheckpoint, VerifiedEvent
 
-# Columns copied from the Avro record as they are.
-_RECORD_COLUMNS = (
-    "event_id",
-    "occurred_at",
-    "model_name",
-    "model_version",
-    "deployment_id",
-    "request_id",
-    "inputs",
-    "prediction",
-    "prediction_is_json",
-    "score",
-    "explanation",
-    "run_id",
-    "dataset_version",
-    "code_commit",
-    "environment_hash",
-    "actor",
-    "latency_ms",
-    "tags",
-    "redaction_policy",
-    "key_id",
-    "producer_id",
-    "producer_epoch",
-    "seq",
-    "prev_hash",
-)
-DECISION_COLUMNS = (
-    *_RECORD_COLUMNS,
-    "event_hash",
-    "schema_fingerprint",
-    "raw",
-    "kafka_partition",
-    "kafka_offset",
-)
-CHECKPOINT_COLUMNS = (
-    "producer_id",
-    "producer_epoch",
-    "seq",
-    "chain_head",
-    "key_id",
-    "algorithm",
-    "signature",
-    "signed_at",
-    "signature_verified",
-    "raw",
-    "kafka_partition",
-    "kafka_offset",
-)
+# Columns copied from the Avro record as they are (decision_audit.contract.fields).
+_RECORD_COLUMNS = DECISION_EVENT.names
+DECISION_COLUMNS = DECISION_EVENT.written
+"""every column of ``decisions`` the worker writes: the record's, then hash, bytes, position"""
+CHECKPOINT_COLUMNS = CHECKPOINT.written
 INCIDENT_COLUMNS = (
     "kind",
     "producer_id",
@@ -141,22 +98,12 @@ class QuarantineRow:
         ]
 
 
+_pick_checkpoint_columns = operator.itemgetter(*CHECKPOINT.names)
+
+
 def checkpoint_row(cp: VerifiedCheckpoint, raw: bytes, partition: int, offset: int) -> list[Any]:
-    r = cp.record
-    return [
-        r["producer_id"],
-        r["producer_epoch"],
-        r["seq"],
-        r["chain_head"],
-        r["key_id"],
-        r["algorithm"],
-        r["signature"],
-        r["signed_at"],
-        cp.signature_verified,
-        raw,
-        partition,
-        offset,
-    ]
+    """A row of ``checkpoints`` (or ``model_event_checkpoints``), in CHECKPOINT_COLUMNS order."""
+    return [*_pick_checkpoint_columns(cp.record), cp.signature_verified, raw, partition, offset]
 
 
 def batch_token(

@@ -14,6 +14,7 @@ from typing import Any
 from decision_audit.contract.checkpoint import ALGORITHM, checkpoint_message
 from decision_audit.contract.codec import SingleObjectCodec, default_codec
 from decision_audit.contract.hashing import chain_hash
+from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.ids import uuid7_str
 from decision_audit.contract.lineage import ReferenceLike
 from decision_audit.contract.models import JsonObject, Prediction, decision_record, utc_now
@@ -27,8 +28,6 @@ from decision_audit.producer.spool import SpoolFull, SpoolRecord
 
 log = logging.getLogger("decision_audit.producer")
 _new_tuple = tuple.__new__
-
-EVENT_HASH_HEADER = "da-event-hash"
 
 __all__ = ["EVENT_HASH_HEADER", "AuditProducer", "DeliveryProblem", "ProducerStats", "SpoolFull"]
 
