@@ -40,7 +40,7 @@ class Reason(Code):
     MISSING_HASH = "missing_hash", "no da-event-hash header"
     HASH_MISMATCH = (
         "hash_mismatch",
-        "SHA-256(prev_hash || body) differs from the da-event-hash header",
+        "SHA-256(prev_hash ‖ body) differs from the da-event-hash header",
     )
     KEY_MISMATCH = "key_mismatch", "message key is not the event's producer_id"
     INVALID_EVENT = "invalid_event", "decoded fields violate the event contract"
