@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, Producer
 
 from decision_audit.clickhouse.migrate import migrate
 from decision_audit.contract import chain_hash, default_codec, genesis_hash, uuid7
+from decision_audit.contract.fields import DECISION_EVENT
 from decision_audit.contract.models import utc_now
 from decision_audit.worker.loop import Worker, WorkerStats
 from decision_audit.worker.settings import WorkerSettings
@@ -19,32 +20,22 @@ from decision_audit.worker.settings import WorkerSettings
 def event_record(
     producer_id: str, epoch: int, seq: int, prev_hash: bytes, **fields: Any
 ) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "event_id": str(uuid7()),
-        "occurred_at": utc_now(),
-        "model_name": "m",
-        "model_version": "1",
-        "deployment_id": None,
-        "request_id": None,
-        "inputs": json.dumps({"x": seq}),
-        "prediction": "yes",
-        "prediction_is_json": False,
-        "score": None,
-        "explanation": None,
-        "run_id": None,
-        "dataset_version": None,
-        "code_commit": None,
-        "environment_hash": None,
-        "actor": None,
-        "latency_ms": None,
-        "tags": {},
-        "redaction_policy": None,
-        "key_id": None,
-        "producer_id": producer_id,
-        "producer_epoch": epoch,
-        "seq": seq,
-        "prev_hash": prev_hash,
-    }
+    # Every declared field; the optional ones not named here stay None.
+    rec: dict[str, Any] = dict.fromkeys(DECISION_EVENT.names)
+    rec.update(
+        event_id=str(uuid7()),
+        occurred_at=utc_now(),
+        model_name="m",
+        model_version="1",
+        inputs=json.dumps({"x": seq}),
+        prediction="yes",
+        prediction_is_json=False,
+        tags={},
+        producer_id=producer_id,
+        producer_epoch=epoch,
+        seq=seq,
+        prev_hash=prev_hash,
+    )
     rec.update(fields)
     return rec
 

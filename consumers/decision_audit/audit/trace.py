@@ -17,19 +17,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
 from decision_audit.audit.verify import COMPARED
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
 from decision_audit.contract.errors import DecisionAuditError
-from decision_audit.contract.hashing import chain_hash, genesis_hash
+from decision_audit.contract.fields import DECISION_EVENT
+from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.lineage import model_version_id
 
-DECISION_FIELDS = (
-    "event_id", "occurred_at", "model_name", "model_version", "deployment_id", "request_id",
-    "prediction", "score", "run_id", "dataset_version", "code_commit", "environment_hash",
-    "actor", "latency_ms", "producer_id", "producer_epoch", "seq", "key_id",
-)  # fmt: skip
+# What a trace shows of the decision (decision_audit.contract.fields).
+DECISION_FIELDS = tuple(f.name for f in DECISION_EVENT if f.traced)
 # Which lifecycle actions put a model version into service on a deployment.
 SERVING_ACTIONS = ("deploy", "rollback")
 MAX_MATCHES = 20
@@ -185,40 +184,73 @@ class Tracer:
         out.columns_ok = not changed
         if changed:
             out.problems.append(f"columns differ from the original bytes: {', '.join(changed)}")
-        prev_hash = bytes(rec["prev_hash"])
-        if seq == 1:
-            out.link_ok = prev_hash == genesis_hash(pid, epoch)
-            if not out.link_ok:
-                out.problems.append("seq 1 does not link to its chain's genesis")
-        else:
-            prev = self._chain_rows(pid, epoch, seq - 1, seq - 1)
-            if not prev:
-                out.problems.append(
-                    f"chain link missing: seq {seq - 1} of {pid}/{epoch} is not stored"
-                )
-            else:
-                out.link_ok = bytes(prev[0][1]) == prev_hash
-                if not out.link_ok:
-                    out.problems.append(
-                        f"prev_hash is not the hash of seq {seq - 1} of {pid}/{epoch}"
-                    )
-        self._checkpoint(out, pid, epoch, seq, row.get("key_id"))
+        self._walk(out, pid, epoch, seq, row.get("key_id"))
         return out
 
     def _chain_rows(self, pid: str, epoch: int, lo: int, hi: int) -> list[tuple[Any, ...]]:
         return list(
             self.client.query(
-                f"SELECT seq, event_hash, raw FROM {self.db}.decisions FINAL "
+                f"SELECT seq, toString(event_id) AS eid, event_hash, raw "
+                f"FROM {self.db}.decisions FINAL "
                 "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} "
-                "AND seq BETWEEN {lo:UInt64} AND {hi:UInt64} ORDER BY seq",
+                "AND seq BETWEEN {lo:UInt64} AND {hi:UInt64} ORDER BY seq, eid",
                 parameters={"p": pid, "e": epoch, "lo": lo, "hi": hi},
                 column_formats={"event_hash": "bytes", "raw": "bytes"},
             ).result_rows
         )
 
+    def _walk(self, out: Integrity, pid: str, epoch: int, seq: int, key_id: str | None) -> None:
+        """The decision's link to the event before it, and every link from it up to the
+        signed checkpoint that covers it, walked from the stored original bytes."""
+        checkpoint = self._checkpoint(out, pid, epoch, seq, key_id)
+        cp_seq, head, signature = checkpoint if checkpoint is not None else (seq, None, [])
+        start = max(seq - 1, 1)
+        walk = ChainWalk(pid, epoch, {cp_seq: head} if head is not None else None, start=start)
+        link: list[str] = []  # what is wrong with the decision's link to its chain
+        covered: list[str] = []  # what is wrong between the decision and the checkpoint
+        for s, eid, stored_hash, raw in self._chain_rows(pid, epoch, start, cp_seq):
+            s = int(s)
+            where = link if s < seq else covered
+            try:
+                decoded = self.codec.decode(bytes(raw))
+            except CodecError:
+                where.append(f"seq {s}: stored raw bytes do not decode")
+                if s < seq:
+                    continue  # the decision's link is missing, the walk goes on
+                break
+            prev_hash = decoded.record["prev_hash"]
+            h = chain_hash(prev_hash, decoded.body)
+            if h != bytes(stored_hash):
+                where.append(
+                    f"seq {s}: stored event_hash differs from SHA-256(prev_hash || raw body)"
+                    if s < seq
+                    else f"seq {s}: hash or link broken between decision and checkpoint"
+                )
+            for f in walk.step(ChainRow(s, str(eid), prev_hash, h)):
+                if s < seq:
+                    continue  # the event before the decision is taken as stored
+                if f.fault is Fault.MISSING and f.first < seq:
+                    link.append(f"chain link missing: seq {f.first} of {pid}/{epoch} is not stored")
+                elif f.fault is Fault.OFF_GENESIS:
+                    link.append("seq 1 does not link to its chain's genesis")
+                elif f.fault is Fault.BREAK and s == seq:
+                    link.append(f"prev_hash is not the hash of seq {seq - 1} of {pid}/{epoch}")
+                else:
+                    covered.append(_covered_problem(f, cp_seq))
+        end = walk.end()
+        if end is not None:
+            covered.append(_covered_problem(end, cp_seq))
+        out.link_ok = not link
+        out.problems += link[:1]
+        if checkpoint is not None:
+            out.checkpoint_ok = not signature and not covered
+            out.problems += signature + covered[:1]
+
     def _checkpoint(
         self, out: Integrity, pid: str, epoch: int, seq: int, key_id: str | None
-    ) -> None:
+    ) -> tuple[int, bytes, list[str]] | None:
+        """The first checkpoint at or after ``seq``: its seq, the head it signs and what is
+        wrong with its signature (checked with --keys). None when there is none."""
         found = self.client.query(
             f"SELECT seq, chain_head, key_id, signature, signature_verified "
             f"FROM {self.db}.checkpoints FINAL "
@@ -233,16 +265,15 @@ class Tracer:
                 if not key_id
                 else "no signed checkpoint covers this decision yet"
             )
-            return
+            return None
         cp_seq, head, cp_key, signature, verified_by_worker = found[0]
         cp_seq = int(cp_seq)
         out.checkpoint_seq = cp_seq
-        ok = True
+        problems = []
         if self.keyring:
             msg = checkpoint_message(pid, epoch, cp_seq, bytes(head))
             if not self.keyring.verify(str(cp_key), bytes(signature), msg):
-                ok = False
-                out.problems.append(
+                problems.append(
                     f"checkpoint {cp_seq}: signature does not verify with key {cp_key!r}"
                 )
         else:
@@ -251,36 +282,7 @@ class Tracer:
                 + ("was verified by the worker" if verified_by_worker else "not verified")
                 + " (pass --keys to check it here)"
             )
-        # Every link from the decision up to the checkpoint, recomputed from raw bytes.
-        rows = self._chain_rows(pid, epoch, seq, cp_seq)
-        expected, prev = seq, None
-        for s, stored_hash, raw in rows:
-            if int(s) != expected:
-                ok = False
-                out.problems.append(f"seq {expected}..{int(s) - 1} missing before checkpoint")
-                break
-            try:
-                decoded = self.codec.decode(bytes(raw))
-            except CodecError:
-                ok = False
-                out.problems.append(f"seq {s}: stored raw bytes do not decode")
-                break
-            h = chain_hash(decoded.record["prev_hash"], decoded.body)
-            if h != bytes(stored_hash) or (
-                prev is not None and decoded.record["prev_hash"] != prev
-            ):
-                ok = False
-                out.problems.append(f"seq {s}: hash or link broken between decision and checkpoint")
-                break
-            prev, expected = h, expected + 1
-        else:
-            if expected != cp_seq + 1:
-                ok = False
-                out.problems.append(f"seq {expected}..{cp_seq} missing before checkpoint")
-            elif prev != bytes(head):
-                ok = False
-                out.problems.append(f"checkpoint {cp_seq} names another chain head")
-        out.checkpoint_ok = ok
+        return cp_seq, bytes(head), problems
 
     # -- lineage ----------------------------------------------------------------------------
 
@@ -428,6 +430,17 @@ class Tracer:
                 events,
             )
         return Link("deployment", ref, "ok", f"serving {version} since the {what}", events)
+
+
+def _covered_problem(f: Finding, cp_seq: int) -> str:
+    """What a finding between a decision and its checkpoint means, for people."""
+    if f.fault is Fault.MISSING:
+        return f"seq {f.first}..{f.last} missing before checkpoint"
+    if f.fault is Fault.HEAD_MISMATCH:
+        return f"checkpoint {cp_seq} names another chain head"
+    if f.fault is Fault.REPEATED:
+        return f"seq {f.first}: two events claim it between decision and checkpoint"
+    return f"seq {f.first}: hash or link broken between decision and checkpoint"
 
 
 def _ref_str(ref: Any) -> str:

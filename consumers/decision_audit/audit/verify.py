@@ -15,37 +15,22 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
-from decision_audit.contract.hashing import chain_hash, genesis_hash
+from decision_audit.contract.fields import DECISION_EVENT
+from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.reasons import ProblemKind
 
-PROBLEM_KINDS = {
-    "undecodable_row": "the stored raw bytes do not decode",
-    "altered_row": "a row's columns or hash differ from its original bytes",
-    "reordered_row": "a row's seq column differs from the seq in its original bytes",
-    "deleted_rows": "seqs missing from the chain",
-    "inserted_row": "a row that does not belong in the chain (duplicate seq or broken link)",
-    "chain_break": "prev_hash does not match the previous event's hash",
-    "forged_checkpoint": "a checkpoint signature that does not verify",
-    "unknown_key": "a checkpoint signed with a key id not among --keys",
-    "checkpoint_mismatch": "a validly signed checkpoint names another chain head",
-    "missing_checkpoint": "a signed chain whose latest events no checkpoint covers",
-}
-
-# Columns that must equal what the original Avro bytes say.
-COMPARED = (
-    "event_id", "occurred_at", "model_name", "model_version", "deployment_id", "request_id",
-    "inputs", "prediction", "prediction_is_json", "score", "explanation", "run_id",
-    "dataset_version", "code_commit", "environment_hash", "actor", "latency_ms", "tags",
-    "redaction_policy", "key_id", "producer_id", "producer_epoch", "prev_hash",
-)  # fmt: skip
+# Columns that must equal what the original Avro bytes say (decision_audit.contract.fields).
+COMPARED = tuple(f.name for f in DECISION_EVENT if f.compared)
 REORDER_WINDOW = 10_000
 
 
 @dataclass
 class Problem:
-    kind: str
+    kind: ProblemKind
     seq: int | None
     detail: str
     event_ids: list[str] = field(default_factory=list)
@@ -92,14 +77,6 @@ class TrailReport:
             "problems": sum(len(c.problems) for c in self.chains),
             "chains": [{**asdict(c), "ok": c.ok} for c in self.chains],
         }
-
-
-@dataclass(order=True)
-class _Row:
-    seq: int
-    event_id: str = field(compare=False)
-    prev_hash: bytes = field(compare=False)
-    event_hash: bytes = field(compare=False)
 
 
 class TrailVerifier:
@@ -184,12 +161,12 @@ class TrailVerifier:
             msg = checkpoint_message(rep.producer_id, rep.producer_epoch, int(seq), bytes(head))
             if key_id not in self.keyring:
                 rep.problems.append(
-                    Problem("unknown_key", int(seq), f"checkpoint key id {key_id!r}")
+                    Problem(ProblemKind.UNKNOWN_KEY, int(seq), f"checkpoint key id {key_id!r}")
                 )
             elif not self.keyring.verify(key_id, bytes(signature), msg):
                 rep.problems.append(
                     Problem(
-                        "forged_checkpoint",
+                        ProblemKind.FORGED_CHECKPOINT,
                         int(seq),
                         f"signature does not verify with key {key_id!r}",
                     )
@@ -226,8 +203,8 @@ class TrailVerifier:
     ) -> ChainReport:
         rep = ChainReport(producer_id, epoch)
         signed_heads = self._checkpoints(rep)
-        heap: list[_Row] = []
-        walk = _ChainWalk(rep, signed_heads, windowed, attest=bool(self.keyring))
+        heap: list[ChainRow] = []
+        walk = _Walk(rep, signed_heads, windowed, attest=bool(self.keyring))
         latest: datetime | None = None
         done = 0
         for row in self._rows(rep, where, params):
@@ -239,20 +216,25 @@ class TrailVerifier:
             try:
                 decoded = self.codec.decode(raw)
             except CodecError as exc:
-                rep.problems.append(Problem("undecodable_row", int(seq_col), exc.detail, [eid]))
+                rep.problems.append(
+                    Problem(ProblemKind.UNDECODABLE_ROW, int(seq_col), exc.detail, [eid])
+                )
                 continue
             rec = decoded.record
             h = chain_hash(rec["prev_hash"], decoded.body)
             if h != stored_hash:
                 rep.problems.append(
                     Problem(
-                        "altered_row", int(seq_col), "event_hash differs from SHA-256 of raw", [eid]
+                        ProblemKind.ALTERED_ROW,
+                        int(seq_col),
+                        "event_hash differs from SHA-256 of raw",
+                        [eid],
                     )
                 )
             if int(seq_col) != rec["seq"]:
                 rep.problems.append(
                     Problem(
-                        "reordered_row",
+                        ProblemKind.REORDERED_ROW,
                         rec["seq"],
                         f"stored seq {seq_col} but the event's bytes say seq {rec['seq']}",
                         [eid],
@@ -263,7 +245,7 @@ class TrailVerifier:
             if changed:
                 rep.problems.append(
                     Problem(
-                        "altered_row",
+                        ProblemKind.ALTERED_ROW,
                         rec["seq"],
                         f"columns differ from raw: {', '.join(changed)}",
                         [eid],
@@ -272,8 +254,8 @@ class TrailVerifier:
             if rep.key_id is None:
                 rep.key_id = rec.get("key_id")
             latest = rec["occurred_at"] if latest is None else max(latest, rec["occurred_at"])
-            heapq.heappush(heap, _Row(rec["seq"], eid, rec["prev_hash"], h))
-            while heap and (heap[0].seq <= walk.expected or len(heap) > REORDER_WINDOW):
+            heapq.heappush(heap, ChainRow(rec["seq"], eid, rec["prev_hash"], h))
+            while heap and (heap[0].seq <= walk.links.expected or len(heap) > REORDER_WINDOW):
                 walk.step(heapq.heappop(heap))
         while heap:
             walk.step(heapq.heappop(heap))
@@ -283,100 +265,94 @@ class TrailVerifier:
         return rep
 
 
-class _ChainWalk:
-    """Follows seq and hash links in seq order."""
+class _Walk:
+    """The chain's links walked in seq order (:mod:`.chain_walk`), reported as problems."""
 
     def __init__(
         self, rep: ChainReport, signed_heads: dict[int, bytes], windowed: bool, attest: bool
     ) -> None:
         self.attest = attest
         self.rep = rep
-        self.signed = signed_heads
         self.windowed = windowed
-        self.prev: _Row | None = None
-        self.expected = 1
+        self.links = ChainWalk(rep.producer_id, rep.producer_epoch, signed_heads)
 
-    def step(self, row: _Row) -> None:
-        rep, prev = self.rep, self.prev
-        if rep.first_seq is None:
-            rep.first_seq = row.seq
-        if prev is None:
-            if row.seq == 1:
-                if row.prev_hash != genesis_hash(rep.producer_id, rep.producer_epoch):
-                    rep.problems.append(
-                        Problem(
-                            "chain_break",
-                            1,
-                            "first event does not link to the chain's genesis",
-                            [row.event_id],
-                        )
+    def step(self, row: ChainRow) -> None:
+        for finding in self.links.step(row):
+            problem = self._problem(finding)
+            if problem is not None:
+                self.rep.problems.append(problem)
+
+    def _problem(self, f: Finding) -> Problem | None:
+        row, prev = f.row, f.prev
+        if f.fault is Fault.MISSING:
+            if prev is None or row is None:
+                if self.windowed:  # the window starts or ends inside the chain
+                    return None
+                if row is None:
+                    return Problem(
+                        ProblemKind.DELETED_ROWS,
+                        f.first,
+                        f"checkpoint at seq {f.last} attests events up to there; "
+                        f"stored chain ends at {f.first - 1}",
                     )
-            elif not self.windowed:
-                rep.problems.append(Problem("deleted_rows", 1, f"seq 1..{row.seq - 1} missing", []))
-        elif row.seq == prev.seq:
-            rep.problems.append(
-                Problem(
-                    "inserted_row",
-                    row.seq,
-                    f"two events claim seq {row.seq}",
-                    [prev.event_id, row.event_id],
+                return Problem(
+                    ProblemKind.DELETED_ROWS, f.first, f"seq {f.first}..{f.last} missing", []
                 )
+            return Problem(
+                ProblemKind.DELETED_ROWS,
+                f.first,
+                f"seq {f.first}..{f.last} missing",
+                [prev.event_id, row.event_id],
             )
-            return
-        elif row.seq > prev.seq + 1:
-            rep.problems.append(
-                Problem(
-                    "deleted_rows",
-                    prev.seq + 1,
-                    f"seq {prev.seq + 1}..{row.seq - 1} missing",
-                    [prev.event_id, row.event_id],
-                )
+        assert row is not None
+        if f.fault is Fault.OFF_GENESIS:
+            return Problem(
+                ProblemKind.CHAIN_BREAK,
+                1,
+                "first event does not link to the chain's genesis",
+                [row.event_id],
             )
-        elif row.prev_hash != prev.event_hash:
-            rep.problems.append(
-                Problem(
-                    "chain_break",
-                    row.seq,
-                    f"prev_hash of seq {row.seq} is not the hash of seq {prev.seq}",
-                    [prev.event_id, row.event_id],
-                )
+        if f.fault is Fault.HEAD_MISMATCH:
+            return Problem(
+                ProblemKind.CHECKPOINT_MISMATCH,
+                row.seq,
+                "signed head differs from the stored event's hash",
+                [row.event_id],
             )
-        head = self.signed.get(row.seq)
-        if head is not None:
-            if head == row.event_hash:
-                rep.attested_to = max(rep.attested_to, row.seq)
-            else:
-                rep.problems.append(
-                    Problem(
-                        "checkpoint_mismatch",
-                        row.seq,
-                        "signed head differs from the stored event's hash",
-                        [row.event_id],
-                    )
-                )
-        self.prev = row
-        self.expected = row.seq + 1
-        rep.last_seq = row.seq
+        assert prev is not None
+        if f.fault is Fault.REPEATED:
+            return Problem(
+                ProblemKind.INSERTED_ROW,
+                row.seq,
+                f"two events claim seq {row.seq}",
+                [prev.event_id, row.event_id],
+            )
+        return Problem(
+            ProblemKind.CHAIN_BREAK,
+            row.seq,
+            f"prev_hash of seq {row.seq} is not the hash of seq {prev.seq}",
+            [prev.event_id, row.event_id],
+        )
 
     def finish(self, latest: datetime | None, grace: timedelta) -> None:
-        rep = self.rep
+        rep, links = self.rep, self.links
+        rep.first_seq, rep.last_seq, rep.attested_to = (
+            links.first_seq,
+            links.last_seq,
+            links.attested_to,
+        )
+        end = links.end()
+        if end is not None:
+            problem = self._problem(end)
+            if problem is not None:
+                rep.problems.append(problem)
         last = rep.last_seq or 0
-        beyond = [s for s in self.signed if s > last]
-        if beyond and not self.windowed:
-            rep.problems.append(
-                Problem(
-                    "deleted_rows",
-                    last + 1,
-                    f"checkpoint at seq {max(beyond)} attests events up to there; "
-                    f"stored chain ends at {last}",
-                )
-            )
         if self.attest and rep.key_id and rep.attested_to < last and not self.windowed:
             recent = latest is not None and latest > datetime.now(UTC) - grace
             if not recent:
                 rep.problems.append(
                     Problem(
-                        "missing_checkpoint",
+                        ProblemKind.MISSING_CHECKPOINT,
                         rep.attested_to + 1,
                         f"seq {rep.attested_to + 1}..{last} covered by no valid checkpoint",
                     )

@@ -16,6 +16,7 @@ import prometheus_client
 
 from decision_audit.contract.codec import SingleObjectCodec
 from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.reasons import IncidentKind, Reason
 from decision_audit.worker.chain_heads import ChainReader
 from decision_audit.worker.chains import ChainTracker, Checked, judge
 from decision_audit.worker.checks import (
@@ -180,7 +181,7 @@ class BatchChecker:
         for msg, rec, lo, hi in j.gaps:
             out.incidents.append(
                 [
-                    "seq_gap",
+                    IncidentKind.SEQ_GAP,
                     rec["producer_id"],
                     rec["producer_epoch"],
                     lo,
@@ -230,4 +231,6 @@ class BatchChecker:
             log.warning(
                 "verifier raised on %s/%d/%d: %r", msg.topic, msg.partition, msg.offset, exc
             )
-            return Rejection("invalid_event", f"unverifiable: {type(exc).__name__}: {exc}"[:500])
+            return Rejection(
+                Reason.INVALID_EVENT, f"unverifiable: {type(exc).__name__}: {exc}"[:500]
+            )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from decision_audit.contract.hashing import genesis_hash
+from decision_audit.contract.reasons import Reason
 from decision_audit.worker.checks import Rejection, StagedEvent, VerifiedCheckpoint, VerifiedEvent
 
 Chain = tuple[str, int]
@@ -33,14 +34,22 @@ class Outcome(enum.Enum):
     NEW = "new"
     DUPLICATE = "duplicate"
     """seq already stored with the same hash: a redelivery"""
-    FORK = "chain_fork"
+    FORK = "fork"
     """seq already stored with a different hash: two histories for one chain"""
-    BREAK = "chain_break"
+    BREAK = "break"
     """the next seq, but prev_hash is not the stored head"""
     BEHIND = "behind"
     """below the head and not in this batch: ``settle`` compares it with the stored event"""
-    LATE = "late_event"
+    LATE = "late"
     """below the head but never stored (its slot is a recorded gap or was quarantined)"""
+
+
+# Why an event with a rejecting outcome is quarantined.
+_REJECTED: dict[Outcome, Reason] = {
+    Outcome.FORK: Reason.CHAIN_FORK,
+    Outcome.BREAK: Reason.CHAIN_BREAK,
+    Outcome.LATE: Reason.LATE_EVENT,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +196,7 @@ def judge(checked: Sequence[tuple[M, Checked]], chains: ChainTracker) -> Judgeme
                     (
                         msg,
                         Rejection(
-                            "checkpoint_mismatch",
+                            Reason.CHECKPOINT_MISMATCH,
                             f"checkpoint of {chain} at seq {rec['seq']} names another head",
                         ),
                     )
@@ -209,7 +218,7 @@ def judge(checked: Sequence[tuple[M, Checked]], chains: ChainTracker) -> Judgeme
                 (
                     msg,
                     Rejection(
-                        verdict.outcome.value,
+                        _REJECTED[verdict.outcome],
                         f"{chain[0]!r}/{chain[1]} seq {rec['seq']} event {rec['event_id']}",
                     ),
                 )
@@ -231,5 +240,5 @@ def judge(checked: Sequence[tuple[M, Checked]], chains: ChainTracker) -> Judgeme
         )
         if outcome is Outcome.FORK:
             detail += " and differs from the stored event"
-        out.rejected.append((msg, Rejection(outcome.value, detail)))
+        out.rejected.append((msg, Rejection(_REJECTED[outcome], detail)))
     return out

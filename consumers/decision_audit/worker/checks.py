@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,44 +11,35 @@ import orjson
 
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, DecodedRecord, SingleObjectCodec
+from decision_audit.contract.fields import DECISION_EVENT, Check
 from decision_audit.contract.hashing import chain_hash
+from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.lineage import model_event_problem
+from decision_audit.contract.reasons import Reason
+from decision_audit.contract.rules import MAX_FUTURE_SKEW, MIN_TIME, UUID_RE
 
-EVENT_HASH_HEADER = "da-event-hash"
+__all__ = [
+    "EVENT_HASH_HEADER",
+    "EventVerifier",
+    "Headers",
+    "Rejection",
+    "StagedEvent",
+    "VerifiedCheckpoint",
+    "VerifiedEvent",
+    "header_value",
+]
 
-# Stable reason codes for quarantine rows, DLQ headers and metrics.
-REASONS: dict[str, str] = {
-    "empty_value": "message has no value",
-    "oversized": "message larger than max_event_bytes",
-    "bad_magic": "not Avro single-object encoding",
-    "unknown_schema": "writer schema fingerprint is not one of the shipped schemas",
-    "malformed_avro": "body does not decode with its writer schema",
-    "unexpected_record": "a record type this topic does not carry",
-    "missing_hash": "no da-event-hash header",
-    "hash_mismatch": "SHA-256(prev_hash || body) differs from the da-event-hash header",
-    "key_mismatch": "message key is not the event's producer_id",
-    "invalid_event": "decoded fields violate the event contract",
-    "invalid_timestamp": "occurred_at is implausibly far in the past or future",
-    "unattested": "event of an unsigned chain while the worker requires signatures",
-    "unknown_key": "signed with a key id that is not among the worker's --keys",
-    "bad_signature": "checkpoint signature does not verify with its key",
-    "checkpoint_mismatch": "checkpoint head differs from the stored event at that seq",
-    "chain_break": "prev_hash is not the hash of the chain's previous event",
-    "chain_fork": "a seq already stored with different content",
-    "late_event": "a seq below the chain head that was never stored (a recorded gap)",
-}
-
-_MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
-# The canonical text form only (what producers write); cheaper than building a uuid.UUID.
-_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+# The fields the field checks cover (decision_audit.contract.fields), in declaration order.
+_FINITE = DECISION_EVENT.with_check(Check.FINITE)
+_NON_EMPTY = DECISION_EVENT.with_check(Check.NON_EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why a message cannot be trusted. ``reason`` is one of :data:`REASONS`."""
+    """Why a message cannot be trusted."""
 
-    reason: str
+    reason: Reason
     detail: str
 
 
@@ -110,7 +100,7 @@ class EventVerifier:
         max_event_bytes: int,
         keyring: KeyRing | None = None,
         require_signed: bool = False,
-        max_future_skew: timedelta = timedelta(days=1),
+        max_future_skew: timedelta = MAX_FUTURE_SKEW,
     ) -> None:
         self._codec = codec
         self._max_bytes = max_event_bytes
@@ -128,9 +118,11 @@ class EventVerifier:
     ) -> VerifiedEvent | VerifiedCheckpoint | Rejection:
         """Check one message that should carry a ``record`` (or a checkpoint of its chain)."""
         if not value:
-            return Rejection("empty_value", "message value is empty or null")
+            return Rejection(Reason.EMPTY_VALUE, "message value is empty or null")
         if len(value) > self._max_bytes:
-            return Rejection("oversized", f"{len(value)} bytes > max_event_bytes={self._max_bytes}")
+            return Rejection(
+                Reason.OVERSIZED, f"{len(value)} bytes > max_event_bytes={self._max_bytes}"
+            )
         try:
             decoded = self._codec.decode(value)
         except CodecError as exc:
@@ -139,26 +131,31 @@ class EventVerifier:
             return self._check_checkpoint(decoded, key)
         if decoded.writer.name != record:
             return Rejection(
-                "unexpected_record", f"record {decoded.writer.name!r} where {record!r} is expected"
+                Reason.UNEXPECTED_RECORD,
+                f"record {decoded.writer.name!r} where {record!r} is expected",
             )
         rec = decoded.record
         claimed = header_value(headers, EVENT_HASH_HEADER)
         if claimed is None:
-            return Rejection("missing_hash", f"no {EVENT_HASH_HEADER} header")
+            return Rejection(Reason.MISSING_HASH, f"no {EVENT_HASH_HEADER} header")
         event_hash = chain_hash(rec["prev_hash"], decoded.body)
         if claimed != event_hash:
             return Rejection(
-                "hash_mismatch",
+                Reason.HASH_MISMATCH,
                 f"header {claimed.hex()[:16]}… != computed {event_hash.hex()[:16]}… "
                 f"(producer {rec['producer_id']!r} seq {rec['seq']})",
             )
         if key is None or key != rec["producer_id"].encode():
-            return Rejection("key_mismatch", f"key {key!r} != producer_id {rec['producer_id']!r}")
+            return Rejection(
+                Reason.KEY_MISMATCH, f"key {key!r} != producer_id {rec['producer_id']!r}"
+            )
         key_id = rec.get("key_id")
         if key_id is None and self._require_signed:
-            return Rejection("unattested", f"producer {rec['producer_id']!r} signs no checkpoints")
+            return Rejection(
+                Reason.UNATTESTED, f"producer {rec['producer_id']!r} signs no checkpoints"
+            )
         if key_id is not None and self._keyring and key_id not in self._keyring:
-            return Rejection("unknown_key", f"key id {key_id!r} is not a known public key")
+            return Rejection(Reason.UNKNOWN_KEY, f"key id {key_id!r} is not a known public key")
         problem = self._field_problem(rec) if record == "decision_event" else _model_problem(rec)
         if problem is not None:
             return problem
@@ -169,19 +166,23 @@ class EventVerifier:
     ) -> VerifiedCheckpoint | Rejection:
         rec = decoded.record
         if key is None or key != rec["producer_id"].encode():
-            return Rejection("key_mismatch", f"key {key!r} != producer_id {rec['producer_id']!r}")
+            return Rejection(
+                Reason.KEY_MISMATCH, f"key {key!r} != producer_id {rec['producer_id']!r}"
+            )
         if rec["seq"] < 1 or len(rec["chain_head"]) != 32:
-            return Rejection("invalid_event", f"checkpoint seq={rec['seq']}")
+            return Rejection(Reason.INVALID_EVENT, f"checkpoint seq={rec['seq']}")
         if not self._keyring:
             return VerifiedCheckpoint(decoded, signature_verified=False)
         if rec["key_id"] not in self._keyring:
-            return Rejection("unknown_key", f"checkpoint key id {rec['key_id']!r} is not known")
+            return Rejection(
+                Reason.UNKNOWN_KEY, f"checkpoint key id {rec['key_id']!r} is not known"
+            )
         message = checkpoint_message(
             rec["producer_id"], rec["producer_epoch"], rec["seq"], rec["chain_head"]
         )
         if not self._keyring.verify(rec["key_id"], rec["signature"], message):
             return Rejection(
-                "bad_signature",
+                Reason.BAD_SIGNATURE,
                 f"checkpoint {rec['producer_id']!r}/{rec['producer_epoch']} seq {rec['seq']} "
                 f"does not verify with key {rec['key_id']!r}",
             )
@@ -189,36 +190,39 @@ class EventVerifier:
 
     def _field_problem(self, rec: dict[str, Any]) -> Rejection | None:
         if rec["seq"] < 1 or rec["producer_epoch"] < 0:
-            return Rejection("invalid_event", f"seq={rec['seq']} epoch={rec['producer_epoch']}")
-        if not _UUID_RE.match(rec["event_id"]):
             return Rejection(
-                "invalid_event", f"event_id {rec['event_id'][:64]!r} is not a lowercase UUID"
+                Reason.INVALID_EVENT, f"seq={rec['seq']} epoch={rec['producer_epoch']}"
             )
-        for name in ("score", "latency_ms"):
+        if not UUID_RE.match(rec["event_id"]):
+            return Rejection(
+                Reason.INVALID_EVENT, f"event_id {rec['event_id'][:64]!r} is not a lowercase UUID"
+            )
+        for name in _FINITE:
             v = rec[name]
             if v is not None and not math.isfinite(v):
-                return Rejection("invalid_event", f"{name} is {v}")
-        if not rec["model_name"] or not rec["model_version"]:
-            return Rejection("invalid_event", "empty model_name or model_version")
+                return Rejection(Reason.INVALID_EVENT, f"{name} is {v}")
+        for name in _NON_EMPTY:
+            if not rec[name]:
+                return Rejection(Reason.INVALID_EVENT, f"empty {name}")
         try:
             inputs = orjson.loads(rec["inputs"])  # strict JSON: no NaN, bounded nesting
         except RecursionError:
-            return Rejection("invalid_event", "inputs nest too deeply to check")
+            return Rejection(Reason.INVALID_EVENT, "inputs nest too deeply to check")
         except ValueError as exc:
-            return Rejection("invalid_event", f"inputs is not JSON: {exc}")
+            return Rejection(Reason.INVALID_EVENT, f"inputs is not JSON: {exc}")
         if not isinstance(inputs, dict):
-            return Rejection("invalid_event", "inputs is not a JSON object")
+            return Rejection(Reason.INVALID_EVENT, "inputs is not a JSON object")
         ts = rec["occurred_at"]
-        if ts < _MIN_TIME or ts > datetime.now(UTC) + self._max_future_skew:
-            return Rejection("invalid_timestamp", f"occurred_at={ts.isoformat()}")
+        if ts < MIN_TIME or ts > datetime.now(UTC) + self._max_future_skew:
+            return Rejection(Reason.INVALID_TIMESTAMP, f"occurred_at={ts.isoformat()}")
         return None
 
 
 def _model_problem(rec: dict[str, Any]) -> Rejection | None:
     detail = model_event_problem(rec)
     if detail is not None:
-        return Rejection("invalid_event", detail)
+        return Rejection(Reason.INVALID_EVENT, detail)
     ts = rec["occurred_at"]
-    if ts < _MIN_TIME or ts > datetime.now(UTC) + timedelta(days=1):
-        return Rejection("invalid_timestamp", f"occurred_at={ts.isoformat()}")
+    if ts < MIN_TIME or ts > datetime.now(UTC) + MAX_FUTURE_SKEW:
+        return Rejection(Reason.INVALID_TIMESTAMP, f"occurred_at={ts.isoformat()}")
     return None

@@ -7,9 +7,15 @@ from typing import Any
 from confluent_kafka import Producer
 
 from decision_audit.contract.errors import DecisionAuditError
+from decision_audit.contract.headers import (
+    DETAIL_HEADER,
+    REASON_HEADER,
+    SOURCE_HEADER,
+    TRUNCATED_FROM_HEADER,
+)
 from decision_audit.worker.rows import QuarantineRow
 
-REASON_HEADER = "da-reason"
+__all__ = ["REASON_HEADER", "DeadLetterError", "DeadLetters"]
 
 
 class DeadLetterError(DecisionAuditError, RuntimeError):
@@ -36,12 +42,12 @@ class DeadLetters:
             value = row.raw
             headers: list[tuple[str, str | bytes | None]] = [
                 (REASON_HEADER, row.rejection.reason.encode()),
-                ("da-detail", row.rejection.detail.encode("utf-8", "replace")[:1024]),
-                ("da-source", f"{row.topic}/{row.partition}/{row.offset}".encode()),
+                (DETAIL_HEADER, row.rejection.detail.encode("utf-8", "replace")[:1024]),
+                (SOURCE_HEADER, f"{row.topic}/{row.partition}/{row.offset}".encode()),
             ]
             if len(value) > self._max_bytes:
                 # The quarantine table holds the full bytes; the DLQ carries a prefix.
-                headers.append(("da-truncated-from", str(len(value)).encode()))
+                headers.append((TRUNCATED_FROM_HEADER, str(len(value)).encode()))
                 value = value[: self._max_bytes]
             self._producer.produce(self.topic, value, row.key, headers=headers)
             self._producer.poll(0)

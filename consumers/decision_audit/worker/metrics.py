@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from decision_audit.contract.reasons import IncidentKind, Reason
+
 PREFIX = "decision_audit_worker"
 
 BATCH_SIZE_BUCKETS = (1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000)
@@ -35,7 +37,8 @@ class WorkerMetrics:
         )
         self.quarantined = Counter(
             f"{p}_quarantined",
-            "Messages stored in the quarantine table and sent to the DLQ, by reason code",
+            "Messages stored in the quarantine table and sent to the DLQ, by reason code "
+            f"({', '.join(Reason)})",
             ["reason"],
             registry=r,
         )
@@ -43,7 +46,9 @@ class WorkerMetrics:
             f"{p}_checkpoints", "Signed chain checkpoints stored", registry=r
         )
         self.incidents = Counter(
-            f"{p}_incidents", "Integrity incidents recorded (sequence gaps)", registry=r
+            f"{p}_incidents",
+            f"Integrity incidents recorded ({', '.join(IncidentKind)})",
+            registry=r,
         )
         self.batch_size = Histogram(
             f"{p}_batch_size",

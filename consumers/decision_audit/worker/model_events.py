@@ -26,7 +26,9 @@ from typing import Any, Protocol
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from decision_audit.contract.fields import MODEL_EVENT
 from decision_audit.contract.lineage import MODEL_EVENT_CHAIN_SUFFIX
+from decision_audit.contract.reasons import IncidentKind, Reason
 from decision_audit.contract.settings import ENV_PREFIX, AuditSettings
 from decision_audit.worker.chain_heads import ChainReader
 from decision_audit.worker.chains import Chain, ChainTracker, Checked, Head, Link, judge
@@ -39,27 +41,8 @@ from decision_audit.worker.checks import (
 )
 from decision_audit.worker.rows import QuarantineRow, checkpoint_row
 
-MODEL_EVENT_COLUMNS = (
-    "event_id",
-    "occurred_at",
-    "action",
-    "actor",
-    "subject_type",
-    "subject_id",
-    "related",
-    "metadata",
-    "key_id",
-    "producer_id",
-    "producer_epoch",
-    "seq",
-    "prev_hash",
-    "event_hash",
-    "schema_fingerprint",
-    "raw",
-    "kafka_partition",
-    "kafka_offset",
-)
-UNAPPROVED_PROMOTION = "unapproved_promotion"
+MODEL_EVENT_COLUMNS = MODEL_EVENT.written
+"""the columns of ``model_events`` the worker writes (decision_audit.contract.fields)"""
 
 
 class PromotionPolicy(AuditSettings):
@@ -116,6 +99,7 @@ class ModelEventBatch:
 
 
 def model_event_row(ev: VerifiedEvent, raw: bytes, partition: int, offset: int) -> list[Any]:
+    """A row of ``model_events``, in :data:`MODEL_EVENT_COLUMNS` order."""
     r = ev.record
     return [
         r["event_id"],
@@ -150,7 +134,7 @@ def _misnamed(result: VerifiedEvent | StagedEvent | VerifiedCheckpoint) -> Rejec
     if producer_id.endswith(MODEL_EVENT_CHAIN_SUFFIX):
         return None
     return Rejection(
-        "invalid_event",
+        Reason.INVALID_EVENT,
         f"chain {producer_id!r} on the model-events topic does not end "
         f"with {MODEL_EVENT_CHAIN_SUFFIX!r}",
     )
@@ -190,7 +174,7 @@ class ModelEventIngest:
         ]
         out.incidents = [
             self._incident(
-                "seq_gap",
+                IncidentKind.SEQ_GAP,
                 rec,
                 msg,
                 f"{hi - lo + 1} model event(s) missing before seq {rec['seq']}",
@@ -235,7 +219,9 @@ class ModelEventIngest:
             problem = self._promotion_problem(rec, version, verdicts.get(version or "", []))
             if problem is not None:
                 incidents.append(
-                    self._incident(UNAPPROVED_PROMOTION, rec, msg, problem, rec["seq"], rec["seq"])
+                    self._incident(
+                        IncidentKind.UNAPPROVED_PROMOTION, rec, msg, problem, rec["seq"], rec["seq"]
+                    )
                 )
         return incidents
 
@@ -286,7 +272,7 @@ class ModelEventIngest:
     # -- helpers ----------------------------------------------------------------------------
 
     def _incident(
-        self, kind: str, rec: dict[str, Any], msg: Message, detail: str, lo: int, hi: int
+        self, kind: IncidentKind, rec: dict[str, Any], msg: Message, detail: str, lo: int, hi: int
     ) -> list[Any]:
         return [
             kind,

@@ -5,9 +5,11 @@ A :class:`QuarantineRow` is also what the dead-letter topic publishes.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
+from decision_audit.contract.fields import CHECKPOINT
 from decision_audit.worker.checks import Rejection, VerifiedCheckpoint
 
 
@@ -33,19 +35,9 @@ class QuarantineRow:
         ]
 
 
+_pick_checkpoint_columns = operator.itemgetter(*CHECKPOINT.names)
+
+
 def checkpoint_row(cp: VerifiedCheckpoint, raw: bytes, partition: int, offset: int) -> list[Any]:
-    r = cp.record
-    return [
-        r["producer_id"],
-        r["producer_epoch"],
-        r["seq"],
-        r["chain_head"],
-        r["key_id"],
-        r["algorithm"],
-        r["signature"],
-        r["signed_at"],
-        cp.signature_verified,
-        raw,
-        partition,
-        offset,
-    ]
+    """A row of ``checkpoints`` (or ``model_event_checkpoints``), in CHECKPOINT_COLUMNS order."""
+    return [*_pick_checkpoint_columns(cp.record), cp.signature_verified, raw, partition, offset]

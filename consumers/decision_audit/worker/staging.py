@@ -28,14 +28,19 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from decision_audit.contract.avro_writer import SMALL_LONGS, encode_long
 from decision_audit.contract.codec import HEADER_SIZE, MAGIC
 from decision_audit.contract.errors import DecisionAuditError
+from decision_audit.contract.fields import DECISION_EVENT, Check, Field
+from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.reasons import Reason
+from decision_audit.contract.rules import MAX_FUTURE_SKEW, MIN_TIME_SQL, UUID_SQL_PATTERN
 from decision_audit.contract.schemas import SchemaRegistry, ShippedSchema
-from decision_audit.worker.checks import EVENT_HASH_HEADER, Headers, StagedEvent, header_value
+from decision_audit.worker.checks import Headers, StagedEvent, header_value
 from decision_audit.worker.store import DECISION_COLUMNS
 
 STAGING_TABLE = "decision_audit_staging"
@@ -53,55 +58,118 @@ _FRAME_COLUMNS: tuple[tuple[str, str], ...] = (
     ("_pid", "String"),
     ("_hdr", f"FixedString({HEADER_SIZE})"),
 )
-# The latest decision_event fields (tests/unit/test_staging.py keeps them in step). Integers
-# are signed so that a negative seq or epoch is seen, not wrapped.
-EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("event_id", "String"),
-    ("occurred_at", "DateTime64(3, 'UTC')"),
-    ("model_name", "String"),
-    ("model_version", "String"),
-    ("deployment_id", "Nullable(String)"),
-    ("request_id", "Nullable(String)"),
-    ("inputs", "String"),
-    ("prediction", "String"),
-    ("prediction_is_json", "Bool"),
-    ("score", "Nullable(Float64)"),
-    ("explanation", "Nullable(String)"),
-    ("run_id", "Nullable(String)"),
-    ("dataset_version", "Nullable(String)"),
-    ("code_commit", "Nullable(String)"),
-    ("environment_hash", "Nullable(String)"),
-    ("actor", "Nullable(String)"),
-    ("latency_ms", "Nullable(Float64)"),
-    ("tags", "Map(String, String)"),
-    ("redaction_policy", "Nullable(String)"),
-    ("key_id", "Nullable(String)"),
-    ("producer_id", "String"),
-    ("producer_epoch", "Int64"),
-    ("seq", "Int64"),
-    ("prev_hash", "FixedString(32)"),
-)
+# The latest decision_event fields, as ClickHouse's Avro reader reads them (integers signed,
+# so that a negative seq or epoch is seen, not wrapped).
+EVENT_COLUMNS: tuple[tuple[str, str], ...] = tuple((f.name, f.staged) for f in DECISION_EVENT)
 _COLUMNS = (*_FRAME_COLUMNS, *EVENT_COLUMNS, ("_end", f"FixedString({_NONCE_SIZE})"))
 COLUMN_NAMES = [name for name, _ in _COLUMNS]
 
+
+def _select(f: Field) -> str:
+    """How a ``decisions`` column is filled from the staged field (converted where its type
+    differs by more than what an insert converts by itself)."""
+    (column,) = f.columns
+    if column.type == "UUID":
+        return f"toUUID({f.name})"
+    if column.type == "UInt64" and f.staged == "Int64":
+        return f"toUInt64({f.name})"
+    return f.name
+
+
 # How each decisions column is filled from the staging table.
 _SELECT = {
-    **{name: name for name in DECISION_COLUMNS},
-    "event_id": "toUUID(event_id)",
-    "producer_epoch": "toUInt64(producer_epoch)",
-    "seq": "toUInt64(seq)",
+    **{f.name: _select(f) for f in DECISION_EVENT},
     "event_hash": "_hash",
     "schema_fingerprint": "reinterpretAsUInt64(substring(_hdr, 3, 8))",
     "raw": "_raw",
     "kafka_partition": "_partition",
     "kafka_offset": "_offset",
 }
-_TEXT = (
-    "model_name", "model_version", "deployment_id", "request_id", "prediction", "explanation",
-    "run_id", "dataset_version", "code_commit", "environment_hash", "actor", "redaction_policy",
-    "key_id", "producer_id",
-)  # fmt: skip
-_UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_INSERT_SELECT = ", ".join(_SELECT[name] for name in DECISION_COLUMNS)
+
+
+class Flag(StrEnum):
+    """What the staging query flags an event for: the first check it fails, in this order.
+
+    Not a quarantine reason: a flagged event is checked again by the Python verifier, which
+    names the reason (``.reason``, the one it gives). Two checks are stricter than the
+    contract, so the Python verifier may accept what they flag: ``inputs`` (an object after
+    whitespace) and ``prev_hash`` (the fast path's reading of the body, not a rule of it).
+    """
+
+    reason: Reason
+
+    def __new__(cls, value: str, reason: Reason = Reason.INVALID_EVENT) -> Flag:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.reason = reason
+        return member
+
+    FRAMING = "framing", Reason.MALFORMED_AVRO
+    """ClickHouse did not read exactly the hashed bytes (the per-batch nonce is misplaced)"""
+    HASH = "hash", Reason.HASH_MISMATCH
+    """SHA-256(prev_hash || body) differs from the claimed hash"""
+    KEY = "key", Reason.KEY_MISMATCH
+    """the message key is not the producer_id"""
+    PREV_HASH = "prev_hash", Reason.MALFORMED_AVRO
+    """ClickHouse's prev_hash is not the body's last 32 bytes"""
+    EVENT_ID = "event_id", Reason.INVALID_EVENT
+    """ClickHouse's event_id is not the body's first field, or not a canonical UUID"""
+    SEQ = "seq", Reason.INVALID_EVENT
+    """seq below 1 or a negative epoch"""
+    NOT_FINITE = "not_finite", Reason.INVALID_EVENT
+    """a number that is NaN or infinite"""
+    MODEL = "model", Reason.INVALID_EVENT
+    """a field that must not be empty is (model_name, model_version)"""
+    INPUTS = "inputs", Reason.INVALID_EVENT
+    """inputs is not plainly a JSON object"""
+    TIMESTAMP = "timestamp", Reason.INVALID_TIMESTAMP
+    """occurred_at is implausible"""
+    UTF8 = "utf8", Reason.MALFORMED_AVRO
+    """text that is not valid UTF-8 (fastavro cannot decode it)"""
+    UNATTESTED = "unattested", Reason.UNATTESTED
+    """unsigned chain while signatures are required"""
+    UNKNOWN_KEY = "unknown_key", Reason.UNKNOWN_KEY
+    """signed with a key that is not known"""
+
+
+# The flag of each field check declared in decision_audit.contract.fields.
+_FIELD_FLAGS: dict[Check, Flag] = {
+    Check.POSITIVE: Flag.SEQ,
+    Check.NON_NEGATIVE: Flag.SEQ,
+    Check.UUID: Flag.EVENT_ID,
+    Check.FINITE: Flag.NOT_FINITE,
+    Check.NON_EMPTY: Flag.MODEL,
+    Check.JSON_OBJECT: Flag.INPUTS,
+    Check.PLAUSIBLE_TIME: Flag.TIMESTAMP,
+    Check.UTF8: Flag.UTF8,
+}
+
+
+def _violation(f: Field, check: Check) -> str:
+    """The SQL condition of ``f`` failing ``check``."""
+    c = f.name
+    if check is Check.POSITIVE:
+        return f"{c} < 1"
+    if check is Check.NON_NEGATIVE:
+        return f"{c} < 0"
+    if check is Check.UUID:
+        return f"NOT match({c}, '{UUID_SQL_PATTERN}')"
+    if check is Check.FINITE:
+        return f"NOT isFinite(ifNull({c}, 0))"
+    if check is Check.NON_EMPTY:
+        return f"{c} = ''"
+    if check is Check.JSON_OBJECT:
+        # A valid JSON text that starts with '{' is an object: one parse, not two (an object
+        # after whitespace is flagged, and the Python verifier judges it).
+        return f"NOT (startsWith({c}, '{{') AND isValidJSON({c}))"
+    if check is Check.PLAUSIBLE_TIME:
+        return f"{c} < {MIN_TIME_SQL} OR {c} > now64(3, 'UTC') + toIntervalSecond({{skew:UInt32}})"
+    if check is Check.UTF8:
+        if f.staged.startswith("Map("):
+            return f"NOT arrayAll(s -> isValidUTF8(s), arrayConcat(mapKeys({c}), mapValues({c})))"
+        return f"NOT isValidUTF8(ifNull({c}, ''))"
+    raise ValueError(f"no SQL for {check}")
 
 
 _SMALL = SMALL_LONGS  # indexes, sizes and partitions, looked up
@@ -116,34 +184,33 @@ def _string(s: bytes) -> bytes:
 
 
 def _check_sql(keyring: KeyRing, require_signed: bool) -> str:
-    """The first contract check each staged event fails ('' when none), in ``_idx`` order."""
-    text_ok = " AND ".join(f"isValidUTF8(ifNull({c}, ''))" for c in _TEXT)
-    key_checks = ""
+    """The first check each staged event fails ('' when none), in ``_idx`` order."""
+    failed: dict[Flag, list[str]] = {flag: [] for flag in Flag}
+    # Cross-checks: ClickHouse read the bytes that were hashed, as the worker framed them.
+    failed[Flag.FRAMING].append("_end != unhex({nonce:String})")
+    failed[Flag.HASH].append(
+        f"_hash != SHA256(concat(prev_hash, substring(_raw, {HEADER_SIZE + 1})))"
+    )
+    failed[Flag.KEY].append("producer_id != _pid")
+    failed[Flag.PREV_HASH].append("prev_hash != substring(_raw, length(_raw) - 31)")
+    failed[Flag.EVENT_ID].append(f"event_id != substring(_raw, {HEADER_SIZE + 2}, 36)")
+    # The field checks (decision_audit.contract.fields).
+    for f in DECISION_EVENT:
+        for check in f.checks:
+            failed[_FIELD_FLAGS[check]].append(_violation(f, check))
     if require_signed:
-        key_checks += "key_id IS NULL, 'unattested', "
+        failed[Flag.UNATTESTED].append("key_id IS NULL")
     if keyring:
-        key_checks += (
-            "key_id IS NOT NULL AND NOT has({keys:Array(String)}, key_id), 'unknown_key', "
+        failed[Flag.UNKNOWN_KEY].append(
+            "key_id IS NOT NULL AND NOT has({keys:Array(String)}, key_id)"
         )
+    branches = "".join(
+        f"{' OR '.join(conditions)}, '{flag}', "
+        for flag, conditions in failed.items()
+        if conditions
+    )
     return (
-        "SELECT _idx, seq, producer_epoch, multiIf("
-        "_end != unhex({nonce:String}), 'framing', "
-        f"_hash != SHA256(concat(prev_hash, substring(_raw, {HEADER_SIZE + 1}))), 'hash', "
-        "producer_id != _pid, 'key', "
-        "prev_hash != substring(_raw, length(_raw) - 31), 'prev_hash', "
-        f"event_id != substring(_raw, {HEADER_SIZE + 2}, 36) OR NOT match(event_id, '{_UUID}'), "
-        "'event_id', "
-        "seq < 1 OR producer_epoch < 0, 'seq', "
-        "NOT (isFinite(ifNull(score, 0)) AND isFinite(ifNull(latency_ms, 0))), 'not_finite', "
-        "model_name = '' OR model_version = '', 'model', "
-        # A valid JSON text that starts with '{' is an object: one parse, not two (an
-        # object after whitespace is flagged, and the Python verifier judges it).
-        "NOT (startsWith(inputs, '{') AND isValidJSON(inputs)), 'inputs', "
-        "occurred_at < toDateTime64('2000-01-01 00:00:00', 3, 'UTC') "
-        "OR occurred_at > now64(3, 'UTC') + toIntervalSecond({skew:UInt32}), 'timestamp', "
-        f"NOT ({text_ok}), 'utf8', "
-        "NOT arrayAll(s -> isValidUTF8(s), arrayConcat(mapKeys(tags), mapValues(tags))), 'utf8', "
-        f"{key_checks}'') AS problem "
+        f"SELECT _idx, seq, producer_epoch, multiIf({branches}'') AS problem "
         f"FROM {STAGING_TABLE} ORDER BY _idx"
     )
 
@@ -171,7 +238,7 @@ class Stager:
         max_event_bytes: int,
         keyring: KeyRing,
         require_signed: bool,
-        max_future_skew_seconds: int = 86_400,
+        max_future_skew_seconds: int = int(MAX_FUTURE_SKEW.total_seconds()),
     ) -> None:
         self.client = client
         self._max_bytes = max_event_bytes
@@ -275,7 +342,7 @@ class Stager:
         return event
 
     def stage(self) -> dict[int, str]:
-        """Load the batch into ClickHouse; ``{_idx: failed check}`` of the events it flags.
+        """Load the batch into ClickHouse; ``{_idx: Flag}`` of the events it flags.
 
         Fills in ``seq`` and ``producer_epoch`` of every staged event. Raises what the store
         raises (ClickHouse cannot parse the batch, or is failing), or
@@ -299,12 +366,12 @@ class Stager:
             raise StagingMismatch(
                 f"staged {len(self._events)} events, ClickHouse returned {len(idx)} rows"
             )
-        flagged = {}
+        flagged: dict[int, str] = {}
         for event, s, e, p in zip(self._events, seq, epoch, problem, strict=True):
             event.record["seq"] = s
             event.record["producer_epoch"] = e
             if p:
-                flagged[event.index] = p
+                flagged[event.index] = Flag(p)
         return flagged
 
     def selection(self, accepted: list[int], staged: int) -> str:
@@ -320,8 +387,7 @@ class Stager:
             c.command(f"TRUNCATE TABLE {KEEP_TABLE}")
             c.insert(KEEP_TABLE, [accepted], column_names=["_idx"], column_oriented=True)
             where = f" WHERE _idx IN {KEEP_TABLE}"
-        select = ", ".join(_SELECT[name] for name in DECISION_COLUMNS)
-        return f"SELECT {select} FROM {STAGING_TABLE}{where}"
+        return f"SELECT {_INSERT_SELECT} FROM {STAGING_TABLE}{where}"
 
     # -- internals ----------------------------------------------------------------------------
 

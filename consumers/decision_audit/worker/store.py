@@ -11,59 +11,16 @@ from typing import Any
 
 from clickhouse_connect.driver.binding import format_str
 
+from decision_audit.contract.fields import CHECKPOINT, DECISION_EVENT
 from decision_audit.worker.checks import VerifiedEvent
 from decision_audit.worker.model_events import MODEL_EVENT_COLUMNS, ModelEventBatch
 from decision_audit.worker.rows import QuarantineRow
 
-# Columns copied from the Avro record as they are.
-_RECORD_COLUMNS = (
-    "event_id",
-    "occurred_at",
-    "model_name",
-    "model_version",
-    "deployment_id",
-    "request_id",
-    "inputs",
-    "prediction",
-    "prediction_is_json",
-    "score",
-    "explanation",
-    "run_id",
-    "dataset_version",
-    "code_commit",
-    "environment_hash",
-    "actor",
-    "latency_ms",
-    "tags",
-    "redaction_policy",
-    "key_id",
-    "producer_id",
-    "producer_epoch",
-    "seq",
-    "prev_hash",
-)
-DECISION_COLUMNS = (
-    *_RECORD_COLUMNS,
-    "event_hash",
-    "schema_fingerprint",
-    "raw",
-    "kafka_partition",
-    "kafka_offset",
-)
-CHECKPOINT_COLUMNS = (
-    "producer_id",
-    "producer_epoch",
-    "seq",
-    "chain_head",
-    "key_id",
-    "algorithm",
-    "signature",
-    "signed_at",
-    "signature_verified",
-    "raw",
-    "kafka_partition",
-    "kafka_offset",
-)
+# Columns copied from the Avro record as they are (decision_audit.contract.fields).
+_RECORD_COLUMNS = DECISION_EVENT.names
+DECISION_COLUMNS = DECISION_EVENT.written
+"""every column of ``decisions`` the worker writes: the record's, then hash, bytes, position"""
+CHECKPOINT_COLUMNS = CHECKPOINT.written
 INCIDENT_COLUMNS = (
     "kind",
     "producer_id",

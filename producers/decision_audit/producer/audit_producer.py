@@ -12,10 +12,11 @@ from types import TracebackType
 from typing import Any
 
 from decision_audit.contract.codec import SingleObjectCodec, default_codec
+from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.ids import uuid7_str
 from decision_audit.contract.lineage import ReferenceLike, model_event_chain_id
 from decision_audit.contract.models import JsonObject, Prediction, decision_record
-from decision_audit.producer.chain import EVENT_HASH_HEADER, ChainState, ChainWriter
+from decision_audit.producer.chain import ChainState, ChainWriter
 from decision_audit.producer.delivery import DeliveryProblem, ProducerStats, make_delivery
 from decision_audit.producer.lifecycle import model_event_record
 from decision_audit.producer.redaction import RedactionPolicy, Redactor

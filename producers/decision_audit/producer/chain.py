@@ -15,13 +15,12 @@ from typing import Any
 from decision_audit.contract.checkpoint import ALGORITHM, checkpoint_message
 from decision_audit.contract.codec import SingleObjectCodec
 from decision_audit.contract.hashing import chain_hash, genesis_hash
+from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.models import utc_now
 from decision_audit.contract.schemas import ShippedSchema
 from decision_audit.producer.delivery import Delivery, DeliveryProblem, ProducerStats, Report
 from decision_audit.producer.signing import Signer
 from decision_audit.producer.spool import SpoolFull, SpoolRecord
-
-EVENT_HASH_HEADER = "da-event-hash"
 
 _new_tuple = tuple.__new__
 

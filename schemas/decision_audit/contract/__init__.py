@@ -1,4 +1,5 @@
-"""The contract shared by producers and consumers: Avro schemas, models, codec, DDL.
+"""The contract shared by producers and consumers: Avro schemas, field declarations, models,
+codec, reasons, header names and value rules, DDL.
 
 Nothing in this package talks to a network.
 """

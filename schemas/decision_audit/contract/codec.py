@@ -16,6 +16,7 @@ from fastavro import schemaless_reader
 
 from decision_audit.contract.avro_writer import compile_writer
 from decision_audit.contract.errors import DecisionAuditError
+from decision_audit.contract.reasons import Reason
 from decision_audit.contract.schemas import SchemaRegistry, ShippedSchema, shipped_schemas
 
 MAGIC = b"\xc3\x01"
@@ -23,9 +24,9 @@ HEADER_SIZE = 10
 
 
 class CodecError(DecisionAuditError, ValueError):
-    """A message that cannot be decoded. ``reason`` is a stable machine-readable code."""
+    """A message that cannot be decoded, and why (``reason``)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -71,11 +72,14 @@ class SingleObjectCodec:
 
     def decode(self, data: bytes) -> DecodedRecord:
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
-            raise CodecError("bad_magic", "not Avro single-object encoding (expected C3 01 header)")
+            raise CodecError(
+                Reason.BAD_MAGIC, "not Avro single-object encoding (expected C3 01 header)"
+            )
         writer = self.registry.by_fingerprint(data[2:HEADER_SIZE])
         if writer is None:
             raise CodecError(
-                "unknown_schema", f"no shipped schema has fingerprint {data[2:HEADER_SIZE].hex()}"
+                Reason.UNKNOWN_SCHEMA,
+                f"no shipped schema has fingerprint {data[2:HEADER_SIZE].hex()}",
             )
         body = data[HEADER_SIZE:]
         reader = self.registry.latest(writer.name)
@@ -85,13 +89,13 @@ class SingleObjectCodec:
                 buf, writer.parsed, None if reader is writer else reader.parsed
             )
         except Exception as exc:  # fastavro raises many types on corrupt input
-            raise CodecError("malformed_avro", f"{type(exc).__name__}: {exc}"[:500]) from None
+            raise CodecError(Reason.MALFORMED_AVRO, f"{type(exc).__name__}: {exc}"[:500]) from None
         if buf.tell() != len(body):
             raise CodecError(
-                "malformed_avro", f"{len(body) - buf.tell()} trailing bytes after the record"
+                Reason.MALFORMED_AVRO, f"{len(body) - buf.tell()} trailing bytes after the record"
             )
         if not isinstance(record, dict):
-            raise CodecError("malformed_avro", "top-level value is not a record")
+            raise CodecError(Reason.MALFORMED_AVRO, "top-level value is not a record")
         return DecodedRecord(writer, record, body)
 
 
