@@ -17,12 +17,14 @@ from decision_audit.contract.ids import uuid7_str
 from decision_audit.contract.lineage import ReferenceLike, model_event_chain_id
 from decision_audit.contract.models import JsonObject, Prediction, decision_record
 from decision_audit.producer.chain import ChainState, ChainWriter
-from decision_audit.producer.delivery import DeliveryProblem, ProducerStats, make_delivery
+from decision_audit.producer.delivery import Delivery, DeliveryProblem, ProducerStats, Report
+from decision_audit.producer.direct_delivery import DirectDelivery
 from decision_audit.producer.lifecycle import model_event_record
 from decision_audit.producer.redaction import RedactionPolicy, Redactor
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.producer.signing import Signer
 from decision_audit.producer.spool import SpoolFull
+from decision_audit.producer.spooled_delivery import SpooledDelivery
 
 log = logging.getLogger("decision_audit.producer")
 
@@ -32,6 +34,14 @@ __all__ = ["EVENT_HASH_HEADER", "AuditProducer", "DeliveryProblem", "ProducerSta
 def _kafka_conf(extra: Mapping[str, Any]) -> dict[str, Any]:
     # Accept librdkafka names either dotted ("linger.ms") or as Python keywords (linger_ms).
     return {k.replace("_", "."): v for k, v in extra.items()}
+
+
+def make_delivery(
+    settings: ProducerSettings, conf: dict[str, Any], stats: ProducerStats, report: Report
+) -> Delivery:
+    """The delivery mode ``settings`` ask for: spooled with ``spool_dir``, else direct."""
+    mode = DirectDelivery if settings.spool_dir is None else SpooledDelivery
+    return mode(settings, conf, stats, report)
 
 
 class AuditProducer:
