@@ -34,6 +34,7 @@ from decision_audit.worker.model_events import ModelEventBatch, ModelEventIngest
 from decision_audit.worker.retry import Backoff, classify
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.staging import Stager, StagingMismatch
+from decision_audit.worker.startup import wait_for_broker
 from decision_audit.worker.store import (
     CHECKPOINT_COLUMNS,
     INCIDENT_COLUMNS,
@@ -210,6 +211,8 @@ class Worker:
         s = self.settings
         client = self._client or connect(s.clickhouse_url)
         migrate(client, s.database)
+        if not wait_for_broker(s.bootstrap_servers, s.broker_wait, self._stop):
+            return  # stopped while waiting
         if s.create_topics:
             ensure_topics(
                 s.bootstrap_servers,
