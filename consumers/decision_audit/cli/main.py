@@ -32,6 +32,8 @@ WORKER_SWITCHES = {
 }
 """the worker's boolean flags not spelt ``--name/--no-name``"""
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""finish the batch, commit and exit 0"""
 QUIET_LOGGERS = ("clickhouse_connect", "urllib3")
 """they warn of a failed connect (and its retry) that the one-line error reports anyway"""
 
@@ -87,7 +89,8 @@ actor_option = click.option(
 def main() -> None:
     """decision-audit: a tamper-evident audit trail for ML decisions (Kafka → ClickHouse).
 
-    Every option can also be set with a DECISION_AUDIT_<OPTION> environment variable.
+    An option whose help shows [env: DECISION_AUDIT_<OPTION>] can also be set with that
+    environment variable; a flag wins over it.
     """
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -109,7 +112,7 @@ def broker(port: int, host: str) -> None:
     try:
         while b.running:
             time.sleep(0.5)
-        raise ErrorLine(f"broker exited: {b.log_tail(1)}")
+        raise ErrorLine(f"broker exited: {b.failure()}")
     except KeyboardInterrupt:
         pass
     finally:
@@ -146,9 +149,12 @@ def worker(verbose: bool, **flags: Any) -> None:
     _setup_logging(verbose)
     settings = build_settings(WorkerSettings, flags)
     w = Worker(settings)
-    signal.signal(signal.SIGTERM, lambda *_: w.stop())
-    signal.signal(signal.SIGINT, lambda *_: w.stop())
-    stats = w.run()
+    previous = {sig: signal.signal(sig, lambda *_: w.stop()) for sig in STOP_SIGNALS}
+    try:
+        stats = w.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     click.echo(
         f"stored {stats.inserted} events, dropped {stats.duplicates} duplicates, "
         f"quarantined {stats.quarantined_total}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import re
 import socket
 import subprocess
 import tempfile
@@ -13,6 +15,8 @@ from pydantic import Field
 
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.settings import AuditSettings
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class BrokerSettings(AuditSettings):
@@ -30,6 +34,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker binds it
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            fix = (
+                "stop what uses the port or pick another (--port)"
+                if exc.errno == errno.EADDRINUSE
+                else "use an address of this machine (--host 127.0.0.1)"
+            )
+            raise BrokerUnavailable(
+                f"cannot listen on {host}:{port} ({exc.strerror}): {fix}"
+            ) from None
 
 
 def resolve_broker_bin() -> str:
@@ -83,13 +103,14 @@ class LocalBroker:
     def start(self, timeout: float = 15.0) -> LocalBroker:
         if self.running:
             return self
+        _check_port_free(self.host, self.port)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise BrokerUnavailable(
-                    f"tansu exited with {self._proc.returncode}: {self.log_tail()}"
+                    f"tansu exited with {self._proc.returncode}: {self.failure()}"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
@@ -122,6 +143,12 @@ class LocalBroker:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def failure(self) -> str:
+        """The first error line of the broker's log (else its last line), on one line."""
+        lines = [_ANSI.sub("", line).strip() for line in self.log_tail(200).splitlines()]
+        errors = [line for line in lines if "ERROR" in line or line.startswith("error")]
+        return (errors or [line for line in lines if line] or ["no output"])[0]
 
     def close(self) -> None:
         self.stop()
