@@ -228,3 +228,15 @@ def test_report_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert "/proc" in lines[0] and "--html" in lines[0]
+
+
+def test_broker_on_a_port_in_use_is_one_line(broker: LocalBroker) -> None:
+    out = subprocess.run(
+        [*CLI, "broker", "--port", str(broker.port)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{broker.port} (Address already in use): stop what "
+        "uses the port or pick another (--port)"
+    ]

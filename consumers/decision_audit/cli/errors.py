@@ -12,9 +12,11 @@ import sys
 from typing import IO, Any
 
 import click
+from pydantic import ValidationError
 
 from decision_audit.clickhouse.connect import reason
 from decision_audit.contract.errors import DecisionAuditError
+from decision_audit.contract.settings import ENV_PREFIX
 
 
 def one_line(text: str) -> str:
@@ -50,6 +52,10 @@ def explain(exc: BaseException) -> click.ClickException | None:
         if type(exc) is click.ClickException:
             return ErrorLine(exc.format_message())
         return None
+    if isinstance(exc, ValidationError) and exc.title.endswith("Settings"):
+        # Settings read inside a command (the producer's, the access log's): the bad value
+        # came from the environment.
+        return UsageLine("; ".join(_env_problem(e) for e in exc.errors()))
     if isinstance(exc, DecisionAuditError):
         # The root's ValueError children are bad arguments: usage errors, as click's are.
         return UsageLine(str(exc)) if isinstance(exc, ValueError) else ErrorLine(str(exc))
@@ -61,6 +67,12 @@ def explain(exc: BaseException) -> click.ClickException | None:
     if module.startswith(("confluent_kafka", "cimpl")):
         return ErrorLine(f"Kafka: {exc}")
     return None
+
+
+def _env_problem(error: Any) -> str:
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    loc = error["loc"]
+    return f"{ENV_PREFIX}{str(loc[0]).upper()}: {msg}" if loc else msg
 
 
 class AuditGroup(click.Group):

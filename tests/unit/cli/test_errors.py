@@ -11,9 +11,12 @@ import os
 import stat
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
+from pydantic import ValidationError
 
+from decision_audit.cli.errors import explain
 from decision_audit.cli.main import main
 from decision_audit.devtools.tansu_broker import free_port
 
@@ -241,3 +244,36 @@ def test_unknown_option() -> None:
 def test_no_command_still_shows_the_help() -> None:
     result = run()
     assert "Commands:" in result.output and "worker" in result.output
+
+
+# ---------------------------------------------------------------- the boundary itself
+
+
+def test_settings_read_inside_a_command_name_their_env_var() -> None:
+    from decision_audit.audit.access_log import AccessSettings
+
+    with pytest.raises(ValidationError) as info:
+        AccessSettings(actor="")
+    line = explain(info.value)
+    assert isinstance(line, click.UsageError) and line.exit_code == 2
+    assert line.format_message().startswith("DECISION_AUDIT_ACTOR: String should have")
+
+
+def test_file_system_errors_name_the_path() -> None:
+    line = explain(FileNotFoundError(2, "No such file or directory", "/nowhere/x"))
+    assert line is not None and line.exit_code == 1
+    assert "No such file or directory: /nowhere/x" in line.format_message()
+
+
+def test_decision_audit_errors_keep_their_message_on_one_line() -> None:
+    from decision_audit.clickhouse.connect import BadDSN, ClickHouseUnavailable
+
+    bad = explain(BadDSN("bad\nDSN"))
+    assert bad is not None and bad.exit_code == 2 and bad.format_message() == "bad DSN"
+    down = explain(ClickHouseUnavailable("down: start it"))
+    assert down is not None and down.exit_code == 1 and down.format_message() == "down: start it"
+
+
+def test_a_bug_keeps_its_traceback() -> None:
+    assert explain(KeyError("x")) is None
+    assert explain(ValueError("not ours")) is None
