@@ -72,7 +72,7 @@ def _keyring(keys: Path | None) -> Any:
     try:
         return KeyRing.load(keys)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--keys") from None
+        raise click.BadParameter(str(exc).removeprefix("--keys "), param_hint="--keys") from None
 
 
 actor_option = click.option(

@@ -48,3 +48,26 @@ def test_deploy_readme_defaults_are_the_models() -> None:
         assert shown, (var, cell)
         value = TypeAdapter(field.annotation).validate_python(shown[0])
         assert value == field.default, f"DECISION_AUDIT_{var}: documented {cell.strip()}"
+
+
+# `DECISION_AUDIT_X` or `--x`, then at once its value: " (60 s)", ", 300000", " tries (12)".
+PROSE_RE = re.compile(
+    r"`(?:DECISION_AUDIT_(?P<env>[A-Z0-9_]+)|--(?P<flag>[a-z0-9-]+))`"
+    r"(?: tries| seconds)?,? \(?(?P<value>\d[\d_]*(?:\.\d+)?)"
+)
+
+
+def test_readme_prose_defaults_are_the_models() -> None:
+    """Where the README's prose gives a worker setting's value next to its name, it is the
+    model's default."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    checked = 0
+    for m in PROSE_RE.finditer(text):
+        name = (m["env"] or m["flag"] or "").lower().replace("-", "_")
+        field = WorkerSettings.model_fields.get(name)
+        if field is None or not isinstance(field.default, int | float):
+            continue
+        checked += 1
+        documented = float(m["value"].replace("_", ""))
+        assert documented == float(field.default), f"README: {m[0]!r}, default {field.default}"
+    assert checked >= 5, "the README's prose no longer names worker defaults this test can see"
