@@ -145,9 +145,16 @@ def worker(verbose: bool, **flags: Any) -> None:
     cause, with nothing committed past the last stored batch.
     """
     from decision_audit.worker.loop import Worker
+    from decision_audit.worker.startup import listen_problem
 
     _setup_logging(verbose)
     settings = build_settings(WorkerSettings, flags)
+    if settings.metrics_port is not None:
+        problem = listen_problem(
+            settings.metrics_host, settings.metrics_port, "--metrics-port", "--metrics-host"
+        )
+        if problem is not None:
+            raise ErrorLine(f"metrics endpoint: {problem}")
     w = Worker(settings)
     previous = {sig: signal.signal(sig, lambda *_: w.stop()) for sig in STOP_SIGNALS}
     try:

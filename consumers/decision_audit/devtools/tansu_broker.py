@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import re
 import socket
 import subprocess
@@ -15,6 +14,7 @@ from pydantic import Field
 
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.settings import AuditSettings
+from decision_audit.worker.startup import listen_problem
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -34,22 +34,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _check_port_free(host: str, port: int) -> None:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker binds it
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            fix = (
-                "stop what uses the port or pick another (--port)"
-                if exc.errno == errno.EADDRINUSE
-                else "use an address of this machine (--host 127.0.0.1)"
-            )
-            raise BrokerUnavailable(
-                f"cannot listen on {host}:{port} ({exc.strerror}): {fix}"
-            ) from None
 
 
 def resolve_broker_bin() -> str:
@@ -103,7 +87,9 @@ class LocalBroker:
     def start(self, timeout: float = 15.0) -> LocalBroker:
         if self.running:
             return self
-        _check_port_free(self.host, self.port)
+        problem = listen_problem(self.host, self.port, "--port", "--host")
+        if problem is not None:
+            raise BrokerUnavailable(problem)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -1,9 +1,12 @@
-"""Waiting on start for the Kafka broker, so a worker may start before its broker is up."""
+"""Before the loop starts: waiting for the Kafka broker (so a worker may start before its
+broker is up) and checking that an address can be listened on."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import socket
 import threading
 import time
 from typing import Any
@@ -84,6 +87,23 @@ def wait_for_broker(
         if stop is None:
             time.sleep(min(delay, left))
         delay = min(delay * 2, MAX_DELAY)
+
+
+def listen_problem(host: str, port: int, port_flag: str, host_flag: str) -> str | None:
+    """Why a server could not listen on ``host:port`` now, with the fix (the flags name the
+    options that chose them), or None when it could. Binds as servers do (SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            fix = (
+                f"stop what uses the port or pick another ({port_flag})"
+                if exc.errno == errno.EADDRINUSE
+                else f"use an address of this machine ({host_flag})"
+            )
+            return f"cannot listen on {host}:{port} ({exc.strerror}): {fix}"
+    return None
 
 
 def kafka_reason(exc: KafkaException) -> str:

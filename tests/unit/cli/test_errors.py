@@ -8,6 +8,7 @@ do; other failures exit 1.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -277,3 +278,17 @@ def test_decision_audit_errors_keep_their_message_on_one_line() -> None:
 def test_a_bug_keeps_its_traceback() -> None:
     assert explain(KeyError("x")) is None
     assert explain(ValueError("not ours")) is None
+
+
+def test_worker_metrics_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run("worker", "--metrics-host", "127.0.0.1", "--metrics-port", port)
+    one_line(result, 1, f"127.0.0.1:{port}", "Address already in use", "--metrics-port")
+
+
+def test_worker_metrics_host_not_of_this_machine() -> None:
+    result = run("worker", "--metrics-host", "nosuch.invalid", "--metrics-port", "9464")
+    one_line(result, 1, "cannot listen on nosuch.invalid:9464", "--metrics-host")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 
 import pytest
 
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.devtools.tansu_broker import free_port
-from decision_audit.worker.startup import BrokerUnreachable, wait_for_broker
+from decision_audit.worker.startup import BrokerUnreachable, listen_problem, wait_for_broker
 from decision_audit.worker.topics import ensure_topics, missing_topics
 
 
@@ -63,3 +64,16 @@ def test_topic_helpers_name_an_unreachable_broker() -> None:
         missing_topics(bs, ["decisions"], timeout=1)
     with pytest.raises(BrokerUnreachable):
         ensure_topics(bs, {"decisions": 1}, timeout=1)
+
+
+def test_listen_problem_names_the_port_in_use_and_its_flag() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        problem = listen_problem("127.0.0.1", port, "--port", "--host")
+    assert problem == (
+        f"cannot listen on 127.0.0.1:{port} (Address already in use): stop what uses the port "
+        "or pick another (--port)"
+    )
+    assert listen_problem("127.0.0.1", free_port(), "--port", "--host") is None
