@@ -59,11 +59,13 @@ def wait_for_broker(
         "reconnect.backoff.max.ms": 1000,
     }
     admin = AdminClient(config)
+    stop = stop or threading.Event()
     deadline = time.monotonic() + wait
     delay = FIRST_DELAY
     tries = 0
     while True:
         tries += 1
+        reasons.clear()
         try:
             admin.list_topics(timeout=ATTEMPT_TIMEOUT)
         except KafkaException as exc:
@@ -82,10 +84,8 @@ def wait_for_broker(
             reason,
             left,
         )
-        if stop is not None and stop.wait(min(delay, left)):
+        if stop.wait(min(delay, left)):
             return False
-        if stop is None:
-            time.sleep(min(delay, left))
         delay = min(delay * 2, MAX_DELAY)
 
 
