@@ -30,6 +30,7 @@ from decision_audit.worker.received import Received
 from decision_audit.worker.retry import Backoff
 from decision_audit.worker.retrying_store import BatchChanged, RetryingStore, StoreFailed
 from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.startup import wait_for_broker
 from decision_audit.worker.stats import WorkerStats, record_batch
 from decision_audit.worker.store import Store, batch_token
 from decision_audit.worker.topics import ensure_topics, missing_topics
@@ -106,6 +107,8 @@ class Worker:
         s = self.settings
         client = self._client or connect(s.clickhouse_url)
         migrate(client, s.database)
+        if not wait_for_broker(s.bootstrap_servers, s.broker_wait, self._stop):
+            return  # stopped while waiting
         if s.create_topics:
             ensure_topics(
                 s.bootstrap_servers,

@@ -5,40 +5,74 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from decision_audit.clickhouse.settings import ClickHouseSettings
+from decision_audit.contract.keys import KeyRing
 
 
 class WorkerSettings(ClickHouseSettings):
     """Settings of :class:`decision_audit.worker.loop.Worker`."""
 
-    bootstrap_servers: str = Field("localhost:9092", min_length=1)
-    topic: str = Field("decisions", min_length=1)
-    dlq_topic: str = Field("decisions-dlq", min_length=1)
+    bootstrap_servers: str = Field(
+        "localhost:9092", min_length=1, description="Kafka bootstrap servers (host:port,...)"
+    )
+    broker_wait: float = Field(
+        60.0,
+        ge=0,
+        description="seconds to wait on start for the Kafka broker to answer, retrying with "
+        "backoff, before giving up (0: one try)",
+    )
+    topic: str = Field("decisions", min_length=1, description="topic of decision events")
+    dlq_topic: str = Field(
+        "decisions-dlq", min_length=1, description="dead-letter topic of quarantined messages"
+    )
     model_events_topic: str = Field(
         "model-events", min_length=1, description="topic of model-lifecycle events"
     )
-    group: str = Field("decision-audit", min_length=1)
-    batch_size: int = Field(10_000, ge=1, le=1_000_000)
+    group: str = Field(
+        "decision-audit",
+        min_length=1,
+        description="consumer group id (the workers of one group share the partitions)",
+    )
+    batch_size: int = Field(10_000, ge=1, le=1_000_000, description="max events per insert")
     flush_interval: float = Field(
         0.5, gt=0, description="seconds before a partial batch is written"
     )
     exit_when_idle: float | None = Field(
-        None, gt=0, description="exit once assigned, caught up and idle this many seconds"
+        None,
+        gt=0,
+        description="exit once assigned, caught up and idle this many seconds (backfills)",
     )
-    max_event_bytes: int = Field(1_000_000, gt=0, description="larger messages are quarantined")
-    session_timeout_ms: int = Field(6000, ge=1000)
-    create_topics: bool = Field(True, description="create missing topics on start")
+    max_event_bytes: int = Field(
+        1_000_000, gt=0, description="larger messages are quarantined as oversized"
+    )
+    session_timeout_ms: int = Field(
+        6000, ge=1000, description="consumer group session timeout (ms)"
+    )
+    create_topics: bool = Field(
+        True,
+        description="create missing topics on start; off, a missing model-events topic is "
+        "left out with a warning (subscribed while missing, it slows the decisions fetches)",
+    )
     parse_in_clickhouse: bool = Field(
         True,
-        description="let ClickHouse parse and check decision events (off: decode each in Python)",
+        description="let ClickHouse parse and check decision events, or decode each in Python "
+        "(half the throughput, the same checks, no temporary tables)",
     )
-    keys: Path | None = Field(None, description="directory of KEY_ID.pub files to verify with")
-    require_signed: bool = Field(False, description="quarantine events of unsigned chains")
+    keys: Path | None = Field(
+        None,
+        description="directory of trusted KEY_ID.pub keys: checkpoint signatures are verified "
+        "as they arrive",
+    )
+    require_signed: bool = Field(
+        False,
+        description="quarantine events of chains that sign no checkpoints (as unattested), or "
+        "allow them",
+    )
     topic_partitions: int = Field(4, ge=1, description="partitions for topics the worker creates")
     max_poll_interval_ms: int = Field(
-        300_000, ge=1000, description="the group drops a member that does not poll this long"
+        300_000, ge=1000, description="the group drops a member that does not poll this long (ms)"
     )
     prefetch_kbytes: int = Field(
         65536,
@@ -46,25 +80,38 @@ class WorkerSettings(ClickHouseSettings):
         description="cap on messages fetched ahead of the loop (KiB, all partitions)",
     )
     insert_retry_limit: int = Field(
-        12, ge=1, description="tries of one batch's store on transient errors before stopping"
+        12,
+        ge=1,
+        description="tries of a batch's store on transient ClickHouse errors before stopping",
     )
     insert_retry_budget: float = Field(
         300.0, gt=0, description="seconds of retrying one batch before stopping"
     )
     insert_retry_backoff: float = Field(0.5, gt=0, description="first wait between tries (s)")
-    insert_retry_max_backoff: float = Field(30.0, gt=0, description="longest wait between tries")
+    insert_retry_max_backoff: float = Field(
+        30.0, gt=0, description="longest wait between tries (s)"
+    )
     metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="serve /metrics and /healthz on this port (off: None)"
+        None, ge=0, le=65535, description="serve Prometheus /metrics and /healthz on this port"
     )
     metrics_host: str = Field("0.0.0.0", description="address the metrics endpoint binds")
     health_stall_seconds: float = Field(
-        60.0, gt=0, description="/healthz answers 503 after this long without progress"
+        60.0, gt=0, description="/healthz answers 503 after this long without progress (s)"
     )
+
+    @field_validator("keys")
+    @classmethod
+    def _loadable_keys(cls, keys: Path | None) -> Path | None:
+        KeyRing.load(keys)  # a missing directory or a bad .pub file fails here, named
+        return keys
 
     @model_validator(mode="after")
     def _poll_interval_covers_session(self) -> WorkerSettings:
         if self.max_poll_interval_ms < self.session_timeout_ms:
-            raise ValueError("max_poll_interval_ms must be >= session_timeout_ms")
+            raise ValueError(
+                "max_poll_interval_ms must be >= session_timeout_ms: raise "
+                "--max-poll-interval-ms or lower --session-timeout-ms"
+            )
         return self
 
     def consumer_config(self) -> dict[str, object]:
