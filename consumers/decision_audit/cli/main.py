@@ -262,7 +262,7 @@ def query(fmt: str, actor: str | None, sql: str, **flags: Any) -> None:
     Example: decision-audit query "SELECT model_name, count() FROM audit.decisions GROUP BY 1"
     """
     from decision_audit.audit.access_log import record_access
-    from decision_audit.cli.output import render
+    from decision_audit.audit.output import render
 
     s = build_settings(ClickHouseSettings, flags)
     client = open_store(s, require_migrated=False)  # any SQL may run; the log is best effort
