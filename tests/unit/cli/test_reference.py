@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
+from decision_audit.cli.reference import BEGIN, END, with_table, worker_options_table
 from decision_audit.clickhouse.settings import ClickHouseSettings
-from decision_audit.devtools.cli_reference import BEGIN, END, with_table, worker_options_table
 from decision_audit.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -20,7 +20,7 @@ def test_readme_worker_options_are_the_generated_table() -> None:
     assert BEGIN in text and END in text
     assert with_table(text) == text, (
         "README.md's worker options differ from WorkerSettings: run "
-        "`python -m decision_audit.devtools.cli_reference README.md`"
+        "`python -m decision_audit.cli.reference README.md`"
     )
 
 

@@ -1,7 +1,7 @@
 """The README's table of worker options, generated from the ``worker`` command's options (which
 come from :class:`~decision_audit.worker.settings.WorkerSettings`).
 
-``python -m decision_audit.devtools.cli_reference [README.md]`` rewrites the table between the
+``python -m decision_audit.cli.reference [README.md]`` rewrites the table between the
 markers; ``tests/unit/cli/test_reference.py`` fails when the README's table is not this one.
 """
 
@@ -18,7 +18,7 @@ from decision_audit.worker.settings import WorkerSettings
 
 BEGIN = (
     "<!-- worker-options: generated from WorkerSettings by "
-    "`python -m decision_audit.devtools.cli_reference`; edit the settings, not this table -->"
+    "`python -m decision_audit.cli.reference`; edit the settings, not this table -->"
 )
 END = "<!-- /worker-options -->"
 
