@@ -294,6 +294,7 @@ class AuditProducer:
         # The background thread keeps replaying the spool while we wait.
         self._delivery.flush(timeout)
         self._stop.set()
+        self._checkpoint_due.set()  # wakes the background thread at once
         self._poller.join(timeout=5.0)
         remaining = self._delivery.close(max(0.0, deadline - time.monotonic()))
         if remaining or self.stats.failed or self.stats.dropped:
@@ -335,7 +336,9 @@ class AuditProducer:
         while not self._stop.is_set():
             try:
                 if self._signer is None:
-                    self._delivery.service(0.05)
+                    # Waits on the event, so that close() need not wait out a tick.
+                    self._checkpoint_due.wait(0.05)
+                    self._delivery.service(0)
                     continue
                 # Wake at once when the hot path says a checkpoint is due; serve callbacks and
                 # the spool either way.
