@@ -34,6 +34,14 @@ class WorkerSettings(ClickHouseSettings):
         True,
         description="let ClickHouse parse and check decision events (off: decode each in Python)",
     )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL: read messages framed 00 + schema id too "
+        "(none: single-object encoding only)",
+    )
+    schema_registry_timeout: float = Field(
+        10.0, gt=0, description="seconds per Schema Registry request"
+    )
     keys: Path | None = Field(None, description="directory of KEY_ID.pub files to verify with")
     require_signed: bool = Field(False, description="quarantine events of unsigned chains")
     topic_partitions: int = Field(4, ge=1, description="partitions for topics the worker creates")
