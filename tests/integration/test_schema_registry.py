@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -346,3 +348,49 @@ def test_the_clickhouse_fast_path_stages_confluent_framed_events(
     batch = checker.follow(checked)
     assert batch.inserted == 5 and not batch.rejected
     assert registry.get_sample_value("fallbacks_total") == 0
+
+
+class DownThenUp:
+    """The in-memory registry behind a connection refused until :attr:`up` is set (fault
+    injection: a registry that is restarting)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.up = threading.Event()
+
+    def _call(self, name: str, *args: Any) -> Any:
+        if not self.up.is_set():
+            raise ConnectionRefusedError(111, "Connection refused")
+        return getattr(self._real, name)(*args)
+
+    def register_schema(self, subject_name: str, schema: Any) -> Any:
+        return self._call("register_schema", subject_name, schema)
+
+    def lookup_schema(self, subject_name: str, schema: Any) -> Any:
+        return self._call("lookup_schema", subject_name, schema)
+
+    def get_schema(self, schema_id: int) -> Any:
+        return self._call("get_schema", schema_id)
+
+
+def test_the_producer_switches_to_the_registry_once_it_answers(
+    broker: LocalBroker, ch: Any, settings: WorkerSettings, sr: Any
+) -> None:
+    registry = DownThenUp(sr)
+    with _producer(broker, settings, "late", schema_registry=registry) as p:
+        assert p.framing == "single-object"
+        for i in range(10):
+            p.log_decision("m", "1", {"i": i}, "before")
+        registry.up.set()
+        deadline = time.monotonic() + 30
+        while p.framing != "confluent" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.framing == "confluent"
+        for i in range(10):
+            p.log_decision("m", "1", {"i": i}, "after")
+    on_topic = consume_all(broker.bootstrap_servers, settings.topic, expect=20)
+    framings = {m.value()[:1] for m in on_topic}
+    assert framings == {b"\xc3", b"\x00"}
+    stats = _run(settings, ch, sr)
+    assert stats.inserted == 20 and stats.quarantined_total == 0
+    assert TrailVerifier(ch, settings.database, KeyRing()).run().ok

@@ -116,6 +116,8 @@ class RegistryIds:
                 delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
             except Exception as exc:  # the registry's refusal (or a bug): raise or report
+                if self._stop.is_set():
+                    return  # closing: the client may be closed under the request
                 with self._lock:
                     self._error = exc
                     late = self._returned
