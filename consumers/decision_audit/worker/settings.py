@@ -70,6 +70,14 @@ class WorkerSettings(ClickHouseSettings):
         description="quarantine events of chains that sign no checkpoints (as unattested), or "
         "allow them",
     )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL: read messages framed 00 + schema id too "
+        "(none: single-object encoding only)",
+    )
+    schema_registry_timeout: float = Field(
+        10.0, gt=0, description="seconds per Schema Registry request"
+    )
     topic_partitions: int = Field(4, ge=1, description="partitions for topics the worker creates")
     max_poll_interval_ms: int = Field(
         300_000, ge=1000, description="the group drops a member that does not poll this long (ms)"
