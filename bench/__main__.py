@@ -600,7 +600,7 @@ def notes(results: dict[str, Any], sizes: Sizes) -> str:
         r = results["producer"]
         out.append(
             f"producer: {r['calls']:,} timed calls per contestant in {r['rounds']} interleaved "
-            f"rounds; same librdkafka config for ours and bare (idempotent, acks=all, lz4, "
+            f"rounds; same librdkafka config for ours and bare (acks=all, in order, lz4, "
             f"linger.ms=5); dropped={r['ours_dropped']} bare_buffer_full={r['bare_buffer_full']}"
         )
     if "worker" in results:
