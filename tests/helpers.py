@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, Producer
 
@@ -14,6 +14,26 @@ from decision_audit.contract import chain_hash, default_codec, genesis_hash, uui
 from decision_audit.contract.models import utc_now
 from decision_audit.worker.loop import Worker, WorkerStats
 from decision_audit.worker.settings import WorkerSettings
+
+
+class Broker(Protocol):
+    """What tests use of a broker: ``KafkaBroker`` and ``LocalBroker`` (Tansu) both are one."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    def start(self, timeout: float = ...) -> Any: ...
+    def stop(self, timeout: float = ...) -> None: ...
+    def kill(self) -> None: ...
+    def log_tail(self, lines: int = ...) -> str: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+BrokerFactory = Callable[..., Broker]
+"""``broker_factory(port=None, kind=None)``: a started broker of its own for one test."""
 
 
 def event_record(
