@@ -300,8 +300,9 @@ class KafkaBroker:
             "group.consumer.session.timeout.ms": "6000",
             "group.consumer.min.heartbeat.interval.ms": "500",
             "group.consumer.heartbeat.interval.ms": "1000",
-            # 50 offsets partitions cost a second of startup for nothing on one test node.
-            "offsets.topic.num.partitions": "4",
+            # One offsets partition (50 by default): every group has the same coordinator, so
+            # the readiness probe below covers them all, and startup is shorter.
+            "offsets.topic.num.partitions": "1",
         }
         props.update(self.overrides)
         return props
@@ -375,35 +376,55 @@ class KafkaBroker:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        """Until a metadata request lists this broker: it then has its listener open, is
-        registered with the controller and unfenced (a fenced broker is not listed)."""
+        """Until a metadata request lists this broker (then it listens, is registered with the
+        controller and unfenced: a fenced broker is not listed) and the group coordinator
+        answers an offset fetch (it creates, or after a restart loads, ``__consumer_offsets``).
+
+        The second wait also keeps clients off librdkafka's crash on a "coordinator load in
+        progress" answer to the admin ListConsumerGroupOffsets (confluentinc/librdkafka#5040,
+        still in 2.16): a consumer's offset fetch, used here, retries it safely.
+        """
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient(
-            {
-                "bootstrap.servers": self.bootstrap_servers,
-                "log_level": 0,  # connection refused is expected until it listens
-                "reconnect.backoff.max.ms": 200,
-            }
-        )
+        quiet: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "log_level": 0,  # connection refused is expected until it listens
+            "reconnect.backoff.max.ms": 200,
+        }
+        admin = AdminClient(quiet)
+        probe: Consumer | None = None
         deadline = time.monotonic() + timeout
-        while True:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise BrokerUnavailable(
-                    f"kafka exited with {self._proc.returncode}: {self.log_tail()}"
-                )
-            try:
-                if admin.list_topics(timeout=1.0).brokers:
-                    return
-            except Exception as exc:  # KafkaException while it starts
-                log.debug("kafka not ready yet: %s", exc)
-            if time.monotonic() > deadline:
-                raise BrokerUnavailable(
-                    f"kafka did not serve on {self.bootstrap_servers} in {timeout:.0f}s: "
-                    f"{self.log_tail()}"
-                )
-            time.sleep(0.1)
+        try:
+            while True:
+                assert self._proc is not None
+                if self._proc.poll() is not None:
+                    raise BrokerUnavailable(
+                        f"kafka exited with {self._proc.returncode}: {self.log_tail()}"
+                    )
+                try:
+                    if probe is None and admin.list_topics(timeout=1.0).brokers:
+                        probe = Consumer(
+                            {
+                                **quiet,
+                                "group.id": "decision-audit-ready",
+                                "enable.auto.commit": False,
+                            }
+                        )
+                    if probe is not None:
+                        probe.committed([TopicPartition("__consumer_offsets", 0)], timeout=2.0)
+                        return
+                except KafkaException as exc:
+                    log.debug("kafka not ready yet: %s", exc)
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"kafka did not serve on {self.bootstrap_servers} in {timeout:.0f}s: "
+                        f"{self.log_tail()}"
+                    )
+                time.sleep(0.1)
+        finally:
+            if probe is not None:
+                probe.close()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Controlled shutdown (SIGTERM); SIGKILL if it takes longer than ``timeout``."""
