@@ -16,6 +16,7 @@ import base64
 import contextlib
 import ctypes
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -25,9 +26,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pydantic import Field
 
@@ -210,11 +212,21 @@ def cluster_id() -> str:
             return cid
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the broker gets SIGKILL when the process (thread) that started it dies, so a
-    killed test run leaves no JVM behind."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _parent_death_signal() -> Callable[[], None] | None:
+    """Linux: a function for ``preexec_fn`` that has the broker killed (SIGKILL) when the
+    thread that started it dies, so a killed test run leaves no JVM behind. libc is loaded
+    here, in the parent: the child, forked from a threaded process, only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return set_pdeathsig
 
 
 class KafkaBroker:
@@ -366,7 +378,7 @@ class KafkaBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=_parent_death_signal(),
             )
         try:
             self._wait_ready(timeout)
@@ -376,24 +388,34 @@ class KafkaBroker:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        """Until a metadata request lists this broker (then it listens, is registered with the
-        controller and unfenced: a fenced broker is not listed) and the group coordinator
-        answers an offset fetch (it creates, or after a restart loads, ``__consumer_offsets``).
+        """Until the broker serves what clients ask of it first, in this order:
 
-        The second wait also keeps clients off librdkafka's crash on a "coordinator load in
-        progress" answer to the admin ListConsumerGroupOffsets (confluentinc/librdkafka#5040,
-        still in 2.16): a consumer's offset fetch, used here, retries it safely.
+        1. a metadata request lists it: it listens, is registered with the controller and
+           unfenced (a fenced broker is not listed);
+        2. the group coordinator answers an offset fetch: it has created (or, after a restart,
+           loaded) ``__consumer_offsets``. This also keeps clients off librdkafka's crash on a
+           "coordinator load in progress" answer to the admin ListConsumerGroupOffsets
+           (confluentinc/librdkafka#5040, still in 2.16); a consumer's fetch retries it safely;
+        3. an idempotent producer gets its producer id: the first InitProducerId of a fresh or
+           restarted broker is answered "coordinator load in progress" while it fetches a
+           block of ids from the controller, and the client retries after about a second.
         """
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
         from confluent_kafka.admin import AdminClient
 
-        quiet: dict[str, str | int | float | bool] = {
+        quiet: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "log_level": 0,  # connection refused is expected until it listens
             "reconnect.backoff.max.ms": 200,
         }
+        eos: dict[str, Any] = {}
+
+        def on_stats(stats: str) -> None:
+            eos.update(json.loads(stats).get("eos", {}))
+
         admin = AdminClient(quiet)
-        probe: Consumer | None = None
+        consumer: Consumer | None = None
+        producer: Producer | None = None
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -403,17 +425,28 @@ class KafkaBroker:
                         f"kafka exited with {self._proc.returncode}: {self.log_tail()}"
                     )
                 try:
-                    if probe is None and admin.list_topics(timeout=1.0).brokers:
-                        probe = Consumer(
+                    if consumer is None and admin.list_topics(timeout=1.0).brokers:
+                        consumer = Consumer(
                             {
                                 **quiet,
                                 "group.id": "decision-audit-ready",
                                 "enable.auto.commit": False,
                             }
                         )
-                    if probe is not None:
-                        probe.committed([TopicPartition("__consumer_offsets", 0)], timeout=2.0)
-                        return
+                    if consumer is not None and producer is None:
+                        consumer.committed([TopicPartition("__consumer_offsets", 0)], timeout=2.0)
+                        producer = Producer(
+                            {
+                                **quiet,
+                                "enable.idempotence": True,
+                                "statistics.interval.ms": 100,
+                                "stats_cb": on_stats,
+                            }
+                        )
+                    if producer is not None:
+                        producer.poll(0.1)
+                        if eos.get("idemp_state") == "Assigned":
+                            return
                 except KafkaException as exc:
                     log.debug("kafka not ready yet: %s", exc)
                 if time.monotonic() > deadline:
@@ -421,10 +454,13 @@ class KafkaBroker:
                         f"kafka did not serve on {self.bootstrap_servers} in {timeout:.0f}s: "
                         f"{self.log_tail()}"
                     )
-                time.sleep(0.1)
+                if producer is None:
+                    time.sleep(0.1)
         finally:
-            if probe is not None:
-                probe.close()
+            if consumer is not None:
+                consumer.close()
+            if producer is not None:
+                producer.flush(1)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Controlled shutdown (SIGTERM); SIGKILL if it takes longer than ``timeout``."""
