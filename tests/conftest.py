@@ -49,6 +49,9 @@ assert all((ROOT / "tests" / m).is_file() for m in TANSU_SMOKE), "TANSU_SMOKE na
 os.environ.setdefault("DECISION_AUDIT_KAFKA_CACHE", str(ROOT / ".decision-audit" / "kafka"))
 
 
+_CHOSEN = pytest.StashKey[list[str]]()  # the brokers --brokers chose, in BROKERS order
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--brokers",
@@ -68,9 +71,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if unknown or not chosen:
         raise pytest.UsageError(f"--brokers: choose from {', '.join(BROKERS)}, not {chosen}")
     config.stash[_CHOSEN] = [b for b in BROKERS if b in chosen]
-
-
-_CHOSEN = pytest.StashKey[list[str]]()
 
 
 def _brokers_for(config: pytest.Config, item: pytest.Function) -> list[Any]:
