@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -54,6 +55,11 @@ class WorkerSettings(ClickHouseSettings):
         True,
         description="create missing topics on start; off, a missing model-events topic is "
         "left out with a warning (subscribed while missing, it slows the decisions fetches)",
+    )
+    group_protocol: Literal["classic", "consumer"] = Field(
+        "classic",
+        description="consumer-group protocol: classic, or consumer (KIP-848: the broker sets "
+        "the session timeout and heartbeat, session_timeout_ms does not apply)",
     )
     parse_in_clickhouse: bool = Field(
         True,
@@ -125,7 +131,7 @@ class WorkerSettings(ClickHouseSettings):
     def consumer_config(self) -> dict[str, object]:
         """librdkafka consumer settings: manual offset store and commit, bounded prefetch."""
         partition_fetch = max(self.max_event_bytes * 2, 1048576)
-        return {
+        config: dict[str, object] = {
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": self.group,
             "client.id": "decision-audit-worker",
@@ -133,8 +139,6 @@ class WorkerSettings(ClickHouseSettings):
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.session_timeout_ms,
-            "heartbeat.interval.ms": max(self.session_timeout_ms // 3, 500),
             "max.poll.interval.ms": self.max_poll_interval_ms,
             # Prefetch is bounded in bytes across all partitions; one fetch never asks for
             # more than that bound, nor less than one partition's worth.
@@ -142,6 +146,13 @@ class WorkerSettings(ClickHouseSettings):
             "fetch.max.bytes": max(min(52428800, self.prefetch_kbytes * 1024), partition_fetch),
             "max.partition.fetch.bytes": partition_fetch,
         }
+        if self.group_protocol == "consumer":
+            # librdkafka refuses session.timeout.ms and heartbeat.interval.ms here.
+            config["group.protocol"] = "consumer"
+        else:
+            config["session.timeout.ms"] = self.session_timeout_ms
+            config["heartbeat.interval.ms"] = max(self.session_timeout_ms // 3, 500)
+        return config
 
     def dlq_producer_config(self) -> dict[str, object]:
         return {
