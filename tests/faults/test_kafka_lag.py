@@ -117,13 +117,6 @@ def test_lag_and_pending_are_the_true_lag_for_a_known_backlog(
     assert running.error is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker's lag is the cached high watermark minus position (the Tansu "
-    "workaround in worker/loop.py): a paused partition fetches nothing, so events that "
-    "arrive while the store is failing are not counted until it resumes; on Kafka the "
-    "worker can ask ListOffsets",
-)
 def test_lag_counts_events_that_arrive_while_the_partitions_are_paused(
     worker_settings: WorkerSettings, ch: Any
 ) -> None:

@@ -21,7 +21,7 @@ from decision_audit.contract.codec import SingleObjectCodec, default_codec
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.registry_codec import RegistryClient, RegistryCodec
 from decision_audit.worker.batch import BatchChecker
-from decision_audit.worker.broker_workarounds import ConsumerViewLag, OffsetGapGuard
+from decision_audit.worker.broker_workarounds import ConsumerViewLag, OffsetGapGuard, needed
 from decision_audit.worker.dlq import DeadLetters
 from decision_audit.worker.gc_tuning import tuned_gc
 from decision_audit.worker.health import Health, MetricsServer
@@ -152,6 +152,13 @@ class Worker:
             pending=lambda: len(self._pending),
         )
         self._consumer = consumer = Consumer(s.consumer_config())
+        cluster_id = consumer.list_topics(timeout=10).cluster_id
+        self._gaps.enabled = self._lag.enabled = needed(s.broker_workarounds, cluster_id)
+        log.info(
+            "broker cluster %s: Tansu workarounds %s",
+            cluster_id,
+            "on" if self._gaps.enabled else "off",
+        )
         consumer.subscribe(
             topics,
             on_assign=self._on_assign,

@@ -56,6 +56,12 @@ class WorkerSettings(ClickHouseSettings):
         description="create missing topics on start; off, a missing model-events topic is "
         "left out with a warning (subscribed while missing, it slows the decisions fetches)",
     )
+    broker_workarounds: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="workarounds for Tansu's wrong answers (skipped offsets fetched again, lag "
+        "from the consumer's own view): auto turns them on only when the broker's cluster id "
+        "names Tansu",
+    )
     group_protocol: Literal["classic", "consumer"] = Field(
         "classic",
         description="consumer-group protocol: classic, or consumer (KIP-848: the broker sets "
