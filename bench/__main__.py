@@ -156,7 +156,7 @@ def lifecycle_figures(r: dict[str, Any]) -> list[Figure]:
             "ms",
             ours["flush_p50_ms"],
             idem["flush_p50_ms"],
-            "ours, idempotent (earlier default)",
+            "ours without idempotence",
         ),
         Figure(
             "lifecycle.close_p99_ms",
