@@ -303,7 +303,10 @@ def test_service_env_builds_its_settings(
     prefix = cls.model_config["env_prefix"]
     for var, value in ours.items():
         field = var[len(prefix) :].lower()
-        expected = TypeAdapter(cls.model_fields[field].annotation).validate_python(value)
+        if value == "":  # empty variables are ignored: the field keeps its default
+            expected = cls.model_fields[field].default
+        else:
+            expected = TypeAdapter(cls.model_fields[field].annotation).validate_python(value)
         got = getattr(settings, field)
         assert got == expected, f"{service}: {var}={value!r} read as {got!r}"
 
@@ -401,6 +404,32 @@ def test_bootstrap_servers_match_kafka_listeners(
 
 
 # ---------------------------------------------------------------- ClickHouse config
+
+
+def test_schema_registry_profile(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The optional registry stores its schemas in the stack's Kafka, and the worker given
+    SCHEMA_REGISTRY_URL as the compose header says reads the registry's address."""
+    reg = services["schema-registry"]
+    assert reg.get("profiles") == ["registry"]
+    env = env_of(reg)
+    assert env["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == "PLAINTEXT://kafka:9092"
+    assert int(env["SCHEMA_REGISTRY_KAFKASTORE_TOPIC_REPLICATION_FACTOR"]) == 1
+    port = urlsplit(env["SCHEMA_REGISTRY_LISTENERS"]).port
+    assert f"127.0.0.1:{port}:{port}" in reg["ports"]
+    assert reg["depends_on"]["kafka"]["condition"] == "service_healthy"
+    dep = services["worker"]["depends_on"]["schema-registry"]
+    assert dep == {"condition": "service_healthy", "required": False}
+
+    url = f"http://schema-registry:{port}"
+    assert f"SCHEMA_REGISTRY_URL={url} docker compose --profile registry up" in COMPOSE.read_text()
+    raw = env_of(services["worker"])["DECISION_AUDIT_SCHEMA_REGISTRY_URL"]
+    given = {**FAKE_ENV, "SCHEMA_REGISTRY_URL": url}
+    monkeypatch.setenv("DECISION_AUDIT_SCHEMA_REGISTRY_URL", interpolate(raw, given))
+    assert WorkerSettings().schema_registry_url == url
+    monkeypatch.setenv("DECISION_AUDIT_SCHEMA_REGISTRY_URL", interpolate(raw))
+    assert WorkerSettings().schema_registry_url is None
 
 
 def test_deploy_xml_files_parse() -> None:
