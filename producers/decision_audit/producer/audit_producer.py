@@ -20,10 +20,10 @@ from decision_audit.producer.chain import ChainState, ChainWriter
 from decision_audit.producer.delivery import Delivery, DeliveryProblem, ProducerStats, Report
 from decision_audit.producer.direct_delivery import DirectDelivery
 from decision_audit.producer.lifecycle import model_event_record
-from decision_audit.producer.redaction import RedactionPolicy, Redactor
+from decision_audit.producer.redaction import EventBox, RedactionPolicy, Redactor, Sealer
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.producer.signing import Signer
-from decision_audit.producer.spool import SpoolFull
+from decision_audit.producer.spool import SpoolFull, SpoolRecord
 from decision_audit.producer.spooled_delivery import SpooledDelivery
 
 log = logging.getLogger("decision_audit.producer")
@@ -34,6 +34,26 @@ __all__ = ["EVENT_HASH_HEADER", "AuditProducer", "DeliveryProblem", "ProducerSta
 def _kafka_conf(extra: Mapping[str, Any]) -> dict[str, Any]:
     # Accept librdkafka names either dotted ("linger.ms") or as Python keywords (linger_ms).
     return {k.replace("_", "."): v for k, v in extra.items()}
+
+
+def _sealer(redactor: Redactor | None, settings: ProducerSettings) -> Sealer | None:
+    """The key store sealer a policy with ``encrypt`` rules needs (None without them)."""
+    if redactor is None or not redactor.encrypts:
+        return None
+    if settings.keystore_public_key is None:
+        raise ValueError(
+            f"redaction policy {redactor.policy_ref} has encrypt rule(s) "
+            f"{', '.join(redactor.policy.encrypt_paths)}: pass keystore_public_key= "
+            "(DECISION_AUDIT_KEYSTORE_PUBLIC_KEY), the key store's KEY_ID.pub from "
+            "`decision-audit keystore keygen`"
+        )
+    try:
+        from decision_audit.producer.sealing import KeystoreSealer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "encrypt rules need the cryptography package: pip install 'decision-audit[signing]'"
+        ) from exc
+    return KeystoreSealer(settings.keystore_public_key)
 
 
 def make_delivery(
@@ -87,6 +107,8 @@ class AuditProducer:
         spool_fsync: str | None = None,
         spool_fsync_interval: float | None = None,
         spool_after: float | None = None,
+        keystore_public_key: str | os.PathLike[str] | None = None,
+        keys_topic: str | None = None,
         **kafka_config: Any,
     ) -> None:
         given: dict[str, Any] = {
@@ -110,6 +132,8 @@ class AuditProducer:
             "spool_fsync": spool_fsync,
             "spool_fsync_interval": spool_fsync_interval,
             "spool_after": spool_after,
+            "keystore_public_key": keystore_public_key,
+            "keys_topic": keys_topic,
         }
         if redaction is not None and not isinstance(redaction, RedactionPolicy):
             given["redaction_policy"] = redaction
@@ -125,6 +149,7 @@ class AuditProducer:
         )
         secret = st.redaction_secret.get_secret_value().encode() if st.redaction_secret else None
         self._redactor: Redactor | None = policy.compile(secret) if policy else None
+        self._sealer = _sealer(self._redactor, st)
         codec = codec or default_codec()
         registry = codec.registry
         schema = (
@@ -139,6 +164,8 @@ class AuditProducer:
         conf.update(_kafka_conf(kafka_config))
         conf.setdefault("logger", logging.getLogger("decision_audit.kafka"))
         self._delivery = make_delivery(st, conf, self.stats, self._report)
+        self._codec = codec
+        self._key_schema = registry.latest("subject_key") if self._sealer else None
         self._closed = threading.Event()
         self._stop = threading.Event()
         self._poller = threading.Thread(
@@ -209,14 +236,23 @@ class AuditProducer:
         explanation: Any = None,
         tags: Mapping[str, str] | None = None,
         occurred_at: datetime | None = None,
+        subject_id: str | None = None,
     ) -> str:
-        """Record one decision; returns its event id (a UUIDv7 string)."""
+        """Record one decision; returns its event id (a UUIDv7 string).
+
+        ``subject_id`` names the data subject whose input fields the policy's ``encrypt``
+        rules encrypt (else the policy's ``subject`` input path does); ignored without them.
+        """
         if self._closed.is_set():
             raise RuntimeError("AuditProducer is closed")
-        if self._redactor is not None and isinstance(inputs, Mapping):
-            inputs = self._redactor.apply(inputs)
         now_ms = time.time_ns() // 1_000_000
         event_id = uuid7_str(now_ms)
+        box = None
+        if self._redactor is not None and isinstance(inputs, Mapping):
+            if self._sealer is None:
+                inputs = self._redactor.apply(inputs)
+            else:
+                inputs, box = self._redactor.seal(inputs, self._sealer, event_id, subject_id)
         record = decision_record(
             event_id=event_id,
             occurred_at=now_ms if occurred_at is None else occurred_at,
@@ -237,6 +273,8 @@ class AuditProducer:
             tags=tags,
             redaction_policy=None if self._redactor is None else self._redactor.policy_ref,
         )
+        if box is not None:
+            self._send_key(box, now_ms if occurred_at is None else occurred_at)
         self._decisions.write(record)
         return event_id
 
@@ -319,6 +357,22 @@ class AuditProducer:
         self.close()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _send_key(self, box: EventBox, occurred_at: datetime | int) -> None:
+        """Send an event's sealed data key to the keys topic (before the event: a decision
+        seen in the store usually has its key filed). A dropped key is reported; the event
+        is still recorded, its encrypted fields unreadable."""
+        assert self._key_schema is not None
+        st = self.settings
+        value = self._codec.encode(self._key_schema, box.key_record(occurred_at, st.producer_id))
+        message = SpoolRecord(st.keys_topic, st.producer_id.encode(), value, ())
+        problem = self._delivery.send(message, None)
+        if problem is not None:
+            self._report(
+                DeliveryProblem(
+                    "dropped", f"data key of event {box.event_id}: {problem}", st.producer_id
+                )
+            )
 
     def _report(self, problem: DeliveryProblem) -> None:
         log.error(

@@ -1,0 +1,322 @@
+"""The key filer: sealed data keys from the keys topic into the key store table.
+
+Producers whose redaction policy has ``encrypt`` rules send each event's data key, sealed to
+the key store's X25519 public key (decision_audit.contract.sealing), to the keys topic. The
+:class:`KeyFiler` consumes that topic in its own consumer group and inserts each key into
+``subject_keys`` under its subject hash. It opens nothing: it never holds the key store's
+private key, and it logs no key bytes.
+
+A key whose subject was erased after the decision it opens (an ``erasures`` row with
+``erased_at`` at or after its ``occurred_at``) is refused, so a redelivered or late key
+cannot undo an erasure; after each insert the filer looks again and deletes what an erasure
+that ran meanwhile covers. Offsets are committed only after the batch is stored; a
+redelivered batch is dropped by its insert deduplication token.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from pydantic import Field
+
+from decision_audit.clickhouse.connect import connect, redact_dsn
+from decision_audit.clickhouse.migrate import migrate
+from decision_audit.clickhouse.settings import ClickHouseSettings
+from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
+from decision_audit.contract.fields import SUBJECT_KEY
+from decision_audit.contract.sealing import DATA_KEY_BYTES, NONCE_BYTES, SUBJECT_HASH_RE
+from decision_audit.worker.offsets import commit_stored
+from decision_audit.worker.received import Received
+from decision_audit.worker.startup import kafka_reason, wait_for_broker
+from decision_audit.worker.store import batch_token
+from decision_audit.worker.topics import TopicNotCreated
+
+log = logging.getLogger("decision_audit.keystore")
+
+KEY_COLUMNS = SUBJECT_KEY.written
+"""the columns of ``subject_keys`` the filer writes (contract/fields.py)"""
+SEALED_BYTES = DATA_KEY_BYTES + 16
+"""a sealed data key: the key and its AES-GCM tag"""
+
+
+class KeyFilerSettings(ClickHouseSettings):
+    """Settings of :class:`KeyFiler` (``decision-audit keystore file``)."""
+
+    bootstrap_servers: str = Field(
+        "localhost:9092", min_length=1, description="Kafka bootstrap servers (host:port,...)"
+    )
+    broker_wait: float = Field(
+        60.0, ge=0, description="seconds to wait on start for the Kafka broker to answer"
+    )
+    keys_topic: str = Field("decision-keys", min_length=1, description="topic of sealed keys")
+    group: str = Field(
+        "decision-audit-keys", min_length=1, description="consumer group id of the key filers"
+    )
+    batch_size: int = Field(10_000, ge=1, le=100_000, description="max keys per insert")
+    flush_interval: float = Field(0.5, gt=0, description="seconds a poll waits for keys")
+    exit_when_idle: float | None = Field(
+        None, gt=0, description="exit once assigned, caught up and idle this many seconds"
+    )
+    session_timeout_ms: int = Field(
+        6000, ge=1000, description="consumer group session timeout (ms)"
+    )
+    create_topics: bool = Field(True, description="create the keys topic if it is missing")
+    topic_partitions: int = Field(4, ge=1, description="partitions of a keys topic it creates")
+    keys_retention_hours: float = Field(
+        24.0,
+        gt=0,
+        description="retention of a keys topic it creates: how long a sealed key also stays "
+        "in Kafka (erasure cannot reach it there)",
+    )
+
+    def consumer_config(self) -> dict[str, object]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group,
+            "client.id": "decision-audit-key-filer",
+            "logger": logging.getLogger("decision_audit.kafka"),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(self.session_timeout_ms // 3, 500),
+        }
+
+
+@dataclass
+class FilerStats:
+    consumed: int = 0
+    filed: int = 0
+    """keys inserted (a redelivered batch is dropped by ClickHouse and counted again)"""
+    refused: int = 0
+    """keys of subjects erased after their decision: never filed, or deleted again"""
+    malformed: int = 0
+    """messages that are not a valid sealed key (logged with partition and offset)"""
+
+
+def ensure_keys_topic(
+    bootstrap_servers: str, topic: str, partitions: int, retention_hours: float
+) -> None:
+    """Create the keys topic if missing, with a bounded retention."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    try:
+        existing = admin.list_topics(timeout=15).topics
+    except KafkaException as exc:
+        raise TopicNotCreated(f"cannot list topics at {bootstrap_servers}: {exc}") from exc
+    if topic in existing:
+        return
+    config = {"retention.ms": str(int(retention_hours * 3_600_000))}
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config)
+    for name, fut in admin.create_topics([new], operation_timeout=15).items():
+        try:
+            fut.result(15)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise TopicNotCreated(
+                f"cannot create topic {name!r} at {bootstrap_servers}: {kafka_reason(exc)}. "
+                "Create it yourself (with a short retention.ms) and pass --no-create-topics"
+            ) from exc
+
+
+class KeyFiler:
+    """Consumes the keys topic and files each sealed key in ``subject_keys``."""
+
+    def __init__(
+        self,
+        settings: KeyFilerSettings,
+        *,
+        client: Any | None = None,
+        codec: SingleObjectCodec | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stats = FilerStats()
+        self._client = client
+        self._codec = codec or default_codec()
+        self._stop = threading.Event()
+        self._assigned = False
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit and return (safe from signal handlers)."""
+        self._stop.set()
+
+    def run(self) -> FilerStats:
+        s = self.settings
+        client = self._client or connect(s.clickhouse_url)
+        migrate(client, s.database)
+        if not wait_for_broker(s.bootstrap_servers, s.broker_wait, self._stop):
+            return self.stats
+        if s.create_topics:
+            ensure_keys_topic(
+                s.bootstrap_servers, s.keys_topic, s.topic_partitions, s.keys_retention_hours
+            )
+        consumer = Consumer(s.consumer_config())
+        consumer.subscribe([s.keys_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info(
+            "key filer started: topic=%s group=%s store=%s database=%s",
+            s.keys_topic,
+            s.group,
+            redact_dsn(s.clickhouse_url),
+            s.database,
+        )
+        try:
+            self._loop(consumer, client)
+        finally:
+            consumer.close()
+            st = self.stats
+            log.info(
+                "key filer stopped: consumed=%d filed=%d refused=%d malformed=%d",
+                st.consumed,
+                st.filed,
+                st.refused,
+                st.malformed,
+            )
+        return self.stats
+
+    def _on_assign(self, _c: Consumer, _p: list[TopicPartition]) -> None:
+        self._assigned = True
+
+    def _on_revoke(self, _c: Consumer, _p: list[TopicPartition]) -> None:
+        self._assigned = False  # nothing is held between polls: each batch is stored at once
+
+    def _loop(self, consumer: Consumer, client: Any) -> None:
+        s = self.settings
+        last = time.monotonic()
+        while not self._stop.is_set():
+            messages = consumer.consume(num_messages=s.batch_size, timeout=s.flush_interval)
+            good: list[Received] = []
+            for m in messages:
+                err = m.error()
+                if err is None:
+                    good.append(Received.of(m))
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    if err.fatal():
+                        raise KafkaException(err)
+                    log.warning("consumer error: %s", err)
+            now = time.monotonic()
+            if good:
+                self.file(client, good)
+                commit_stored(consumer, good)
+                last = time.monotonic()
+            elif not self._assigned:
+                last = now
+            elif s.exit_when_idle is not None and now - last >= s.exit_when_idle:
+                log.info("idle for %.1fs with every key filed: exiting", s.exit_when_idle)
+                return
+
+    # -- one batch --------------------------------------------------------------------------
+
+    def file(self, client: Any, messages: list[Received]) -> None:
+        """Store one batch of consumed messages (the rows of erased subjects left out)."""
+        db = self.settings.database
+        self.stats.consumed += len(messages)
+        rows: list[list[Any]] = []
+        for m in messages:
+            row = self._row(m)
+            if row is not None:
+                rows.append(row)
+        subjects = sorted({str(r[2]) for r in rows})
+        erased = _erased_at(client, db, subjects)
+        kept = [r for r in rows if not _covered(erased, r)]
+        self.stats.refused += len(rows) - len(kept)
+        if kept:
+            token = batch_token(
+                self.settings.keys_topic,
+                [m.partition for m in messages],
+                [m.offset for m in messages],
+                [m.value for m in messages],
+            )
+            client.insert(
+                f"{db}.subject_keys",
+                kept,
+                column_names=list(KEY_COLUMNS),
+                settings={"async_insert": 0, "insert_deduplication_token": token},
+            )
+            self.stats.filed += len(kept)
+            self._sweep(client, kept, erased)
+
+    def _sweep(self, client: Any, kept: list[list[Any]], seen: dict[str, datetime]) -> None:
+        """Delete what an erasure that ran during the insert covers (erase records itself
+        before it deletes, so either it or this sweep removes a key filed meanwhile)."""
+        db = self.settings.database
+        now = _erased_at(client, db, sorted({str(r[2]) for r in kept}))
+        for sub, at in now.items():
+            if seen.get(sub) == at:
+                continue
+            covered = [r for r in kept if r[2] == sub and r[1] <= at]
+            if not covered:
+                continue
+            client.command(
+                f"ALTER TABLE {db}.subject_keys DELETE WHERE subject_hash = {{s:String}} "
+                "AND occurred_at <= {t:DateTime64(3, 'UTC')}",
+                parameters={"s": sub, "t": at},
+                settings={"mutations_sync": 2},
+            )
+            self.stats.refused += len(covered)
+            self.stats.filed -= len(covered)
+            log.info("deleted %d key(s) filed while their subject was erased", len(covered))
+
+    def _row(self, m: Received) -> list[Any] | None:
+        where = f"{m.topic}[{m.partition}]@{m.offset}"
+        try:
+            decoded = self._codec.decode(m.value or b"")
+        except CodecError as exc:
+            return self._malformed(where, exc.detail)
+        r = decoded.record
+        if decoded.writer.name != SUBJECT_KEY.schema:
+            return self._malformed(where, f"a {decoded.writer.name} record, not a sealed key")
+        try:
+            event_id = uuid.UUID(r["event_id"])
+        except ValueError:
+            return self._malformed(where, "event_id is not a UUID")
+        if not SUBJECT_HASH_RE.match(r["subject_hash"]):
+            return self._malformed(where, "subject_hash is not 64 hex digits")
+        if (len(r["ephemeral_key"]), len(r["nonce"]), len(r["sealed_key"])) != (
+            32,
+            NONCE_BYTES,
+            SEALED_BYTES,
+        ):
+            return self._malformed(where, "ephemeral key, nonce or sealed key of the wrong size")
+        return [
+            event_id,
+            r["occurred_at"],
+            r["subject_hash"],
+            r["keystore_key_id"],
+            r["ephemeral_key"],
+            r["nonce"],
+            r["sealed_key"],
+            r["producer_id"],
+            m.partition,
+            m.offset,
+        ]
+
+    def _malformed(self, where: str, why: str) -> list[Any] | None:
+        self.stats.malformed += 1
+        log.warning("not filed: message %s is not a sealed key: %s", where, why)
+        return None
+
+
+def _erased_at(client: Any, database: str, subjects: list[str]) -> dict[str, datetime]:
+    """The latest erasure of each of ``subjects`` that has one."""
+    if not subjects:
+        return {}
+    rows = client.query(
+        f"SELECT subject_hash, max(erased_at) FROM {database}.erasures "
+        "WHERE subject_hash IN {s:Array(String)} GROUP BY subject_hash",
+        parameters={"s": subjects},
+    ).result_rows
+    return {str(sub): at for sub, at in rows}
+
+
+def _covered(erased: dict[str, datetime], row: list[Any]) -> bool:
+    at = erased.get(row[2])
+    return at is not None and row[1] <= at
