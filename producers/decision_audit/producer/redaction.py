@@ -30,8 +30,9 @@ Subject
     ``encrypt`` rules encrypt under a key tied to the data subject the event is about: its
     id is read from the input path ``subject`` of the policy (before redaction; a string or
     an integer), or passed to :meth:`Redactor.seal` (``log_decision(..., subject_id=...)``).
-    The id itself must not stay in the clear: ``subject`` must be covered by a rule of its
-    own (``hash`` keeps it joinable, as the key store files keys under the same HMAC).
+    Ids are compared as text (an integer 42 is the subject ``"42"``). The id itself must not
+    stay in the clear: ``subject`` must be covered by a rule of its own (``hash`` of a string
+    id writes the very HMAC the key store files the subject's keys under).
 
 Overlaps
     When one rule's path is a prefix of another's, the shorter one applies to the whole
