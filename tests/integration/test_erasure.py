@@ -30,7 +30,7 @@ from decision_audit.worker.keystore import FilerStats, KeyFiler, KeyFilerSetting
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
 from tests.faults.procs import wait_for
-from tests.helpers import consume_all, count, run_worker
+from tests.helpers import consume_all, count, craft_chain, run_worker, send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -253,6 +253,17 @@ def test_erase_one_subject_among_many(
     again = trail.erase("s-2")
     assert again.exit_code == 0, again.output
     assert "already erased on" in again.output and "nothing to do" in again.output
+    by_hash = trail.cli(
+        "erase",
+        "--subject-hash",
+        sub2,
+        "--reason",
+        "restored a backup",
+        "--keystore-key",
+        str(trail.private),
+        secret=None,
+    )
+    assert by_hash.exit_code == 0 and "already erased on" in by_hash.output, by_hash.output
     assert count(ch, f"SELECT count() FROM {db}.erasures") == 1
 
     # The keys topic still holds the sealed keys until its retention passes: filed again
@@ -263,7 +274,7 @@ def test_erase_one_subject_among_many(
 
 
 def test_unknown_subject_and_bad_key_store_keys_lose_nothing(
-    ch: Any, database: str, trail: Trail, tmp_path: Path
+    broker: LocalBroker, ch: Any, database: str, trail: Trail, tmp_path: Path
 ) -> None:
     db = database
     keys_before = count(ch, f"SELECT count() FROM {db}.subject_keys FINAL")
@@ -311,6 +322,18 @@ def test_unknown_subject_and_bad_key_store_keys_lose_nothing(
     )
     nothing_lost(no_secret)
     assert "DECISION_AUDIT_REDACTION_SECRET" in no_secret.output
+    both = trail.erase("s-1", "--subject-hash", "ab" * 32)
+    nothing_lost(both)
+    assert "either --subject or --subject-hash" in both.output
     empty = trail.erase("s-1", "--reason", " ")
     nothing_lost(empty)
     assert "--reason must say why" in empty.output
+
+    # What is not a sealed key on the keys topic is logged and counted, never filed; the keys
+    # filed again (a new group) collapse onto the ones on file.
+    decision = craft_chain("intruder", 1)[0][0]
+    hostile = [(None, b"junk", None), (None, decision, None)]
+    send_raw(broker.bootstrap_servers, trail.keys_topic, hostile)
+    stats = _filer(broker, trail, ch)
+    assert (stats.filed, stats.malformed, stats.refused) == (keys_before, 2, 0)
+    assert count(ch, f"SELECT count() FROM {db}.subject_keys FINAL") == keys_before

@@ -501,7 +501,12 @@ def keystore_file(verbose: bool, **flags: Any) -> None:
 
 @main.command()
 @store_options
-@click.option("--subject", required=True, help="the data subject's id, as the producers saw it")
+@click.option("--subject", help="the data subject's id, as the producers saw it")
+@click.option(
+    "--subject-hash",
+    help="the subject's keyed hash instead (as in audit.erasures; needs no secret), e.g. to "
+    "erase again after restoring a backup",
+)
 @click.option("--reason", required=True, help="why (e.g. the erasure request's reference)")
 @click.option(
     "--actor", help=f"who erases, for the record. [env: {ENV}ACTOR; default: the OS user]"
@@ -512,7 +517,14 @@ def keystore_file(verbose: bool, **flags: Any) -> None:
     required=True,
     help="the key store's private KEY_ID.key: nothing is erased unless it opens every key",
 )
-def erase(subject: str, reason: str, actor: str | None, keystore_key: Path, **flags: Any) -> None:
+def erase(
+    subject: str | None,
+    subject_hash: str | None,
+    reason: str,
+    actor: str | None,
+    keystore_key: Path,
+    **flags: Any,
+) -> None:
     """Erase a data subject: destroy the keys of its encrypted input fields.
 
     The decisions stay (verify still passes: the hash covers the ciphertext); their
@@ -523,17 +535,26 @@ def erase(subject: str, reason: str, actor: str | None, keystore_key: Path, **fl
     """
     from decision_audit.audit.access_log import AccessSettings
     from decision_audit.audit.erasure import SubjectSecret, erase_subject
-    from decision_audit.contract.sealing import subject_hash
+    from decision_audit.contract.sealing import SUBJECT_HASH_RE
+    from decision_audit.contract.sealing import subject_hash as keyed_hash
 
     s = build_settings(ClickHouseSettings, flags)
+    if (subject is None) == (subject_hash is None):
+        raise click.UsageError("name the subject with either --subject or --subject-hash")
     key = _keystore_key(keystore_key)
-    secret = SubjectSecret().redaction_secret
-    if secret is None or not secret.get_secret_value():
-        raise click.UsageError(
-            f"set {ENV}REDACTION_SECRET to the producers' redaction secret: a subject's keys "
-            "are filed under the keyed hash of its id"
-        )
-    sub = subject_hash(secret.get_secret_value().encode(), subject)
+    if subject_hash is not None:
+        if not SUBJECT_HASH_RE.match(subject_hash):
+            raise click.BadParameter("64 lowercase hex digits", param_hint="--subject-hash")
+        sub = subject_hash
+    else:
+        secret = SubjectSecret().redaction_secret
+        if secret is None or not secret.get_secret_value():
+            raise click.UsageError(
+                f"set {ENV}REDACTION_SECRET to the producers' redaction secret: a subject's "
+                "keys are filed under the keyed hash of its id (or pass --subject-hash)"
+            )
+        assert subject is not None
+        sub = keyed_hash(secret.get_secret_value().encode(), subject)
     who = actor or AccessSettings().actor
     client = open_store(s)
     outcome = erase_subject(client, s.database, sub, key, actor=who, reason=reason)
