@@ -87,11 +87,11 @@ def _filer(broker: LocalBroker, trail: Trail, ch: Any, group: str | None = None)
         clickhouse_url=trail.dsn,
         database=trail.database,
         keys_topic=trail.keys_topic,
-        group=group or f"k-{uuid.uuid4().hex[:8]}",
-        flush_interval=0.2,
-        exit_when_idle=1.5,
-        session_timeout_ms=2000,
-        create_topics=False,
+        keys_group=group or f"k-{uuid.uuid4().hex[:8]}",
+        keys_flush_interval=0.2,
+        keys_exit_when_idle=1.5,
+        keys_session_timeout_ms=2000,
+        keys_create_topic=False,
     )
     return KeyFiler(settings, client=ch).run()
 

@@ -22,6 +22,7 @@ from decision_audit.clickhouse.settings import ClickHouseSettings
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.settings import ENV_PREFIX
 from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.worker.keystore import KeyFilerSettings
 from decision_audit.worker.settings import WorkerSettings
 
 ENV = ENV_PREFIX
@@ -467,14 +468,8 @@ def keystore_keygen(out: Path, key_id: str | None) -> None:
     click.echo(f"key id:      {kid}\nprivate key: {private}\npublic key:  {public}")
 
 
-def _filer_settings() -> Any:
-    from decision_audit.worker.keystore import KeyFilerSettings
-
-    return KeyFilerSettings
-
-
 @keystore.command("file")
-@settings_options(_filer_settings())
+@settings_options(KeyFilerSettings)
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 def keystore_file(verbose: bool, **flags: Any) -> None:
     """File the sealed data keys of the keys topic in the key store table (subject_keys).
@@ -485,7 +480,7 @@ def keystore_file(verbose: bool, **flags: Any) -> None:
     from decision_audit.worker.keystore import KeyFiler
 
     _setup_logging(verbose)
-    filer = KeyFiler(build_settings(_filer_settings(), flags))
+    filer = KeyFiler(build_settings(KeyFilerSettings, flags))
     previous = {sig: signal.signal(sig, lambda *_: filer.stop()) for sig in STOP_SIGNALS}
     try:
         stats = filer.run()

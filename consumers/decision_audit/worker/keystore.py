@@ -58,19 +58,19 @@ class KeyFilerSettings(ClickHouseSettings):
         60.0, ge=0, description="seconds to wait on start for the Kafka broker to answer"
     )
     keys_topic: str = Field("decision-keys", min_length=1, description="topic of sealed keys")
-    group: str = Field(
+    keys_group: str = Field(
         "decision-audit-keys", min_length=1, description="consumer group id of the key filers"
     )
-    batch_size: int = Field(10_000, ge=1, le=100_000, description="max keys per insert")
-    flush_interval: float = Field(0.5, gt=0, description="seconds a poll waits for keys")
-    exit_when_idle: float | None = Field(
+    keys_batch_size: int = Field(10_000, ge=1, le=100_000, description="max keys per insert")
+    keys_flush_interval: float = Field(0.5, gt=0, description="seconds a poll waits for keys")
+    keys_exit_when_idle: float | None = Field(
         None, gt=0, description="exit once assigned, caught up and idle this many seconds"
     )
-    session_timeout_ms: int = Field(
+    keys_session_timeout_ms: int = Field(
         6000, ge=1000, description="consumer group session timeout (ms)"
     )
-    create_topics: bool = Field(True, description="create the keys topic if it is missing")
-    topic_partitions: int = Field(4, ge=1, description="partitions of a keys topic it creates")
+    keys_create_topic: bool = Field(True, description="create the keys topic if it is missing")
+    keys_topic_partitions: int = Field(4, ge=1, description="partitions of a keys topic it creates")
     keys_retention_hours: float = Field(
         24.0,
         gt=0,
@@ -81,14 +81,14 @@ class KeyFilerSettings(ClickHouseSettings):
     def consumer_config(self) -> dict[str, object]:
         return {
             "bootstrap.servers": self.bootstrap_servers,
-            "group.id": self.group,
+            "group.id": self.keys_group,
             "client.id": "decision-audit-key-filer",
             "logger": logging.getLogger("decision_audit.kafka"),
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.session_timeout_ms,
-            "heartbeat.interval.ms": max(self.session_timeout_ms // 3, 500),
+            "session.timeout.ms": self.keys_session_timeout_ms,
+            "heartbeat.interval.ms": max(self.keys_session_timeout_ms // 3, 500),
         }
 
 
@@ -124,7 +124,7 @@ def ensure_keys_topic(
                 continue
             raise TopicNotCreated(
                 f"cannot create topic {name!r} at {bootstrap_servers}: {kafka_reason(exc)}. "
-                "Create it yourself (with a short retention.ms) and pass --no-create-topics"
+                "Create it yourself (with a short retention.ms) and pass --no-keys-create-topic"
             ) from exc
 
 
@@ -155,16 +155,16 @@ class KeyFiler:
         migrate(client, s.database)
         if not wait_for_broker(s.bootstrap_servers, s.broker_wait, self._stop):
             return self.stats
-        if s.create_topics:
+        if s.keys_create_topic:
             ensure_keys_topic(
-                s.bootstrap_servers, s.keys_topic, s.topic_partitions, s.keys_retention_hours
+                s.bootstrap_servers, s.keys_topic, s.keys_topic_partitions, s.keys_retention_hours
             )
         consumer = Consumer(s.consumer_config())
         consumer.subscribe([s.keys_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info(
             "key filer started: topic=%s group=%s store=%s database=%s",
             s.keys_topic,
-            s.group,
+            s.keys_group,
             redact_dsn(s.clickhouse_url),
             s.database,
         )
@@ -192,7 +192,7 @@ class KeyFiler:
         s = self.settings
         last = time.monotonic()
         while not self._stop.is_set():
-            messages = consumer.consume(num_messages=s.batch_size, timeout=s.flush_interval)
+            messages = consumer.consume(s.keys_batch_size, s.keys_flush_interval)
             good: list[Received] = []
             for m in messages:
                 err = m.error()
@@ -209,8 +209,8 @@ class KeyFiler:
                 last = time.monotonic()
             elif not self._assigned:
                 last = now
-            elif s.exit_when_idle is not None and now - last >= s.exit_when_idle:
-                log.info("idle for %.1fs with every key filed: exiting", s.exit_when_idle)
+            elif s.keys_exit_when_idle is not None and now - last >= s.keys_exit_when_idle:
+                log.info("idle for %.1fs with every key filed: exiting", s.keys_exit_when_idle)
                 return
 
     # -- one batch --------------------------------------------------------------------------
