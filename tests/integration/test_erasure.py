@@ -12,6 +12,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,14 @@ from decision_audit.audit.keystore import KeystoreKey, decrypt_inputs
 from decision_audit.audit.trace import Tracer
 from decision_audit.audit.verify import TrailVerifier
 from decision_audit.cli.main import main
+from decision_audit.contract import default_codec
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.sealing import generate_keystore_keypair, subject_hash
 from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.producer.sealing import KeystoreSealer
+from decision_audit.worker import keystore as filer_module
 from decision_audit.worker.keystore import FilerStats, KeyFiler, KeyFilerSettings
+from decision_audit.worker.received import Received
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
 from tests.faults.procs import wait_for
@@ -337,3 +342,38 @@ def test_unknown_subject_and_bad_key_store_keys_lose_nothing(
     stats = _filer(broker, trail, ch)
     assert (stats.filed, stats.malformed, stats.refused) == (keys_before, 2, 0)
     assert count(ch, f"SELECT count() FROM {db}.subject_keys FINAL") == keys_before
+
+
+def test_a_key_filed_while_its_subject_is_erased_is_deleted_again(
+    ch: Any, chdb_dir: Path, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: the filer looked for erasures before an erase recorded itself, and inserts
+    after the erase deleted. Its sweep after the insert deletes what the erasure covers."""
+    _, public = generate_keystore_keypair(tmp_path, "ks-1")
+    sub = subject_hash(SECRET.encode(), "s-9")
+    codec = default_codec()
+    schema = codec.registry.latest("subject_key")
+    then = datetime.now(UTC) - timedelta(minutes=1)
+    messages = []
+    for i, s in enumerate((sub, "cd" * 32)):
+        box = KeystoreSealer(public).begin(str(uuid.uuid4()), s)
+        value = codec.encode(schema, box.key_record(then, "p"))
+        messages.append(Received("keys", 0, i, None, value, None))
+    ch.insert(
+        f"{database}.erasures",
+        [[str(uuid.uuid4()), datetime.now(UTC), sub, "alice", "u", "h", "r", 1, None, None, []]],
+    )
+    real = filer_module._erased_at
+    calls: list[int] = []
+
+    def before_the_erase_recorded_itself(client: Any, db: str, subjects: list[str]) -> Any:
+        calls.append(1)
+        return {} if len(calls) == 1 else real(client, db, subjects)
+
+    monkeypatch.setattr(filer_module, "_erased_at", before_the_erase_recorded_itself)
+    settings = KeyFilerSettings(clickhouse_url=f"chdb://{chdb_dir}", database=database)
+    filer = KeyFiler(settings, client=ch)
+    filer.file(ch, messages)
+    assert (filer.stats.filed, filer.stats.refused) == (1, 1)
+    assert _sealed_keys(ch, database, sub) == []
+    assert len(_sealed_keys(ch, database, "cd" * 32)) == 1
