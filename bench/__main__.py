@@ -156,7 +156,7 @@ def lifecycle_figures(r: dict[str, Any]) -> list[Figure]:
             "ms",
             ours["flush_p50_ms"],
             idem["flush_p50_ms"],
-            "ours, idempotent (earlier default)",
+            "ours without idempotence",
         ),
         Figure(
             "lifecycle.close_p99_ms",
@@ -600,7 +600,7 @@ def notes(results: dict[str, Any], sizes: Sizes) -> str:
         r = results["producer"]
         out.append(
             f"producer: {r['calls']:,} timed calls per contestant in {r['rounds']} interleaved "
-            f"rounds; same librdkafka config for ours and bare (idempotent, acks=all, lz4, "
+            f"rounds; same librdkafka config for ours and bare (acks=all, in order, lz4, "
             f"linger.ms=5); dropped={r['ours_dropped']} bare_buffer_full={r['bare_buffer_full']}"
         )
     if "worker" in results:

@@ -1,4 +1,4 @@
-"""Crypto-shredding erasure on the embedded stack: a real Tansu broker and chDB.
+"""Crypto-shredding erasure on the embedded stack: real brokers (Apache Kafka, Tansu) and chDB.
 
 Producers encrypt input fields under a data key per event, sealed to the key store's public
 key; the worker stores the decisions, the key filer the sealed keys; ``erase`` destroys one
@@ -27,7 +27,6 @@ from decision_audit.cli.main import main
 from decision_audit.contract import default_codec
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.sealing import generate_keystore_keypair, subject_hash
-from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.producer.sealing import KeystoreSealer
 from decision_audit.worker import keystore as filer_module
 from decision_audit.worker.keystore import FilerStats, KeyFiler, KeyFilerSettings
@@ -35,7 +34,7 @@ from decision_audit.worker.received import Received
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
 from tests.faults.procs import wait_for
-from tests.helpers import consume_all, count, craft_chain, run_worker, send_raw
+from tests.helpers import Broker, consume_all, count, craft_chain, run_worker, send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +85,7 @@ class Trail:
         )
 
 
-def _filer(broker: LocalBroker, trail: Trail, ch: Any, group: str | None = None) -> FilerStats:
+def _filer(broker: Broker, trail: Trail, ch: Any, group: str | None = None) -> FilerStats:
     settings = KeyFilerSettings(
         bootstrap_servers=broker.bootstrap_servers,
         clickhouse_url=trail.dsn,
@@ -103,7 +102,7 @@ def _filer(broker: LocalBroker, trail: Trail, ch: Any, group: str | None = None)
 
 @pytest.fixture
 def trail(
-    broker: LocalBroker,
+    broker: Broker,
     ch: Any,
     chdb_dir: Path,
     database: str,
@@ -171,7 +170,7 @@ def _files_holding(ch: Any, db: str, needles: list[bytes]) -> list[str]:
 
 
 def test_erase_one_subject_among_many(
-    broker: LocalBroker, ch: Any, database: str, topic: str, trail: Trail
+    broker: Broker, ch: Any, database: str, topic: str, trail: Trail
 ) -> None:
     db = database
     sub2 = subject_hash(SECRET.encode(), "s-2")
@@ -279,7 +278,7 @@ def test_erase_one_subject_among_many(
 
 
 def test_unknown_subject_and_bad_key_store_keys_lose_nothing(
-    broker: LocalBroker, ch: Any, database: str, trail: Trail, tmp_path: Path
+    broker: Broker, ch: Any, database: str, trail: Trail, tmp_path: Path
 ) -> None:
     db = database
     keys_before = count(ch, f"SELECT count() FROM {db}.subject_keys FINAL")

@@ -17,8 +17,8 @@ from decision_audit.cli.errors import AuditGroup, ErrorLine
 from decision_audit.cli.options import build_settings, settings_options
 from decision_audit.cli.paths import OutputDir, OutputFile
 from decision_audit.cli.store import open_store
-from decision_audit.clickhouse.connect import connect
-from decision_audit.clickhouse.settings import ClickHouseSettings
+from decision_audit.clickhouse.connect import chdb_path, connect
+from decision_audit.clickhouse.settings import ClickHouseSettings, MigrateSettings
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.settings import ENV_PREFIX
 from decision_audit.devtools.tansu_broker import LocalBroker
@@ -137,16 +137,38 @@ def broker(port: int, host: str) -> None:
 
 
 @main.command()
-@store_options
-def migrate(**flags: Any) -> None:
-    """Create or upgrade the audit tables (idempotent: safe to run on every deploy)."""
+@settings_options(MigrateSettings)
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="print the DDL (every statement, as run on an empty database) instead of running "
+    "it; connects to nothing",
+)
+def migrate(print_only: bool, **flags: Any) -> None:
+    """Create or upgrade the audit tables (idempotent: safe to run on every deploy).
+
+    With --cluster, the same migrations as ON CLUSTER DDL: Replicated tables (NAME_local) on
+    every shard, Distributed tables under the names the worker and the tools query.
+    """
+    from decision_audit.clickhouse.migrate import ClusterNeedsServer, migration_script
     from decision_audit.clickhouse.migrate import migrate as apply
 
-    s = build_settings(ClickHouseSettings, flags)
-    applied = apply(connect(s.clickhouse_url), s.database)
+    s = build_settings(MigrateSettings, flags)
+    if print_only:
+        click.echo(migration_script(s.database, s.cluster), nl=False)
+        return
+    where = f"database {s.database}" + (f" on cluster {s.cluster}" if s.cluster else "")
+    if s.cluster is not None and chdb_path(s.clickhouse_url) is not None:
+        raise ClusterNeedsServer(
+            f"--cluster {s.cluster} needs a ClickHouse server of that cluster: "
+            f"{s.clickhouse_url} is the embedded engine, which has no clusters; use "
+            "--clickhouse-url http://user:pass@host:8123, or --print to see the DDL"
+        )
+    applied = apply(connect(s.clickhouse_url), s.database, s.cluster)
     for mig in applied:
-        click.echo(f"applied {mig.version:04d}_{mig.name}")
-    click.echo(f"database {s.database} is up to date ({len(applied)} migration(s) applied)")
+        click.echo(f"applied {mig.label}")
+    click.echo(f"{where} is up to date ({len(applied)} migration(s) applied)")
 
 
 @main.command()

@@ -26,3 +26,15 @@ class ClickHouseSettings(AuditSettings):
     @classmethod
     def _openable_dsn(cls, dsn: str) -> str:
         return check_dsn(dsn)
+
+
+class MigrateSettings(ClickHouseSettings):
+    """What ``decision-audit migrate`` needs: the store, and the cluster to lay it out on."""
+
+    cluster: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+        description="ClickHouse cluster (its remote_servers name) to create the tables on: "
+        "ON CLUSTER DDL, Replicated engines, Distributed tables under the usual names; "
+        "unset: one server",
+    )

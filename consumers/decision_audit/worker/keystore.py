@@ -11,6 +11,12 @@ A key whose subject was erased after the decision it opens (an ``erasures`` row 
 cannot undo an erasure; after each insert the filer looks again and deletes what an erasure
 that ran meanwhile covers. Offsets are committed only after the batch is stored; a
 redelivered batch is dropped by its insert deduplication token.
+
+Like the worker, the filer reads both framings with ``schema_registry_url`` (producers with
+``schema_registry=`` frame the keys ``00`` + schema id under ``<keys topic>-value``; a
+registry that cannot answer is retried, the batch held and nothing committed), and turns
+the Tansu workaround for skipped offsets on by the broker's cluster id
+(``broker_workarounds``).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+import prometheus_client
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -31,9 +38,20 @@ from pydantic import Field
 from decision_audit.clickhouse.connect import connect, redact_dsn
 from decision_audit.clickhouse.migrate import migrate
 from decision_audit.clickhouse.settings import ClickHouseSettings
-from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
+from decision_audit.contract.codec import (
+    CodecError,
+    DecodedRecord,
+    SingleObjectCodec,
+    default_codec,
+)
 from decision_audit.contract.fields import SUBJECT_KEY
+from decision_audit.contract.registry_codec import (
+    RegistryClient,
+    RegistryCodec,
+    RegistryUnavailable,
+)
 from decision_audit.contract.sealing import DATA_KEY_BYTES, NONCE_BYTES, SUBJECT_HASH_RE
+from decision_audit.worker.broker_workarounds import OffsetGapGuard, needed
 from decision_audit.worker.offsets import commit_stored
 from decision_audit.worker.received import Received
 from decision_audit.worker.startup import kafka_reason, wait_for_broker
@@ -46,6 +64,8 @@ KEY_COLUMNS = SUBJECT_KEY.written
 """the columns of ``subject_keys`` the filer writes (contract/fields.py)"""
 SEALED_BYTES = DATA_KEY_BYTES + 16
 """a sealed data key: the key and its AES-GCM tag"""
+REGISTRY_RETRY_MAX = 30.0
+"""the longest wait between two tries of a batch while the Schema Registry is away (s)"""
 
 
 class KeyFilerSettings(ClickHouseSettings):
@@ -76,6 +96,20 @@ class KeyFilerSettings(ClickHouseSettings):
         gt=0,
         description="retention of a keys topic it creates: how long a sealed key also stays "
         "in Kafka (erasure cannot reach it there)",
+    )
+    # Shared with the worker (no keys_ prefix): the same broker and the same registry.
+    broker_workarounds: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="workarounds for Tansu's wrong answers (skipped offsets fetched again): "
+        "auto turns them on only when the broker's cluster id names Tansu",
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL: read keys framed 00 + schema id too "
+        "(none: single-object encoding only)",
+    )
+    schema_registry_timeout: float = Field(
+        10.0, gt=0, description="seconds per Schema Registry request"
     )
 
     def consumer_config(self) -> dict[str, object]:
@@ -137,13 +171,28 @@ class KeyFiler:
         *,
         client: Any | None = None,
         codec: SingleObjectCodec | None = None,
+        schema_registry: str | RegistryClient | None = None,
     ) -> None:
+        """``schema_registry`` (a URL or a ``SchemaRegistryClient``; default the setting
+        ``schema_registry_url``) lets the filer read the Confluent framing too."""
         self.settings = settings
         self.stats = FilerStats()
         self._client = client
         self._codec = codec or default_codec()
+        registry = schema_registry if schema_registry is not None else settings.schema_registry_url
+        if registry is not None:
+            self._codec = RegistryCodec.connect(
+                registry, self._codec.registry, timeout=settings.schema_registry_timeout
+            )
         self._stop = threading.Event()
         self._assigned = False
+        self._gaps = OffsetGapGuard(
+            prometheus_client.Counter(
+                "decision_audit_key_filer_offset_refetches",
+                "Times the consumer skipped offsets of a partition and the filer fetched again",
+                registry=None,
+            )
+        )
 
     def stop(self) -> None:
         """Finish the batch in hand, commit and return (safe from signal handlers)."""
@@ -160,13 +209,18 @@ class KeyFiler:
                 s.bootstrap_servers, s.keys_topic, s.keys_topic_partitions, s.keys_retention_hours
             )
         consumer = Consumer(s.consumer_config())
+        cluster_id = consumer.list_topics(timeout=10).cluster_id
+        self._gaps.enabled = needed(s.broker_workarounds, cluster_id)
         consumer.subscribe([s.keys_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info(
-            "key filer started: topic=%s group=%s store=%s database=%s",
+            "key filer started: topic=%s group=%s store=%s database=%s "
+            "(broker cluster %s: Tansu workarounds %s)",
             s.keys_topic,
             s.keys_group,
             redact_dsn(s.clickhouse_url),
             s.database,
+            cluster_id,
+            "on" if self._gaps.enabled else "off",
         )
         try:
             self._loop(consumer, client)
@@ -182,8 +236,9 @@ class KeyFiler:
             )
         return self.stats
 
-    def _on_assign(self, _c: Consumer, _p: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned = True
+        self._gaps.expect_from_commits(consumer, partitions)
 
     def _on_revoke(self, _c: Consumer, _p: list[TopicPartition]) -> None:
         self._assigned = False  # nothing is held between polls: each batch is stored at once
@@ -202,9 +257,11 @@ class KeyFiler:
                     if err.fatal():
                         raise KafkaException(err)
                     log.warning("consumer error: %s", err)
+            good = self._gaps.take(consumer, good)
             now = time.monotonic()
             if good:
-                self.file(client, good)
+                if not self._file_retrying(client, good):
+                    return  # stopped while the registry was away: nothing committed
                 commit_stored(consumer, good)
                 last = time.monotonic()
             elif not self._assigned:
@@ -213,15 +270,34 @@ class KeyFiler:
                 log.info("idle for %.1fs with every key filed: exiting", s.keys_exit_when_idle)
                 return
 
+    def _file_retrying(self, client: Any, messages: list[Received]) -> bool:
+        """:meth:`file`, tried again with backoff while the Schema Registry cannot answer.
+        False: stopped first; the batch is neither stored nor committed, so it is delivered
+        again (to this group's next filer)."""
+        delay = 0.5
+        while True:
+            try:
+                self.file(client, messages)
+                return True
+            except RegistryUnavailable as exc:
+                log.warning("keys not filed yet, retrying in %.1fs: %s", delay, exc)
+            if self._stop.wait(delay):
+                return False
+            delay = min(delay * 2, REGISTRY_RETRY_MAX)
+
     # -- one batch --------------------------------------------------------------------------
 
     def file(self, client: Any, messages: list[Received]) -> None:
-        """Store one batch of consumed messages (the rows of erased subjects left out)."""
+        """Store one batch of consumed messages (the rows of erased subjects left out).
+
+        Raises :class:`RegistryUnavailable` before anything is counted or stored.
+        """
         db = self.settings.database
+        decoded = [self._decode(m) for m in messages]
         self.stats.consumed += len(messages)
         rows: list[list[Any]] = []
-        for m in messages:
-            row = self._row(m)
+        for m, d in zip(messages, decoded, strict=True):
+            row = self._row(m, d)
             if row is not None:
                 rows.append(row)
         subjects = sorted({str(r[2]) for r in rows})
@@ -265,12 +341,16 @@ class KeyFiler:
             self.stats.filed -= len(covered)
             log.info("deleted %d key(s) filed while their subject was erased", len(covered))
 
-    def _row(self, m: Received) -> list[Any] | None:
-        where = f"{m.topic}[{m.partition}]@{m.offset}"
+    def _decode(self, m: Received) -> DecodedRecord | CodecError:
         try:
-            decoded = self._codec.decode(m.value or b"")
+            return self._codec.decode(m.value or b"")
         except CodecError as exc:
-            return self._malformed(where, exc.detail)
+            return exc
+
+    def _row(self, m: Received, decoded: DecodedRecord | CodecError) -> list[Any] | None:
+        where = f"{m.topic}[{m.partition}]@{m.offset}"
+        if isinstance(decoded, CodecError):
+            return self._malformed(where, decoded.detail)
         r = decoded.record
         if decoded.writer.name != SUBJECT_KEY.schema:
             return self._malformed(where, f"a {decoded.writer.name} record, not a sealed key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -55,6 +56,17 @@ class WorkerSettings(ClickHouseSettings):
         description="create missing topics on start; off, a missing model-events topic is "
         "left out with a warning (subscribed while missing, it slows the decisions fetches)",
     )
+    broker_workarounds: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="workarounds for Tansu's wrong answers (skipped offsets fetched again, lag "
+        "from the consumer's own view): auto turns them on only when the broker's cluster id "
+        "names Tansu",
+    )
+    group_protocol: Literal["classic", "consumer"] = Field(
+        "classic",
+        description="consumer-group protocol: classic, or consumer (KIP-848: the broker sets "
+        "the session timeout and heartbeat, session_timeout_ms does not apply)",
+    )
     parse_in_clickhouse: bool = Field(
         True,
         description="let ClickHouse parse and check decision events, or decode each in Python "
@@ -69,6 +81,14 @@ class WorkerSettings(ClickHouseSettings):
         False,
         description="quarantine events of chains that sign no checkpoints (as unattested), or "
         "allow them",
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL: read messages framed 00 + schema id too "
+        "(none: single-object encoding only)",
+    )
+    schema_registry_timeout: float = Field(
+        10.0, gt=0, description="seconds per Schema Registry request"
     )
     topic_partitions: int = Field(4, ge=1, description="partitions for topics the worker creates")
     max_poll_interval_ms: int = Field(
@@ -117,7 +137,7 @@ class WorkerSettings(ClickHouseSettings):
     def consumer_config(self) -> dict[str, object]:
         """librdkafka consumer settings: manual offset store and commit, bounded prefetch."""
         partition_fetch = max(self.max_event_bytes * 2, 1048576)
-        return {
+        config: dict[str, object] = {
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": self.group,
             "client.id": "decision-audit-worker",
@@ -125,8 +145,6 @@ class WorkerSettings(ClickHouseSettings):
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.session_timeout_ms,
-            "heartbeat.interval.ms": max(self.session_timeout_ms // 3, 500),
             "max.poll.interval.ms": self.max_poll_interval_ms,
             # Prefetch is bounded in bytes across all partitions; one fetch never asks for
             # more than that bound, nor less than one partition's worth.
@@ -134,6 +152,13 @@ class WorkerSettings(ClickHouseSettings):
             "fetch.max.bytes": max(min(52428800, self.prefetch_kbytes * 1024), partition_fetch),
             "max.partition.fetch.bytes": partition_fetch,
         }
+        if self.group_protocol == "consumer":
+            # librdkafka refuses session.timeout.ms and heartbeat.interval.ms here.
+            config["group.protocol"] = "consumer"
+        else:
+            config["session.timeout.ms"] = self.session_timeout_ms
+            config["heartbeat.interval.ms"] = max(self.session_timeout_ms // 3, 500)
+        return config
 
     def dlq_producer_config(self) -> dict[str, object]:
         return {

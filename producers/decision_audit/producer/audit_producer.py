@@ -16,11 +16,19 @@ from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.ids import uuid7_str
 from decision_audit.contract.lineage import ReferenceLike, model_event_chain_id
 from decision_audit.contract.models import JsonObject, Prediction, decision_record
+from decision_audit.contract.registry_codec import (
+    ConfluentFraming,
+    RegistryClient,
+    registry_client,
+    subject_name,
+)
+from decision_audit.contract.schemas import ShippedSchema
 from decision_audit.producer.chain import ChainState, ChainWriter
 from decision_audit.producer.delivery import Delivery, DeliveryProblem, ProducerStats, Report
 from decision_audit.producer.direct_delivery import DirectDelivery
 from decision_audit.producer.lifecycle import model_event_record
 from decision_audit.producer.redaction import EventBox, RedactionPolicy, Redactor, Sealer
+from decision_audit.producer.registry import RegistryIds, Wanted
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.producer.signing import Signer
 from decision_audit.producer.spool import SpoolFull, SpoolRecord
@@ -81,6 +89,12 @@ class AuditProducer:
     background thread, also by a later producer started on the same directory; see
     :mod:`.spooled_delivery`. ``spool_full_policy="raise"`` makes ``log_decision`` raise
     :class:`~decision_audit.producer.spool.SpoolFull` when the spool is full.
+
+    With ``schema_registry`` (a URL, or a ``confluent_kafka.schema_registry``
+    ``SchemaRegistryClient`` for custom authentication) messages are framed the Confluent
+    way, ``00`` + schema id + the same Avro body; the ids are resolved at construction, and a
+    registry that does not answer within ``schema_registry_timeout`` is retried in the
+    background while the producer logs in single-object framing; see :mod:`.registry`.
     """
 
     def __init__(
@@ -107,6 +121,10 @@ class AuditProducer:
         spool_fsync: str | None = None,
         spool_fsync_interval: float | None = None,
         spool_after: float | None = None,
+        schema_registry: str | RegistryClient | None = None,
+        subject_name_strategy: str | None = None,
+        auto_register_schemas: bool | None = None,
+        schema_registry_timeout: float | None = None,
         keystore_public_key: str | os.PathLike[str] | None = None,
         keys_topic: str | None = None,
         **kafka_config: Any,
@@ -132,6 +150,10 @@ class AuditProducer:
             "spool_fsync": spool_fsync,
             "spool_fsync_interval": spool_fsync_interval,
             "spool_after": spool_after,
+            "schema_registry_url": schema_registry if isinstance(schema_registry, str) else None,
+            "subject_name_strategy": subject_name_strategy,
+            "auto_register_schemas": auto_register_schemas,
+            "schema_registry_timeout": schema_registry_timeout,
             "keystore_public_key": keystore_public_key,
             "keys_topic": keys_topic,
         }
@@ -157,6 +179,27 @@ class AuditProducer:
             if st.schema_version is None
             else registry.get("decision_event", st.schema_version)
         )
+        self._key_schema = registry.latest("subject_key") if self._sealer else None
+        decision_codec = model_event_codec = key_codec = codec
+        self._registry: RegistryIds | None = None
+        if schema_registry is not None or st.schema_registry_url is not None:
+            decision_codec = ConfluentFraming(registry)
+            model_event_codec = (
+                decision_codec if st.model_events_topic == st.topic else ConfluentFraming(registry)
+            )
+            keys = None
+            if self._key_schema is not None:
+                key_codec = ConfluentFraming(registry)
+                keys = (key_codec, st.keys_topic, self._key_schema)
+            self._registry = self._resolve_ids(
+                schema_registry,
+                [
+                    (decision_codec, st.topic, schema),
+                    (model_event_codec, st.model_events_topic, registry.latest("model_event")),
+                ],
+                keys,
+            )
+        self._key_codec = key_codec
         self._checkpoint_due = threading.Event()
         self._on_error = on_error
         self.stats = ProducerStats()
@@ -164,8 +207,6 @@ class AuditProducer:
         conf.update(_kafka_conf(kafka_config))
         conf.setdefault("logger", logging.getLogger("decision_audit.kafka"))
         self._delivery = make_delivery(st, conf, self.stats, self._report)
-        self._codec = codec
-        self._key_schema = registry.latest("subject_key") if self._sealer else None
         self._closed = threading.Event()
         self._stop = threading.Event()
         self._poller = threading.Thread(
@@ -177,7 +218,7 @@ class AuditProducer:
             ChainState.new(st.producer_id),
             st.topic,
             schema,
-            codec,
+            decision_codec,
             self._delivery,
             self.stats,
             self._report,
@@ -191,7 +232,7 @@ class AuditProducer:
             ChainState.new(model_event_chain_id(st.producer_id)),
             st.model_events_topic,
             registry.latest("model_event"),
-            codec,
+            model_event_codec,
             self._delivery,
             self.stats,
             self._report,
@@ -216,6 +257,13 @@ class AuditProducer:
     @property
     def last_seq(self) -> int:
         return self._decisions.chain.seq
+
+    @property
+    def framing(self) -> str:
+        """How messages are framed now: ``confluent`` (``00`` + schema id) or
+        ``single-object`` (``C3 01`` + fingerprint; also while the registry is unreachable)."""
+        resolved = self._registry is not None and self._registry.resolved
+        return "confluent" if resolved else "single-object"
 
     def log_decision(
         self,
@@ -334,6 +382,8 @@ class AuditProducer:
         self._stop.set()
         self._checkpoint_due.set()  # wakes the background thread at once
         self._poller.join(timeout=5.0)
+        if self._registry is not None:
+            self._registry.close()
         remaining = self._delivery.close(max(0.0, deadline - time.monotonic()))
         if remaining or self.stats.failed or self.stats.dropped:
             log.warning(
@@ -364,7 +414,8 @@ class AuditProducer:
         is still recorded, its encrypted fields unreadable."""
         assert self._key_schema is not None
         st = self.settings
-        value = self._codec.encode(self._key_schema, box.key_record(occurred_at, st.producer_id))
+        record = box.key_record(occurred_at, st.producer_id)
+        value = self._key_codec.encode(self._key_schema, record)
         message = SpoolRecord(st.keys_topic, st.producer_id.encode(), value, ())
         problem = self._delivery.send(message, None)
         if problem is not None:
@@ -373,6 +424,38 @@ class AuditProducer:
                     "dropped", f"data key of event {box.event_id}: {problem}", st.producer_id
                 )
             )
+
+    def _resolve_ids(
+        self,
+        given: str | RegistryClient | None,
+        topics: list[tuple[ConfluentFraming, str, ShippedSchema]],
+        keys: tuple[ConfluentFraming, str, ShippedSchema] | None,
+    ) -> RegistryIds:
+        """Resolve the schema ids of every record written per topic: events and checkpoints,
+        and the sealed keys on the keys topic (``keys``: with encrypt rules)."""
+        st = self.settings
+        source = given if given is not None else st.schema_registry_url
+        assert source is not None
+        checkpoint = topics[0][0].registry.latest("checkpoint")
+        wanted = [
+            Wanted(framing, subject_name(st.subject_name_strategy, topic, s), s)
+            for framing, topic, schema in topics
+            for s in (schema, checkpoint)
+        ]
+        if keys is not None:
+            framing, topic, schema = keys
+            wanted.append(
+                Wanted(framing, subject_name(st.subject_name_strategy, topic, schema), schema)
+            )
+        ids = RegistryIds(
+            registry_client(source, timeout=st.schema_registry_timeout),
+            wanted,
+            auto_register=st.auto_register_schemas,
+            where=source if isinstance(source, str) else type(source).__name__,
+            owned=isinstance(source, str),
+        )
+        ids.start(st.schema_registry_timeout)
+        return ids
 
     def _report(self, problem: DeliveryProblem) -> None:
         log.error(

@@ -144,6 +144,8 @@ def test_every_flag_reaches_its_field(tmp_path: Path) -> None:
         "--insert-retry-backoff": "0.1", "--insert-retry-max-backoff": "1",
         "--metrics-port": "0", "--metrics-host": "127.0.0.1", "--health-stall-seconds": "5",
         "--clickhouse-url": "http://ch:8123", "--database": "db", "--keys": str(tmp_path),
+        "--schema-registry-url": "http://sr:8081", "--schema-registry-timeout": "3",
+        "--group-protocol": "consumer", "--broker-workarounds": "on",
     }  # fmt: skip
     switches = ["--no-create-topics", "--parse-in-python", "--require-signed"]
     s = worker_settings(*[t for kv in given.items() for t in kv], *switches)
