@@ -30,6 +30,7 @@ from decision_audit.contract.sealing import generate_keystore_keypair, subject_h
 from decision_audit.producer.sealing import KeystoreSealer
 from decision_audit.worker import keystore as filer_module
 from decision_audit.worker.keystore import FilerStats, KeyFiler, KeyFilerSettings
+from decision_audit.worker.loop import Worker
 from decision_audit.worker.received import Received
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
@@ -85,7 +86,9 @@ class Trail:
         )
 
 
-def _filer(broker: Broker, trail: Trail, ch: Any, group: str | None = None) -> FilerStats:
+def _filer(
+    broker: Broker, trail: Trail, ch: Any, group: str | None = None, registry: Any = None
+) -> FilerStats:
     settings = KeyFilerSettings(
         bootstrap_servers=broker.bootstrap_servers,
         clickhouse_url=trail.dsn,
@@ -97,7 +100,7 @@ def _filer(broker: Broker, trail: Trail, ch: Any, group: str | None = None) -> F
         keys_session_timeout_ms=2000,
         keys_create_topic=False,
     )
-    return KeyFiler(settings, client=ch).run()
+    return KeyFiler(settings, client=ch, schema_registry=registry).run()
 
 
 @pytest.fixture
@@ -376,3 +379,61 @@ def test_a_key_filed_while_its_subject_is_erased_is_deleted_again(
     assert (filer.stats.filed, filer.stats.refused) == (1, 1)
     assert _sealed_keys(ch, database, sub) == []
     assert len(_sealed_keys(ch, database, "cd" * 32)) == 1
+
+
+def test_sealed_keys_in_the_schema_registry_framing(
+    broker: Broker,
+    ch: Any,
+    chdb_dir: Path,
+    database: str,
+    topic: str,
+    worker_settings: WorkerSettings,
+    tmp_path: Path,
+) -> None:
+    """With ``schema_registry=`` the producer frames its sealed keys 00 + schema id too
+    (subject ``<keys topic>-value``); a filer reading through the registry files them, one
+    without a registry files none (and says why); the fields open, the erase works."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from decision_audit.contract.codec import CONFLUENT_MAGIC
+    from decision_audit.contract.registry_codec import subject_name
+
+    sr = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex[:8]}"})
+    keys_topic = f"{topic}-keys"
+    ensure_topics(broker.bootstrap_servers, {keys_topic: 1})
+    private, public = generate_keystore_keypair(tmp_path / "keystore", "ks-1")
+    with AuditProducer(
+        broker.bootstrap_servers,
+        producer_id=f"scoring-{uuid.uuid4().hex[:6]}",
+        topic=topic,
+        keys_topic=keys_topic,
+        redaction=POLICY,
+        redaction_secret=SECRET,
+        keystore_public_key=public,
+        schema_registry=sr,
+    ) as producer:
+        assert producer.framing == "confluent"
+        applicant = {"id": "s-1", "name": "Name of s-1", "contacts": []}
+        events = [
+            producer.log_decision("credit", "1.0", {"applicant": applicant}, "approve")
+            for _ in range(3)
+        ]
+    key_schema = default_codec().registry.latest("subject_key")
+    subject = subject_name("topic", keys_topic, key_schema)
+    assert subject == f"{keys_topic}-value"
+    schema_id = sr.get_latest_version(subject).schema_id
+    raw = consume_all(broker.bootstrap_servers, keys_topic, 3)
+    assert {m.value()[:5] for m in raw} == {CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")}
+
+    Worker(worker_settings, client=ch, schema_registry=sr).run()
+    trail = Trail({"s-1": events}, [], keys_topic, private, f"chdb://{chdb_dir}", database)
+    without = _filer(broker, trail, ch)
+    assert (without.filed, without.malformed) == (0, 3)
+    filed = _filer(broker, trail, ch, registry=sr)
+    assert (filed.filed, filed.refused, filed.malformed) == (3, 0, 0)
+    inputs, _ = decrypt_inputs(ch, database, events[0], KeystoreKey(private))
+    assert inputs["applicant"]["name"] == "Name of s-1"
+    erased = trail.erase("s-1")
+    assert erased.exit_code == 0, erased.output
+    assert "destroyed the keys of 3 decision(s)" in erased.output
+    assert _sealed_keys(ch, database, subject_hash(SECRET.encode(), "s-1")) == []

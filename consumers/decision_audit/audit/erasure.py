@@ -35,6 +35,7 @@ from decision_audit.contract.ids import uuid7
 from decision_audit.contract.models import utc_now
 from decision_audit.contract.sealing import SUBJECT_HASH_RE, SealedKey
 from decision_audit.contract.settings import AuditSettings
+from decision_audit.worker.keystore import delete_keys
 
 
 class UnknownSubject(DecisionAuditError, LookupError):
@@ -87,9 +88,11 @@ def erase_subject(
     *,
     actor: str,
     reason: str,
+    cluster: str | None = None,
 ) -> ErasureOutcome:
     """Destroy the keys of subject ``sub`` (its keyed hash) for every decision recorded until
-    now and record the erasure; an already erased subject is a no-op (``already``).
+    now and record the erasure; an already erased subject is a no-op (``already``). On a
+    ``cluster`` the delete runs on every shard's local table (``ON CLUSTER``).
 
     Raises :class:`UnknownSubject` when nothing of the subject is known,
     :class:`~decision_audit.audit.keystore.WrongKeystoreKey` (nothing deleted) when ``key``
@@ -149,12 +152,7 @@ def erase_subject(
         ],
         settings={"async_insert": 0},
     )
-    client.command(
-        f"ALTER TABLE {database}.subject_keys DELETE WHERE subject_hash = {{s:String}} "
-        "AND occurred_at <= {t:DateTime64(3, 'UTC')}",
-        parameters={"s": sub, "t": erased_at},
-        settings={"mutations_sync": 2},
-    )
+    delete_keys(client, database, sub, erased_at, cluster)
     left = _keys(client, database, sub, erased_at)
     if left:
         raise ErasureIncomplete(

@@ -517,7 +517,7 @@ def keystore_file(verbose: bool, **flags: Any) -> None:
 
 
 @main.command()
-@store_options
+@settings_options(MigrateSettings)
 @click.option("--subject", help="the data subject's id, as the producers saw it")
 @click.option(
     "--subject-hash",
@@ -548,14 +548,22 @@ def erase(
     encrypted fields become unreadable by anyone, every other field still queries. The
     erasure is recorded in the erasures table (who, when, why, the subject's keyed hash, how
     many decisions). The subject's keyed hash needs the producers' redaction secret in
-    DECISION_AUDIT_REDACTION_SECRET. Erasing an erased subject again does nothing.
+    DECISION_AUDIT_REDACTION_SECRET. Erasing an erased subject again does nothing. On
+    tables created with migrate --cluster, pass the same --cluster: the keys are deleted on
+    every shard.
     """
     from decision_audit.audit.access_log import AccessSettings
     from decision_audit.audit.erasure import SubjectSecret, erase_subject
+    from decision_audit.clickhouse.migrate import ClusterNeedsServer
     from decision_audit.contract.sealing import SUBJECT_HASH_RE
     from decision_audit.contract.sealing import subject_hash as keyed_hash
 
-    s = build_settings(ClickHouseSettings, flags)
+    s = build_settings(MigrateSettings, flags)
+    if s.cluster is not None and chdb_path(s.clickhouse_url) is not None:
+        raise ClusterNeedsServer(
+            f"--cluster {s.cluster} needs a ClickHouse server of that cluster: "
+            f"{s.clickhouse_url} is the embedded engine, which has no clusters"
+        )
     if (subject is None) == (subject_hash is None):
         raise click.UsageError("name the subject with either --subject or --subject-hash")
     key = _keystore_key(keystore_key)
@@ -574,7 +582,9 @@ def erase(
         sub = keyed_hash(secret.get_secret_value().encode(), subject)
     who = actor or AccessSettings().actor
     client = open_store(s)
-    outcome = erase_subject(client, s.database, sub, key, actor=who, reason=reason)
+    outcome = erase_subject(
+        client, s.database, sub, key, actor=who, reason=reason, cluster=s.cluster
+    )
     e = outcome.erasure
     if outcome.already:
         click.echo(

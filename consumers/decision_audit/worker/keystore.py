@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import prometheus_client
@@ -35,8 +35,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pydantic import Field
 
+from decision_audit.clickhouse.cluster import quote_str
 from decision_audit.clickhouse.connect import connect, redact_dsn
-from decision_audit.clickhouse.migrate import migrate
+from decision_audit.clickhouse.migrate import cluster_statements, migrate
 from decision_audit.clickhouse.settings import ClickHouseSettings
 from decision_audit.contract.codec import (
     CodecError,
@@ -97,7 +98,13 @@ class KeyFilerSettings(ClickHouseSettings):
         description="retention of a keys topic it creates: how long a sealed key also stays "
         "in Kafka (erasure cannot reach it there)",
     )
-    # Shared with the worker (no keys_ prefix): the same broker and the same registry.
+    # Shared with the worker and erase (no keys_ prefix): the same broker, registry, cluster.
+    cluster: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+        description="ClickHouse cluster the tables were created on (migrate --cluster): the "
+        "filer's deletes then run ON CLUSTER on every shard's local table; unset: one server",
+    )
     broker_workarounds: Literal["auto", "on", "off"] = Field(
         "auto",
         description="workarounds for Tansu's wrong answers (skipped offsets fetched again): "
@@ -331,12 +338,7 @@ class KeyFiler:
             covered = [r for r in kept if r[2] == sub and r[1] <= at]
             if not covered:
                 continue
-            client.command(
-                f"ALTER TABLE {db}.subject_keys DELETE WHERE subject_hash = {{s:String}} "
-                "AND occurred_at <= {t:DateTime64(3, 'UTC')}",
-                parameters={"s": sub, "t": at},
-                settings={"mutations_sync": 2},
-            )
+            delete_keys(client, db, sub, at, self.settings.cluster)
             self.stats.refused += len(covered)
             self.stats.filed -= len(covered)
             log.info("deleted %d key(s) filed while their subject was erased", len(covered))
@@ -400,3 +402,32 @@ def _erased_at(client: Any, database: str, subjects: list[str]) -> dict[str, dat
 def _covered(erased: dict[str, datetime], row: list[Any]) -> bool:
     at = erased.get(row[2])
     return at is not None and row[1] <= at
+
+
+def delete_keys(
+    client: Any, database: str, sub: str, until: datetime, cluster: str | None = None
+) -> None:
+    """Delete subject ``sub``'s keys of decisions up to ``until``, synchronously on every
+    replica (a mutation: physical once its parts are cleaned up, see migration 0012)."""
+    for stmt in delete_keys_statements(database, sub, until, cluster):
+        client.command(stmt, settings={"mutations_sync": 2})
+
+
+def delete_keys_statements(
+    database: str, sub: str, until: datetime, cluster: str | None = None
+) -> tuple[str, ...]:
+    """The statements of :func:`delete_keys`: on a ``cluster``, an ``ON CLUSTER`` mutation of
+    every shard's local table (a Distributed table takes no DELETE).
+
+    The values are written into the statement (``sub`` is checked to be a subject hash):
+    an ``ON CLUSTER`` statement is queued for the other servers as text.
+    """
+    if not SUBJECT_HASH_RE.match(sub):
+        raise ValueError(f"not a subject hash: {sub!r}")
+    utc = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
+    at = utc.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    sql = (
+        f"ALTER TABLE {database}.subject_keys DELETE WHERE subject_hash = {quote_str(sub)} "
+        f"AND occurred_at <= toDateTime64({quote_str(at)}, 3, 'UTC')"
+    )
+    return cluster_statements(sql, database, cluster)
