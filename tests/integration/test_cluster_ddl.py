@@ -151,7 +151,13 @@ def test_single_node_and_cluster_tables_have_the_same_columns_and_keys(
     many = tables(ch, cluster_replay)
     views = {n for n, t in single.items() if t["engine"] == "MaterializedView"}
     stored = set(single) - views - {TRACKING_TABLE}
-    assert stored >= {"decisions", "checkpoints", "decisions_hourly"}, sorted(single)
+    assert stored >= {
+        "decisions",
+        "checkpoints",
+        "decisions_hourly",
+        "subject_keys",
+        "erasures",
+    }, sorted(single)
     assert set(many) == set(single) | {f"{t}_local" for t in stored}
     for table in stored:
         expected = columns(ch, database, table)
@@ -247,6 +253,8 @@ def test_the_tools_query_tables_that_exist_in_both_layouts(
         "decisions_hourly",
         "quarantine_hourly",
         "incidents_hourly",
+        "subject_keys",
+        "erasures",
         TRACKING_TABLE,
     }, sorted(queried)
     single = set(tables(ch, database))
@@ -255,3 +263,27 @@ def test_the_tools_query_tables_that_exist_in_both_layouts(
         assert not table.endswith("_local"), f"{sorted(where)} address a shard's table {table}"
         assert table in single, f"{table} ({sorted(where)}) is no single-node table"
         assert table in many, f"{table} ({sorted(where)}) is no cluster table"
+
+
+# ------------------------------------------------------------- the tools' mutations
+
+
+def test_erasure_deletes_keys_on_every_shard_of_a_cluster(ch: Any) -> None:
+    """erase and the key filer delete through ``delete_keys``: on a cluster, an ON CLUSTER
+    mutation of every shard's local table (a Distributed table takes no DELETE)."""
+    from datetime import UTC, datetime
+
+    from decision_audit.worker.keystore import delete_keys_statements
+
+    sub = "ab" * 32
+    at = datetime(2026, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    one = delete_keys_statements("audit", sub, at)
+    many = delete_keys_statements("audit", sub, at, CLUSTER)
+    assert len(one) == len(many) == 1
+    single, cluster = parse(ch, one[0]), parse(ch, many[0])
+    assert single.startswith("ALTER TABLE audit.subject_keys\n"), single
+    assert cluster.startswith(f"ALTER TABLE audit.subject_keys_local ON CLUSTER {CLUSTER}\n")
+    assert single.split("\n", 1)[1] == cluster.split("\n", 1)[1]  # the same DELETE
+    assert f"'{sub}'" in single and "2026-05-01 12:00:00.123" in single
+    with pytest.raises(ValueError, match="not a subject hash"):
+        delete_keys_statements("audit", "x' OR 1 = 1 --", at)

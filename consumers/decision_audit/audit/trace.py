@@ -18,6 +18,13 @@ from datetime import datetime
 from typing import Any
 
 from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
+from decision_audit.audit.keystore import (
+    EncryptedInput,
+    KeystoreKey,
+    encrypted_inputs,
+    print_encrypted,
+    to_dicts,
+)
 from decision_audit.audit.verify import COMPARED
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
@@ -94,6 +101,8 @@ class Trace:
     matches: int
     integrity: Integrity
     links: list[Link]
+    encrypted: list[EncryptedInput] = field(default_factory=list)
+    """the encrypted inputs: opened, sealed or erased (audit/keystore.py)"""
 
     @property
     def complete(self) -> bool:
@@ -112,6 +121,7 @@ class Trace:
             "lineage_complete": self.complete,
             "missing_links": self.missing,
             "links": [asdict(link) for link in self.links],
+            "encrypted_inputs": to_dicts(self.encrypted),
         }
 
 
@@ -124,11 +134,13 @@ class Tracer:
         database: str,
         keyring: KeyRing | None = None,
         codec: SingleObjectCodec | None = None,
+        keystore_key: KeystoreKey | None = None,
     ) -> None:
         self.client = client
         self.db = database
         self.keyring = keyring or KeyRing()
         self.codec = codec or default_codec()
+        self.keystore_key = keystore_key
 
     def trace(self, ident: str) -> Trace:
         """Trace the decision named by ``ident``; raises :class:`TraceNotFound`."""
@@ -143,7 +155,10 @@ class Tracer:
         decision["event_id"] = str(decision["event_id"])
         if len(rows) > 1:
             decision["other_matches"] = [str(r["event_id"]) for r in rows[1:]]
-        return Trace(ident, decision, len(rows), self._integrity(row), self._lineage(row))
+        encrypted = encrypted_inputs(self.client, self.db, row, self.keystore_key)
+        return Trace(
+            ident, decision, len(rows), self._integrity(row), self._lineage(row), encrypted
+        )
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -511,6 +526,7 @@ def print_trace(trace: Trace, fmt: str, console: Any) -> None:
         console.print(f"  note: {note}")
     for problem in i.problems:
         console.print(f"  [red]problem[/]: {problem}")
+    print_encrypted(trace.encrypted, console)
     console.print("[bold]Lineage[/]")
     colour = {"ok": "green", "missing": "yellow", "mismatch": "red"}
     for link in trace.links:

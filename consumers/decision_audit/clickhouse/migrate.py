@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -113,6 +114,20 @@ def migrate(client: Any, database: str = "audit", cluster: str | None = None) ->
         )
         applied.append(mig)
     return applied
+
+
+@cache
+def cluster_statements(sql: str, database: str, cluster: str | None) -> tuple[str, ...]:
+    """A tool's statement on the tables (e.g. ``ALTER TABLE {database}.T DELETE WHERE …``) as
+    it runs where the migrations laid them out: ``sql`` itself on one server; on a
+    ``cluster``, rendered as :mod:`.cluster` renders a migration (a mutation addresses the
+    local tables ``ON CLUSTER``: a Distributed table takes none)."""
+    if cluster is None:
+        return (sql,)
+    renderer = ClusterRenderer(database, cluster)
+    for mig in load_migrations(database):
+        render_statements(renderer, mig.statements)  # learns which tables are sharded
+    return render_statements(renderer, (sql,))
 
 
 def migration_script(database: str, cluster: str | None = None) -> str:

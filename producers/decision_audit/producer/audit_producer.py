@@ -27,11 +27,11 @@ from decision_audit.producer.chain import ChainState, ChainWriter
 from decision_audit.producer.delivery import Delivery, DeliveryProblem, ProducerStats, Report
 from decision_audit.producer.direct_delivery import DirectDelivery
 from decision_audit.producer.lifecycle import model_event_record
-from decision_audit.producer.redaction import RedactionPolicy, Redactor
+from decision_audit.producer.redaction import EventBox, RedactionPolicy, Redactor, Sealer
 from decision_audit.producer.registry import RegistryIds, Wanted
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.producer.signing import Signer
-from decision_audit.producer.spool import SpoolFull
+from decision_audit.producer.spool import SpoolFull, SpoolRecord
 from decision_audit.producer.spooled_delivery import SpooledDelivery
 
 log = logging.getLogger("decision_audit.producer")
@@ -42,6 +42,26 @@ __all__ = ["EVENT_HASH_HEADER", "AuditProducer", "DeliveryProblem", "ProducerSta
 def _kafka_conf(extra: Mapping[str, Any]) -> dict[str, Any]:
     # Accept librdkafka names either dotted ("linger.ms") or as Python keywords (linger_ms).
     return {k.replace("_", "."): v for k, v in extra.items()}
+
+
+def _sealer(redactor: Redactor | None, settings: ProducerSettings) -> Sealer | None:
+    """The key store sealer a policy with ``encrypt`` rules needs (None without them)."""
+    if redactor is None or not redactor.encrypts:
+        return None
+    if settings.keystore_public_key is None:
+        raise ValueError(
+            f"redaction policy {redactor.policy_ref} has encrypt rule(s) "
+            f"{', '.join(redactor.policy.encrypt_paths)}: pass keystore_public_key= "
+            "(DECISION_AUDIT_KEYSTORE_PUBLIC_KEY), the key store's KEY_ID.pub from "
+            "`decision-audit keystore keygen`"
+        )
+    try:
+        from decision_audit.producer.sealing import KeystoreSealer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "encrypt rules need the cryptography package: pip install 'decision-audit[signing]'"
+        ) from exc
+    return KeystoreSealer(settings.keystore_public_key)
 
 
 def make_delivery(
@@ -105,6 +125,8 @@ class AuditProducer:
         subject_name_strategy: str | None = None,
         auto_register_schemas: bool | None = None,
         schema_registry_timeout: float | None = None,
+        keystore_public_key: str | os.PathLike[str] | None = None,
+        keys_topic: str | None = None,
         **kafka_config: Any,
     ) -> None:
         given: dict[str, Any] = {
@@ -132,6 +154,8 @@ class AuditProducer:
             "subject_name_strategy": subject_name_strategy,
             "auto_register_schemas": auto_register_schemas,
             "schema_registry_timeout": schema_registry_timeout,
+            "keystore_public_key": keystore_public_key,
+            "keys_topic": keys_topic,
         }
         if redaction is not None and not isinstance(redaction, RedactionPolicy):
             given["redaction_policy"] = redaction
@@ -147,6 +171,7 @@ class AuditProducer:
         )
         secret = st.redaction_secret.get_secret_value().encode() if st.redaction_secret else None
         self._redactor: Redactor | None = policy.compile(secret) if policy else None
+        self._sealer = _sealer(self._redactor, st)
         codec = codec or default_codec()
         registry = codec.registry
         schema = (
@@ -154,20 +179,27 @@ class AuditProducer:
             if st.schema_version is None
             else registry.get("decision_event", st.schema_version)
         )
-        decision_codec = model_event_codec = codec
+        self._key_schema = registry.latest("subject_key") if self._sealer else None
+        decision_codec = model_event_codec = key_codec = codec
         self._registry: RegistryIds | None = None
         if schema_registry is not None or st.schema_registry_url is not None:
             decision_codec = ConfluentFraming(registry)
             model_event_codec = (
                 decision_codec if st.model_events_topic == st.topic else ConfluentFraming(registry)
             )
+            keys = None
+            if self._key_schema is not None:
+                key_codec = ConfluentFraming(registry)
+                keys = (key_codec, st.keys_topic, self._key_schema)
             self._registry = self._resolve_ids(
                 schema_registry,
                 [
                     (decision_codec, st.topic, schema),
                     (model_event_codec, st.model_events_topic, registry.latest("model_event")),
                 ],
+                keys,
             )
+        self._key_codec = key_codec
         self._checkpoint_due = threading.Event()
         self._on_error = on_error
         self.stats = ProducerStats()
@@ -252,14 +284,23 @@ class AuditProducer:
         explanation: Any = None,
         tags: Mapping[str, str] | None = None,
         occurred_at: datetime | None = None,
+        subject_id: str | None = None,
     ) -> str:
-        """Record one decision; returns its event id (a UUIDv7 string)."""
+        """Record one decision; returns its event id (a UUIDv7 string).
+
+        ``subject_id`` names the data subject whose input fields the policy's ``encrypt``
+        rules encrypt (else the policy's ``subject`` input path does); ignored without them.
+        """
         if self._closed.is_set():
             raise RuntimeError("AuditProducer is closed")
-        if self._redactor is not None and isinstance(inputs, Mapping):
-            inputs = self._redactor.apply(inputs)
         now_ms = time.time_ns() // 1_000_000
         event_id = uuid7_str(now_ms)
+        box = None
+        if self._redactor is not None and isinstance(inputs, Mapping):
+            if self._sealer is None:
+                inputs = self._redactor.apply(inputs)
+            else:
+                inputs, box = self._redactor.seal(inputs, self._sealer, event_id, subject_id)
         record = decision_record(
             event_id=event_id,
             occurred_at=now_ms if occurred_at is None else occurred_at,
@@ -280,6 +321,8 @@ class AuditProducer:
             tags=tags,
             redaction_policy=None if self._redactor is None else self._redactor.policy_ref,
         )
+        if box is not None:
+            self._send_key(box, now_ms if occurred_at is None else occurred_at)
         self._decisions.write(record)
         return event_id
 
@@ -365,12 +408,31 @@ class AuditProducer:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _send_key(self, box: EventBox, occurred_at: datetime | int) -> None:
+        """Send an event's sealed data key to the keys topic (before the event: a decision
+        seen in the store usually has its key filed). A dropped key is reported; the event
+        is still recorded, its encrypted fields unreadable."""
+        assert self._key_schema is not None
+        st = self.settings
+        record = box.key_record(occurred_at, st.producer_id)
+        value = self._key_codec.encode(self._key_schema, record)
+        message = SpoolRecord(st.keys_topic, st.producer_id.encode(), value, ())
+        problem = self._delivery.send(message, None)
+        if problem is not None:
+            self._report(
+                DeliveryProblem(
+                    "dropped", f"data key of event {box.event_id}: {problem}", st.producer_id
+                )
+            )
+
     def _resolve_ids(
         self,
         given: str | RegistryClient | None,
         topics: list[tuple[ConfluentFraming, str, ShippedSchema]],
+        keys: tuple[ConfluentFraming, str, ShippedSchema] | None,
     ) -> RegistryIds:
-        """Resolve the schema ids of every record written (events, checkpoints) per topic."""
+        """Resolve the schema ids of every record written per topic: events and checkpoints,
+        and the sealed keys on the keys topic (``keys``: with encrypt rules)."""
         st = self.settings
         source = given if given is not None else st.schema_registry_url
         assert source is not None
@@ -380,6 +442,11 @@ class AuditProducer:
             for framing, topic, schema in topics
             for s in (schema, checkpoint)
         ]
+        if keys is not None:
+            framing, topic, schema = keys
+            wanted.append(
+                Wanted(framing, subject_name(st.subject_name_strategy, topic, schema), schema)
+            )
         ids = RegistryIds(
             registry_client(source, timeout=st.schema_registry_timeout),
             wanted,

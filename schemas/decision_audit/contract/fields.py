@@ -269,4 +269,26 @@ CHECKPOINT = RecordKind(
 """A signed checkpoint of a chain (the latest ``checkpoint.vN.avsc``), stored in ``checkpoints``
 (decision chains) or ``model_event_checkpoints`` (model-event chains)."""
 
-RECORD_KINDS = (DECISION_EVENT, MODEL_EVENT, CHECKPOINT)
+SUBJECT_KEY = RecordKind(
+    "subject_key",
+    ("subject_keys",),
+    (
+        _field("event_id", STRING, "UUID"),
+        _field("occurred_at", TIMESTAMP_MILLIS, TIME),
+        _field("subject_hash", STRING, "String"),
+        _field("keystore_key_id", STRING, LOW_TEXT),
+        _field("ephemeral_key", "bytes", "String"),
+        _field("nonce", "bytes", "String"),
+        _field("sealed_key", "bytes", "String"),
+        _field("producer_id", STRING, LOW_TEXT),
+    ),
+    (
+        Column("kafka_partition", "UInt32"),
+        Column("kafka_offset", "UInt64"),
+        Column("filed_at", TIME, written=False),
+    ),
+)
+"""A decision's sealed data key (the latest ``subject_key.vN.avsc``; contract/sealing.py), filed
+in the key store table ``subject_keys``; erasure deletes it."""
+
+RECORD_KINDS = (DECISION_EVENT, MODEL_EVENT, CHECKPOINT, SUBJECT_KEY)
