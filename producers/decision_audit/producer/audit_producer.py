@@ -166,19 +166,24 @@ class AuditProducer:
             if st.schema_version is None
             else registry.get("decision_event", st.schema_version)
         )
-        decision_codec = model_event_codec = codec
+        # Each chain's topic and the schema it writes there.
+        written = {
+            "decision_event": (st.topic, schema),
+            "model_event": (st.model_events_topic, registry.latest("model_event")),
+            "outcome": (st.outcomes_topic, registry.latest("outcome")),
+            "review": (st.reviews_topic, registry.latest("review")),
+        }
+        codecs: dict[str, SingleObjectCodec] = dict.fromkeys(written, codec)
         self._registry: RegistryIds | None = None
         if schema_registry is not None or st.schema_registry_url is not None:
-            decision_codec = ConfluentFraming(registry)
-            model_event_codec = (
-                decision_codec if st.model_events_topic == st.topic else ConfluentFraming(registry)
-            )
+            # One framing per topic (subjects are named by topic): every record kind is
+            # framed 00 + id, not only decisions, so a Confluent consumer reads every topic.
+            framings: dict[str, ConfluentFraming] = {}
+            for kind, (topic, _) in written.items():
+                codecs[kind] = framings.setdefault(topic, ConfluentFraming(registry))
             self._registry = self._resolve_ids(
                 schema_registry,
-                [
-                    (decision_codec, st.topic, schema),
-                    (model_event_codec, st.model_events_topic, registry.latest("model_event")),
-                ],
+                [(framings[topic], topic, s) for topic, s in written.values()],
             )
         self._carries_status = "status" in {f["name"] for f in schema.definition["fields"]}
         self._checkpoint_due = threading.Event()
@@ -199,7 +204,7 @@ class AuditProducer:
             ChainState.new(st.producer_id),
             st.topic,
             schema,
-            decision_codec,
+            codecs["decision_event"],
             self._delivery,
             self.stats,
             self._report,
@@ -213,7 +218,7 @@ class AuditProducer:
             ChainState.new(model_event_chain_id(st.producer_id)),
             st.model_events_topic,
             registry.latest("model_event"),
-            model_event_codec,
+            codecs["model_event"],
             self._delivery,
             self.stats,
             self._report,
@@ -226,7 +231,7 @@ class AuditProducer:
             ChainState.new(outcome_chain_id(st.producer_id)),
             st.outcomes_topic,
             registry.latest("outcome"),
-            codec,
+            codecs["outcome"],
             self._delivery,
             self.stats,
             self._report,
@@ -241,7 +246,7 @@ class AuditProducer:
             ChainState.new(review_chain_id(st.producer_id)),
             st.reviews_topic,
             registry.latest("review"),
-            codec,
+            codecs["review"],
             self._delivery,
             self.stats,
             self._report,
@@ -500,14 +505,16 @@ class AuditProducer:
         source = given if given is not None else st.schema_registry_url
         assert source is not None
         checkpoint = topics[0][0].registry.latest("checkpoint")
-        wanted = [
-            Wanted(framing, subject_name(st.subject_name_strategy, topic, s), s)
-            for framing, topic, schema in topics
-            for s in (schema, checkpoint)
-        ]
+        wanted: dict[tuple[int, str, bytes], Wanted] = {}
+        for framing, topic, schema in topics:
+            for s in (schema, checkpoint):
+                subject = subject_name(st.subject_name_strategy, topic, s)
+                # Chains sharing a topic share its checkpoint schema: resolved once.
+                key = (id(framing), subject, s.fingerprint)
+                wanted.setdefault(key, Wanted(framing, subject, s))
         ids = RegistryIds(
             registry_client(source, timeout=st.schema_registry_timeout),
-            wanted,
+            list(wanted.values()),
             auto_register=st.auto_register_schemas,
             where=source if isinstance(source, str) else type(source).__name__,
             owned=isinstance(source, str),
