@@ -9,6 +9,11 @@ the absolute error is measured instead. Calibration compares, per score decile o
 decisions that have an outcome, the mean score with the share of positive outcomes when
 every outcome is binary (``true``/``false`` or ``1``/``0``), else with the share of right
 predictions (the score read as the model's confidence).
+
+The joins and ``IN`` subqueries between decisions and their follow-ups are ``GLOBAL``: on a
+cluster an outcome or review is on the shard of its own chain, not its decision's, and
+ClickHouse refuses a join of two Distributed tables (on one server ``GLOBAL`` changes
+nothing).
 """
 
 from __future__ import annotations
@@ -143,7 +148,7 @@ SELECT d.event_id AS eid, any(d.model_name) AS m, any(d.model_version) AS v,
     argMax(o.actual, o.observed_at) AS a, argMax(o.actual_is_json, o.observed_at) AS aj,
     max(o.decision_id != '') AS has
 FROM {db}.decisions AS d FINAL
-LEFT JOIN {db}.outcomes AS o FINAL
+GLOBAL LEFT JOIN {db}.outcomes AS o FINAL
     ON o.decision_id = toString(d.event_id) OR o.decision_id = d.request_id
 WHERE {window}
 GROUP BY d.event_id
@@ -217,7 +222,7 @@ def version_reviews(
         "SELECT m, v, count(), countIf(has), groupArrayIf(verdict, has) FROM ("
         "SELECT any(d.model_name) AS m, any(d.model_version) AS v, "
         "argMax(r.verdict, r.occurred_at) AS verdict, max(r.decision_id != '') AS has "
-        f"FROM {db}.decisions AS d FINAL LEFT JOIN {db}.reviews AS r FINAL "
+        f"FROM {db}.decisions AS d FINAL GLOBAL LEFT JOIN {db}.reviews AS r FINAL "
         "ON r.decision_id = toString(d.event_id) OR r.decision_id = d.request_id "
         f"WHERE {_window(model)} GROUP BY d.event_id) GROUP BY m, v ORDER BY m, v",
         parameters=params,
@@ -238,11 +243,11 @@ def unlinked(client: Any, db: str, table: str, since: datetime, until: datetime)
     window = "occurred_at >= {b:DateTime64(3, 'UTC')} AND occurred_at < {c:DateTime64(3, 'UTC')}"
     named = f"SELECT decision_id FROM {db}.{table} WHERE {window}"
     rows = client.query(
-        f"SELECT count() FROM {db}.{table} FINAL WHERE {window} AND decision_id NOT IN ("
+        f"SELECT count() FROM {db}.{table} FINAL WHERE {window} AND decision_id GLOBAL NOT IN ("
         f"SELECT toString(event_id) FROM {db}.decisions "
-        f"WHERE event_id IN (SELECT toUUIDOrZero(decision_id) FROM ({named})) "
+        f"WHERE event_id GLOBAL IN (SELECT toUUIDOrZero(decision_id) FROM ({named})) "
         f"UNION ALL SELECT assumeNotNull(request_id) FROM {db}.decisions "
-        f"WHERE request_id IN ({named}))",
+        f"WHERE request_id GLOBAL IN ({named}))",
         parameters=params,
     ).result_rows
     return int(rows[0][0])
