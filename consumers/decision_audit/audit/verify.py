@@ -4,7 +4,10 @@ For every chain ``(producer_id, producer_epoch)`` the stored rows are streamed i
 each row's hash is recomputed from its original Avro bytes, its columns are compared with
 what those bytes say, the chain links are walked, and every stored checkpoint signature is
 checked against the trusted public keys. Memory is bounded: one chain's rows are streamed,
-and rows out of place are held in a small reorder window.
+and rows out of place are held in a small reorder window. Every chained record kind
+(decisions, model events, outcomes, reviews: ``CHAINED_KINDS`` in
+decision_audit.contract.fields) is verified this way, each from its own table and
+checkpoint table.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from typing import Any
 from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
-from decision_audit.contract.fields import DECISION_EVENT
+from decision_audit.contract.fields import CHAINED_KINDS, DECISION_EVENT, RecordKind
 from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.reasons import ProblemKind
 
 # Columns that must equal what the original Avro bytes say (decision_audit.contract.fields).
-COMPARED = tuple(f.name for f in DECISION_EVENT if f.compared)
+COMPARED = DECISION_EVENT.compared
 REORDER_WINDOW = 10_000
 
 
@@ -88,12 +91,15 @@ class TrailVerifier:
         *,
         codec: SingleObjectCodec | None = None,
         checkpoint_grace: timedelta = timedelta(minutes=5),
+        kinds: tuple[RecordKind, ...] = CHAINED_KINDS,
     ) -> None:
         self.client = client
         self.db = database
         self.keyring = keyring
         self.codec = codec or default_codec()
         self.grace = checkpoint_grace
+        self.kinds = kinds
+        """the chained record kinds verified (each its table and its checkpoint table)"""
 
     def _where(
         self, producer: str | None, since: datetime | None, until: datetime | None
@@ -118,9 +124,10 @@ class TrailVerifier:
         until: datetime | None = None,
     ) -> int:
         where, params = self._where(producer, since, until)
-        rows = self.client.query(
-            f"SELECT count() FROM {self.db}.decisions WHERE {where}", parameters=params
+        counts = " + ".join(
+            f"(SELECT count() FROM {self.db}.{kind.table} WHERE {where})" for kind in self.kinds
         )
+        rows = self.client.query(f"SELECT {counts}", parameters=params)
         return int(rows.result_rows[0][0])
 
     def run(
@@ -132,23 +139,32 @@ class TrailVerifier:
     ) -> TrailReport:
         where, params = self._where(producer, since, until)
         cp_where = "1" if producer is None else "producer_id = {producer:String}"
-        chains = self.client.query(
-            f"SELECT DISTINCT producer_id, producer_epoch FROM ("
-            f"SELECT producer_id, producer_epoch FROM {self.db}.decisions WHERE {where} "
-            f"UNION ALL SELECT producer_id, producer_epoch FROM {self.db}.checkpoints "
-            f"WHERE {cp_where}) ORDER BY producer_id, producer_epoch",
-            parameters=params,
-        ).result_rows
         windowed = since is not None or until is not None
-        reports = [self._chain(str(p), int(e), where, params, windowed, on_rows) for p, e in chains]
+        reports = []
+        for kind in self.kinds:
+            assert kind.chain is not None
+            chains = self.client.query(
+                f"SELECT DISTINCT producer_id, producer_epoch FROM ("
+                f"SELECT producer_id, producer_epoch FROM {self.db}.{kind.table} WHERE {where} "
+                f"UNION ALL SELECT producer_id, producer_epoch FROM "
+                f"{self.db}.{kind.chain.checkpoints} WHERE {cp_where}) "
+                "ORDER BY producer_id, producer_epoch",
+                parameters=params,
+            ).result_rows
+            reports += [
+                self._chain(kind, str(p), int(e), where, params, windowed, on_rows)
+                for p, e in chains
+            ]
         return TrailReport(self.db, bool(self.keyring), reports)
 
     # -- one chain --------------------------------------------------------------------------
 
-    def _checkpoints(self, rep: ChainReport) -> dict[int, bytes]:
+    def _checkpoints(self, kind: RecordKind, rep: ChainReport) -> dict[int, bytes]:
         """Valid checkpoints of the chain: seq -> signed head. Problems for the others."""
+        assert kind.chain is not None
         rows = self.client.query(
-            f"SELECT seq, chain_head, key_id, signature FROM {self.db}.checkpoints FINAL "
+            f"SELECT seq, chain_head, key_id, signature FROM {self.db}.{kind.chain.checkpoints} "
+            "FINAL "
             "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} ORDER BY seq",
             parameters={"p": rep.producer_id, "e": rep.producer_epoch},
             column_formats={"chain_head": "bytes", "signature": "bytes"},
@@ -176,11 +192,12 @@ class TrailVerifier:
         return valid
 
     def _rows(
-        self, rep: ChainReport, where: str, params: dict[str, Any]
+        self, kind: RecordKind, rep: ChainReport, where: str, params: dict[str, Any]
     ) -> Iterator[tuple[Any, ...]]:
-        cols = ", ".join(("seq", "toString(event_id) AS eid", "event_hash", "raw", *COMPARED[1:]))
+        compared = kind.compared
+        cols = ", ".join(("seq", "toString(event_id) AS eid", "event_hash", "raw", *compared[1:]))
         sql = (
-            f"SELECT {cols} FROM {self.db}.decisions FINAL WHERE {where} "
+            f"SELECT {cols} FROM {self.db}.{kind.table} FINAL WHERE {where} "
             "AND producer_id = {p:String} AND producer_epoch = {e:UInt64} ORDER BY seq, eid"
         )
         fmt = {"event_hash": "bytes", "raw": "bytes", "prev_hash": "bytes"}
@@ -194,6 +211,7 @@ class TrailVerifier:
 
     def _chain(
         self,
+        kind: RecordKind,
         producer_id: str,
         epoch: int,
         where: str,
@@ -202,12 +220,13 @@ class TrailVerifier:
         on_rows: Callable[[int], None] | None,
     ) -> ChainReport:
         rep = ChainReport(producer_id, epoch)
-        signed_heads = self._checkpoints(rep)
+        signed_heads = self._checkpoints(kind, rep)
+        compared = kind.compared
         heap: list[ChainRow] = []
         walk = _Walk(rep, signed_heads, windowed, attest=bool(self.keyring))
         latest: datetime | None = None
         done = 0
-        for row in self._rows(rep, where, params):
+        for row in self._rows(kind, rep, where, params):
             seq_col, eid, stored_hash, raw = row[0], row[1], bytes(row[2]), bytes(row[3])
             rep.events += 1
             done += 1
@@ -240,8 +259,8 @@ class TrailVerifier:
                         [eid],
                     )
                 )
-            stored = dict(zip(COMPARED, (eid, *row[4:]), strict=True))
-            changed = [c for c in COMPARED if stored[c] != rec[c]]
+            stored = dict(zip(compared, (eid, *row[4:]), strict=True))
+            changed = [c for c in compared if stored[c] != rec[c]]
             if changed:
                 rep.problems.append(
                     Problem(

@@ -1,12 +1,10 @@
-"""The worker's model-event path: verify, follow chains, build rows, apply the promotion rule.
+"""The worker's model-event path: the rows of model events and the promotion rule.
 
 Messages of the model-events topic are checked like decisions (hash, key, signature,
 fields) by :class:`.checks.EventVerifier` with ``record="model_event"``, followed on
-their own chains ``<producer_id>/model-events`` (the chain heads come from
-``audit.model_events``), and stored in ``audit.model_events`` and
-``audit.model_event_checkpoints`` in the same flush as the decisions, before the offsets
-are committed. Lifecycle events are rare, so chain heads are looked up afresh for every
-batch that carries any: no state survives a batch, and a rebalance needs no hook.
+their own chains ``<producer_id>/model-events`` (:class:`.side_chains.SideChainIngest`), and
+stored in ``audit.model_events`` and ``audit.model_event_checkpoints`` in the same flush as
+the decisions, before the offsets are committed.
 
 Guard rail (:class:`PromotionPolicy`): a ``promote`` of a model version to a production
 stage without a recorded approval (the latest ``approve``/``reject`` of that model version
@@ -18,28 +16,18 @@ names is stored as it happened and reported in ``audit.incidents`` as
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from decision_audit.contract.fields import MODEL_EVENT
-from decision_audit.contract.lineage import MODEL_EVENT_CHAIN_SUFFIX
-from decision_audit.contract.reasons import IncidentKind, Reason
+from decision_audit.contract.reasons import IncidentKind
 from decision_audit.contract.settings import ENV_PREFIX, AuditSettings
 from decision_audit.worker.chain_heads import ChainReader
-from decision_audit.worker.chains import Chain, ChainTracker, Checked, Head, Link, judge
-from decision_audit.worker.checks import (
-    Headers,
-    Rejection,
-    StagedEvent,
-    VerifiedCheckpoint,
-    VerifiedEvent,
-)
-from decision_audit.worker.rows import QuarantineRow, checkpoint_row
+from decision_audit.worker.checks import VerifiedEvent
+from decision_audit.worker.side_chains import Message, SideChainIngest, incident_row
 
 MODEL_EVENT_COLUMNS = MODEL_EVENT.written
 """the columns of ``model_events`` the worker writes (decision_audit.contract.fields)"""
@@ -68,34 +56,6 @@ class PromotionPolicy(AuditSettings):
     def targets_production(self, metadata: dict[str, Any]) -> bool:
         stages = {s.lower() for s in self.production_stages}
         return any(str(metadata.get(k, "")).lower() in stages for k in self.stage_keys)
-
-
-class Message(Protocol):
-    """What the worker's consumed message offers (see ``decision_audit.worker.received``)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Headers: ...
-
-
-@dataclass
-class ModelEventBatch:
-    """What one flush stores for the model-events topic."""
-
-    rows: list[list[Any]] = field(default_factory=list)
-    checkpoints: list[list[Any]] = field(default_factory=list)
-    incidents: list[list[Any]] = field(default_factory=list)
-    rejected: list[QuarantineRow] = field(default_factory=list)
-    duplicates: int = 0
 
 
 def model_event_row(ev: VerifiedEvent, raw: bytes, partition: int, offset: int) -> list[Any]:
@@ -129,67 +89,17 @@ def model_version_of(record: dict[str, Any]) -> str | None:
     return next((r["id"] for r in refs if r["type"] == "model_version"), None)
 
 
-def _misnamed(result: VerifiedEvent | StagedEvent | VerifiedCheckpoint) -> Rejection | None:
-    producer_id = result.record["producer_id"]
-    if producer_id.endswith(MODEL_EVENT_CHAIN_SUFFIX):
-        return None
-    return Rejection(
-        Reason.INVALID_EVENT,
-        f"chain {producer_id!r} on the model-events topic does not end "
-        f"with {MODEL_EVENT_CHAIN_SUFFIX!r}",
-    )
+class ModelEventIngest(SideChainIngest):
+    """Model events of a batch: rows, incidents (gaps, unapproved promotions), rejections."""
 
+    what = "model event"
 
-class ModelEventIngest:
-    """Turns the model-events messages of a batch into rows, incidents and rejections."""
-
-    def __init__(
-        self,
-        stored: ChainReader,
-        policy: PromotionPolicy | None = None,
-    ) -> None:
-        self.stored = stored
+    def __init__(self, stored: ChainReader, policy: PromotionPolicy | None = None) -> None:
+        super().__init__(MODEL_EVENT, stored, model_event_row)
         self.policy = policy or PromotionPolicy()
 
-    @property
-    def _db(self) -> str:
-        return self.stored.database
-
-    def process(self, checked: Sequence[tuple[Message, Checked]]) -> ModelEventBatch:
-        """Judge messages already checked with ``EventVerifier.check(record="model_event")``."""
-        out = ModelEventBatch()
-        if not checked:
-            return out
-        chains = ChainTracker(self._heads, self._hashes)
-        # Model-event chains are named apart from decision chains (decision_audit.contract.lineage).
-        named: list[tuple[Message, Checked]] = [
-            (msg, _misnamed(r) or r) if not isinstance(r, Rejection) else (msg, r)
-            for msg, r in checked
-        ]
-        j = judge(named, chains)
-        out.duplicates = j.duplicates
-        out.checkpoints = [
-            checkpoint_row(cp, msg.value or b"", msg.partition, msg.offset)
-            for msg, cp in j.checkpoints
-        ]
-        out.incidents = [
-            self._incident(
-                IncidentKind.SEQ_GAP,
-                rec,
-                msg,
-                f"{hi - lo + 1} model event(s) missing before seq {rec['seq']}",
-                lo,
-                hi,
-            )
-            for msg, rec, lo, hi in j.gaps
-        ]
-        out.rejected = [self._quarantine(msg, rejection) for msg, rejection in j.rejected]
-        accepted = [(m, ev) for m, ev in j.accepted if isinstance(ev, VerifiedEvent)]
-        out.rows = [
-            model_event_row(ev, m.value or b"", m.partition, m.offset) for m, ev in accepted
-        ]
-        out.incidents.extend(self._guard(accepted))
-        return out
+    def incidents(self, accepted: list[tuple[Message, VerifiedEvent]]) -> list[list[Any]]:
+        return self._guard(accepted)
 
     # -- guard rail -------------------------------------------------------------------------
 
@@ -219,7 +129,7 @@ class ModelEventIngest:
             problem = self._promotion_problem(rec, version, verdicts.get(version or "", []))
             if problem is not None:
                 incidents.append(
-                    self._incident(
+                    incident_row(
                         IncidentKind.UNAPPROVED_PROMOTION, rec, msg, problem, rec["seq"], rec["seq"]
                     )
                 )
@@ -268,30 +178,3 @@ class ModelEventIngest:
         for sid, ts, action, meta, actor in rows:
             out.setdefault(str(sid), []).append((ts, str(action), json.loads(meta), str(actor)))
         return out
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _incident(
-        self, kind: IncidentKind, rec: dict[str, Any], msg: Message, detail: str, lo: int, hi: int
-    ) -> list[Any]:
-        return [
-            kind,
-            rec["producer_id"],
-            rec["producer_epoch"],
-            lo,
-            hi,
-            detail,
-            msg.partition,
-            msg.offset,
-        ]
-
-    def _quarantine(self, msg: Message, rejection: Rejection) -> QuarantineRow:
-        return QuarantineRow(
-            msg.topic, msg.partition, msg.offset, msg.key, rejection, msg.value or b""
-        )
-
-    def _heads(self, chains: set[Chain]) -> dict[Chain, Head]:
-        return self.stored.chain_heads(chains, "model_events")
-
-    def _hashes(self, links: set[Link]) -> dict[Link, bytes]:
-        return self.stored.stored_hashes(links, "model_events")

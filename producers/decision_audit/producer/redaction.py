@@ -40,6 +40,14 @@ Overlaps
     ``a.b.x``), the strictest wins: ``drop`` over ``mask`` over ``hash`` over ``encrypt``
     (which key holders can read), then the rule listed first. The same path twice is refused.
 
+Free text
+    A failed inference's ``error_message`` is text, not a JSON object: no path can address a
+    name or an account number inside it. The policy's ``error_message`` rule
+    (:class:`TextRule`) decides what leaves the process: ``keep`` it (the default), ``mask``
+    it, ``hash`` it (as a ``hash`` rule would the string) or ``drop`` it, keeping the
+    ``error_type``; a kept message is truncated to ``max_chars`` (1024 by default) with a
+    closing ``…``. Without a policy, messages are kept and truncated the same way.
+
 Cost
     Paths are compiled once into a trie. :meth:`Redactor.apply` only visits keys named by a
     rule (all keys of an object only under ``*``), and copies only the containers on the
@@ -76,11 +84,17 @@ __all__ = [
     "RedactionRule",
     "Redactor",
     "Sealer",
+    "TextRule",
+    "redact_text",
+    "truncate",
 ]
 
 WILDCARD: Final = "*"
 HASH_PREFIX: Final = "hmac-sha256:"
 DEFAULT_MASK: Final = "***"
+ELLIPSIS: Final = "…"
+MAX_TEXT_CHARS: Final = 8192
+"""the contract's bound on an ``error_message`` (decision_audit.contract.models)"""
 
 Action = Literal["drop", "mask", "hash", "encrypt"]
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^@\s]+$")]
@@ -168,6 +182,31 @@ def _covers(rule: tuple[str, ...], path: tuple[str, ...]) -> bool:
     )
 
 
+def truncate(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars`` characters, the last one ``…`` when it was cut."""
+    if len(text) <= max_chars:
+        return text
+    return text[: max_chars - 1] + ELLIPSIS
+
+
+class TextRule(BaseModel):
+    """What happens to a free-text field (a failed inference's ``error_message``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["keep", "drop", "mask", "hash"] = "keep"
+    max_chars: Annotated[int, Field(ge=1, le=MAX_TEXT_CHARS)] = 1024
+    """a kept message longer than this is cut (``…`` marks the cut)"""
+    replacement: str | None = None
+    """The mask text; only for ``action="mask"`` (default ``"***"``)."""
+
+    @model_validator(mode="after")
+    def _check_replacement(self) -> Self:
+        if self.replacement is not None and self.action != "mask":
+            raise ValueError("error_message: replacement is only valid with action 'mask'")
+        return self
+
+
 class RedactionPolicy(BaseModel):
     """A published, versioned set of redaction rules (no secrets in here)."""
 
@@ -178,6 +217,8 @@ class RedactionPolicy(BaseModel):
     rules: tuple[RedactionRule, ...] = ()
     subject: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
     """input path of the data subject's id, for ``encrypt`` rules (e.g. ``applicant.id``)"""
+    error_message: TextRule = TextRule()
+    """what a failed inference's error message becomes (kept and truncated by default)"""
     description: str | None = None
 
     @field_validator("subject")
@@ -310,12 +351,14 @@ def _resolve(node: _Node) -> _Node:
 
 
 class Redactor:
-    """A compiled policy: apply it to each event's inputs."""
+    """A compiled policy: apply it to each event's inputs (and error message)."""
 
     __slots__ = ("_hmac", "_local", "_policy", "_root", "_subject")
 
     def __init__(self, policy: RedactionPolicy, secret: bytes | None = None) -> None:
         keyed = [r.path for r in policy.rules if r.action in ("hash", "encrypt")]
+        if policy.error_message.action == "hash":
+            keyed.append("error_message")
         if secret is not None and not isinstance(secret, bytes | bytearray):
             raise TypeError("secret must be bytes")
         if keyed and not secret:
@@ -464,6 +507,25 @@ class Redactor:
                 f"{value!r}, not a subject id (a non-empty string or an integer)"
             )
         return str(value)
+
+    def error_message(self, text: str) -> str | None:
+        """What the policy's ``error_message`` rule makes of a failed inference's message."""
+        return redact_text(self._policy.error_message, text, self._hash)
+
+
+def redact_text(
+    rule: TextRule, text: str, hash_value: Callable[[Any, str], str] | None = None
+) -> str | None:
+    """``text`` after ``rule``: kept (truncated), masked, hashed or dropped (None)."""
+    if rule.action == "keep":
+        return truncate(text, rule.max_chars)
+    if rule.action == "mask":
+        return DEFAULT_MASK if rule.replacement is None else rule.replacement
+    if rule.action == "hash":
+        if hash_value is None:
+            raise ValueError("a hash rule for error_message needs the policy's HMAC secret")
+        return hash_value(text, "error_message")
+    return None
 
 
 class _Sealing:

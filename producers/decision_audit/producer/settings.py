@@ -25,6 +25,10 @@ class ProducerSettings(AuditSettings):
     model_events_topic: str = Field(
         "model-events", min_length=1, description="topic of model-lifecycle events"
     )
+    outcomes_topic: str = Field(
+        "outcomes", min_length=1, description="topic of decision outcomes (ground truth)"
+    )
+    reviews_topic: str = Field("reviews", min_length=1, description="topic of human reviews")
     enqueue_timeout: float = Field(
         0.001, ge=0, description="seconds log_decision may wait for room in a full local queue"
     )

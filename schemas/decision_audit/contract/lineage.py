@@ -19,6 +19,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+from decision_audit.contract.fields import MODEL_EVENT
 from decision_audit.contract.models import JsonObject, dumps_json
 
 ACTIONS = (
@@ -46,8 +47,8 @@ Action = Literal[
 REFERENCE_TYPES = ("model_version", "run", "dataset", "deployment", "commit", "environment")
 ReferenceType = Literal["model_version", "run", "dataset", "deployment", "commit", "environment"]
 
-MODEL_EVENT_CHAIN_SUFFIX = "/model-events"
-"""Appended to a producer's id to name its model-event chain."""
+MODEL_EVENT_CHAIN_SUFFIX = MODEL_EVENT.chain_suffix
+"""Appended to a producer's id to name its model-event chain (``/model-events``)."""
 
 RefId = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
@@ -61,7 +62,7 @@ def model_event_chain_id(producer_id: str) -> str:
     its id distinct from the decision chain (whose checkpoints and heads are stored apart)
     while naming the serving producer it belongs to.
     """
-    return producer_id + MODEL_EVENT_CHAIN_SUFFIX
+    return MODEL_EVENT.chain_id(producer_id)
 
 
 def model_version_id(model_name: str, model_version: str) -> str:
