@@ -128,6 +128,8 @@ def test_broker_kill9_and_restart_lose_and_double_nothing(
     group = f"g-{topic}"
     ensure_topics(bs, {topic: PARTITIONS, f"{topic}-dlq": 1})
     keys = tmp_path / "keys"
+    # The producers make their keys, which the worker settings check exist.
+    load = SpooledLoad(bs, topic, tmp_path / "spools", keys).start()
     settings = WorkerSettings(
         bootstrap_servers=bs,
         clickhouse_url=f"chdb://{chdb_dir}",
@@ -141,7 +143,6 @@ def test_broker_kill9_and_restart_lose_and_double_nothing(
         keys=keys,
     )
 
-    load = SpooledLoad(bs, topic, tmp_path / "spools", keys).start()
     worker = WorkerThread(Worker(settings, client=ch))
     logged_while_down: list[int] = []
     for _ in range(KILLS):
