@@ -41,6 +41,17 @@ DECISION_FIELDS = tuple(f.name for f in DECISION_EVENT if f.traced)
 FOLLOW_UP_FIELDS = {k.schema: tuple(f.name for f in k if f.traced) for k in (REVIEW, OUTCOME)}
 # Which lifecycle actions put a model version into service on a deployment.
 SERVING_ACTIONS = ("deploy", "rollback")
+# Which lifecycle actions of a model version its lineage link sums up.
+VERSION_ACTIONS = (
+    "train",
+    "evaluate",
+    "attest",
+    "approve",
+    "reject",
+    "promote",
+    "retire",
+    "retrain",
+)
 MAX_MATCHES = 20
 
 
@@ -511,12 +522,8 @@ class Tracer:
         else:
             summary = [f"registered by {register.actor} at {register.occurred_at.isoformat()}"]
             for e in version_events:
-                if e.action in ("approve", "reject", "promote", "retire") and e.occurred_at <= at:
-                    stage = e.metadata.get("stage") or e.metadata.get("to_stage")
-                    summary.append(
-                        f"{e.action}{' to ' + str(stage) if stage else ''} by {e.actor} at "
-                        f"{e.occurred_at.isoformat()}"
-                    )
+                if e.action in VERSION_ACTIONS and e.occurred_at <= at:
+                    summary.append(f"{_event_words(e)} by {e.actor} at {e.occurred_at.isoformat()}")
             links.append(
                 Link(
                     "model_version",
@@ -535,9 +542,10 @@ class Tracer:
             for t in ("dataset", "commit", "environment"):
                 recorded[t] = recorded[t] or _related_id(e, t)
         for step in ("run", "dataset", "commit", "environment"):
-            links.append(
-                _id_link(step, given[step], recorded[step], run_events if step == "run" else [])
-            )
+            events_of = run_events if step == "run" else []
+            if step == "dataset" and (given[step] or recorded[step]):
+                events_of = about(f"dataset:{given[step] or recorded[step]}")
+            links.append(_id_link(step, given[step], recorded[step], events_of))
         return links
 
     def _deployment_link(self, deployment: Any, version: str, at: datetime, about: Any) -> Link:
@@ -571,6 +579,32 @@ class Tracer:
                 events,
             )
         return Link("deployment", ref, "ok", f"serving {version} since the {what}", events)
+
+
+def _event_words(e: LifecycleEvent) -> str:
+    """What a lifecycle event of a model version says, in a few words (its details)."""
+    m = e.metadata
+    if e.action in ("promote", "approve", "reject", "retire"):
+        stage = m.get("stage") or m.get("to_stage")
+        return f"{e.action}{' to ' + str(stage) if stage else ''}"
+    if e.action == "attest":
+        return (
+            f"attest {m.get('predicate')} {m.get('result')} "
+            f"(evidence sha256 {str(m.get('artifact_sha256'))[:12]}…)"
+        )
+    if e.action == "evaluate":
+        metrics = ", ".join(f"{k}={v}" for k, v in dict(m.get("metrics") or {}).items())
+        limits = ", ".join(f"{k}={v}" for k, v in dict(m.get("thresholds") or {}).items())
+        on = next((r for r in e.related if r.startswith("dataset:")), None)
+        return f"evaluate {metrics} (thresholds {limits}){' on ' + on if on else ''}"
+    if e.action == "train":
+        run = e.subject if e.subject.startswith("run:") else None
+        run = run or next((r for r in e.related if r.startswith("run:")), "run ?")
+        return f"train {run}"
+    if e.action == "retrain":
+        trigger = f" (trigger {m['trigger']})" if m.get("trigger") else ""
+        return f"retrain: {m.get('reason')}{trigger}"
+    return e.action
 
 
 _VERDICT_WORDS = {"confirm": "confirmed", "override": "overridden", "escalate": "escalated"}

@@ -366,6 +366,67 @@ def trace(
 @main.command()
 @store_options
 @click.option(
+    "--model-version",
+    "model_version",
+    required=True,
+    metavar="NAME@VERSION",
+    help="the model version to promote",
+)
+@click.option("--to", "stage", default="production", show_default=True, help="the target stage")
+@click.option(
+    "--promoter",
+    help="who will promote (an approval by them does not count, unless the policy allows it)",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"TOML file of the promotion policy [env: {ENV}PROMOTION_POLICY_FILE]; "
+    f"{ENV}PROMOTION_* variables override its settings",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@actor_option
+def gate(
+    model_version: str,
+    stage: str,
+    promoter: str | None,
+    policy_file: Path | None,
+    fmt: str,
+    actor: str | None,
+    **flags: Any,
+) -> None:
+    """May MODEL_VERSION be promoted to --to now? Exit 0 if so, 1 printing what is missing.
+
+    Asks what the worker asks of a promote event (the approvals from distinct actors, the
+    separation of duties and the attestation predicates the promotion policy names) of
+    what audit.model_events holds, so a CI/CD pipeline can call it before promoting.
+    """
+    from decision_audit.audit.access_log import record_access
+    from decision_audit.audit.gate import check_gate, print_gate
+    from decision_audit.worker.model_events import PromotionPolicy
+
+    if "@" not in model_version.strip("@"):
+        raise click.BadParameter("expected NAME@VERSION", param_hint="--model-version")
+    try:
+        policy = PromotionPolicy.load(policy_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policy") from None
+    s = build_settings(ClickHouseSettings, flags)
+    client = open_store(s)
+    answer = check_gate(client, s.database, model_version, stage, policy=policy, promoter=promoter)
+    status = "ok" if answer.ok else "blocked"
+    record_access(
+        client, s.database, "gate", f"{model_version} -> {stage}", actor=actor, status=status
+    )
+    print_gate(answer, fmt, Console())
+    sys.exit(0 if answer.ok else 1)
+
+
+@main.command()
+@store_options
+@click.option(
     "--html",
     "out",
     type=OutputFile(),

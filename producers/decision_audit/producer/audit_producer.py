@@ -412,8 +412,14 @@ class AuditProducer:
         metadata: JsonObject | None = None,
         occurred_at: datetime | None = None,
     ) -> str:
-        """Record one model-lifecycle event (register, promote, deploy, rollback, approve,
-        reject, retire, grant_access, revoke_access); returns its event id.
+        """Record one model-lifecycle event; returns its event id.
+
+        ``action`` is one of :data:`decision_audit.contract.lineage.ACTIONS` (register,
+        promote, deploy, rollback, approve, reject, retire, grant_access, revoke_access,
+        train, evaluate, data_snapshot, retrain, attest); the details each action needs
+        (metadata keys, reference types) are declared in
+        :data:`decision_audit.contract.lineage.ACTION_DETAILS`. An unknown action, or a missing
+        or ill-typed detail, raises ``ValueError`` naming it, before anything is sent.
 
         ``subject`` and ``related`` are :class:`decision_audit.contract.lineage.Reference` or plain
         ``{"type": ..., "id": ...}`` dicts. The event goes to ``model_events_topic`` on the
