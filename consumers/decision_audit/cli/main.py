@@ -145,16 +145,29 @@ def broker(port: int, host: str) -> None:
     help="print the DDL (every statement, as run on an empty database) instead of running "
     "it; connects to nothing",
 )
-def migrate(print_only: bool, **flags: Any) -> None:
+@click.option(
+    "--print-grants",
+    is_flag=True,
+    help="print the roles, grants and users a deployment needs (SQL; passwords hashed from "
+    "$CLICKHOUSE_PASSWORD, $CLICKHOUSE_KEYS_PASSWORD, $CLICKHOUSE_AUDITOR_PASSWORD, "
+    "$CLICKHOUSE_ADMIN_PASSWORD, placeholders when unset); connects to nothing",
+)
+def migrate(print_only: bool, print_grants: bool, **flags: Any) -> None:
     """Create or upgrade the audit tables (idempotent: safe to run on every deploy).
 
     With --cluster, the same migrations as ON CLUSTER DDL: Replicated tables (NAME_local) on
     every shard, Distributed tables under the names the worker and the tools query.
+    Run it as the admin user; --print-grants shows what each user may do.
     """
     from decision_audit.clickhouse.migrate import ClusterNeedsServer, migration_script
     from decision_audit.clickhouse.migrate import migrate as apply
 
     s = build_settings(MigrateSettings, flags)
+    if print_grants:
+        from decision_audit.clickhouse.grants import grants_script
+
+        click.echo(grants_script(s.database, s.cluster), nl=False)
+        return
     if print_only:
         click.echo(migration_script(s.database, s.cluster), nl=False)
         return
