@@ -500,7 +500,10 @@ def test_users_d_grants_are_the_rendered_roles(
     defined = {u.tag: u for u in users.findall("users/*") if u.tag != "default"}
     assert set(defined) <= set(declared), sorted(set(defined) - set(declared))
     for name, user in defined.items():
-        assert xml_grants(user) == list(grants.user_grants(declared[name], database)), name
+        assert xml_grants(user) == list(grants.user_grants(declared[name], database)), (
+            f"{name}: run python -m decision_audit.clickhouse.grants "
+            f"{CH_USERS_D}/decision-audit.xml"
+        )
         assert user.findtext("access_management") == "0", name
         password = user.find("password")
         assert password is not None and password.get("from_env") == declared[name].password_env
@@ -896,7 +899,10 @@ def test_cluster_users_d_grants_are_the_rendered_cluster_roles(
     for name, user in overrides.items():
         assert user.find("grants").get("replace") == "replace", name  # type: ignore[union-attr]
         wanted = list(grants.user_grants(declared[name], database, cluster_name))
-        assert xml_grants(user) == wanted, name
+        assert xml_grants(user) == wanted, (
+            f"{name}: run python -m decision_audit.clickhouse.grants "
+            f"{CLUSTER_USERS_D}/cluster.xml --cluster {cluster_name}"
+        )
     user = urlsplit(interpolate(clickhouse_dsn(cluster_services["migrate"]))).username
     assert declared[str(user)].roles == (grants.ADMIN,)
 

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from decision_audit.clickhouse.cluster import (
     LOCAL_SUFFIX,
@@ -39,6 +41,7 @@ from decision_audit.clickhouse.cluster import (
     quote_str,
     render_statements,
 )
+from decision_audit.contract.fields import CHAINED_KINDS
 
 WRITER = "writer"
 KEYFILER = "keyfiler"
@@ -51,25 +54,38 @@ ROLE_PREFIX = "decision_audit_"
 
 S, I, D = "SELECT", "INSERT", "ALTER DELETE"  # noqa: E741 (the table below reads as a grid)
 
+
+def _chained_tables() -> dict[str, dict[str, tuple[str, ...]]]:
+    """Each chained record kind's table and checkpoint table (contract/fields.py): the worker
+    writes both and reads the chain heads back; a new record kind needs no line here."""
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for kind in CHAINED_KINDS:
+        assert kind.chain is not None
+        out[kind.table] = {WRITER: (S, I), AUDITOR: (S,)}
+        out[kind.chain.checkpoints] = {WRITER: (I,), AUDITOR: (S,)}
+    return out
+
+
 TABLES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     # table                   role: privileges on it (a new table is one line here)
     "schema_migrations":       {WRITER: (S,), KEYFILER: (S,), AUDITOR: (S,), ERASER: (S,)},
-    "decisions":               {WRITER: (S, I), AUDITOR: (S,)},
+    **_chained_tables(),
     "quarantine":              {WRITER: (I,), AUDITOR: (S,)},
-    "checkpoints":             {WRITER: (I,), AUDITOR: (S,)},
     "incidents":               {WRITER: (I,), AUDITOR: (S,)},
-    "model_events":            {WRITER: (S, I), AUDITOR: (S,)},
-    "model_event_checkpoints": {WRITER: (I,), AUDITOR: (S,)},
     "access_log":              {AUDITOR: (S, I)},
     "decisions_hourly":        {WRITER: (I,), AUDITOR: (S,)},
     "quarantine_hourly":       {WRITER: (I,), AUDITOR: (S,)},
     "incidents_hourly":        {WRITER: (I,), AUDITOR: (S,)},
     "subject_keys":            {KEYFILER: (I, D), AUDITOR: (S,), ERASER: (S, D)},
     "erasures":                {KEYFILER: (S,), AUDITOR: (S,), ERASER: (S, I)},
+    # plain views: a view runs with its reader's grants on the tables it reads
+    "decision_outcomes":       {AUDITOR: (S,)},
+    "decision_reviews":        {AUDITOR: (S,)},
 }  # fmt: skip
-"""Every table, and what each role may do to it. ``schema_migrations``: every command checks
-the applied migrations first. The ``*_hourly`` rollups: filled by materialized views on the
-writer's inserts; a view without ``SQL SECURITY DEFINER`` inserts with the writer's grants."""
+"""Every table and plain view, and what each role may do to it. ``schema_migrations``: every
+command checks the applied migrations first. The ``*_hourly`` rollups: filled by materialized
+views on the writer's inserts; a view without ``SQL SECURITY DEFINER`` inserts with the
+writer's grants."""
 
 GLOBAL: Mapping[str, tuple[str, ...]] = {
     WRITER: ("CREATE TEMPORARY TABLE",),
@@ -213,3 +229,43 @@ def grants_script(
             lines.append("")
         lines.append(f"{stmt};")
     return "\n".join(lines) + "\n"
+
+
+def rewrite_users_d(path: Path, database: str = "audit", cluster: str | None = None) -> bool:
+    """Rewrite each declared user's ``<grants>`` in the users.d file ``path`` to its roles'
+    grants (the file's layout and comments kept); True when the file changed."""
+    text = path.read_text()
+    start = text.index("<users>")  # the users' section: profiles may share their names
+    out = text
+    for user in USERS:
+        pattern = rf"(<{user.name}>(?:(?!</{user.name}>).)*?<grants[^>]*>)(.*?)(\n(\s*)</grants>)"
+        block = re.compile(pattern, re.S).search(out, start)
+        if block is None:
+            continue
+        indent = block.group(4) + "    "
+        queries = "".join(
+            f"\n{indent}<query>{q}</query>" for q in user_grants(user, database, cluster)
+        )
+        out = out[: block.start(2)] + queries + out[block.end(2) :]
+    if out != text:
+        path.write_text(out)
+    return out != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m decision_audit.clickhouse.grants FILE [--cluster NAME]``: bring a users.d
+    file's grants up to date with :data:`TABLES` (after a migration adds a table)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m decision_audit.clickhouse.grants")
+    p.add_argument("file", type=Path, help="a users.d XML file holding the declared users")
+    p.add_argument("--database", default="audit")
+    p.add_argument("--cluster", default=None, help="render the cluster grants (*_local tables)")
+    a = p.parse_args(argv)
+    changed = rewrite_users_d(a.file, a.database, a.cluster)
+    print(f"{a.file}: {'updated' if changed else 'up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

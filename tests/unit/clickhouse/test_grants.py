@@ -21,6 +21,7 @@ import pytest
 
 from decision_audit.clickhouse import grants as g
 from decision_audit.clickhouse.migrate import TRACKING_TABLE, load_migrations
+from decision_audit.contract.fields import CHAINED_KINDS, DECISION_EVENT
 from decision_audit.worker.keystore import delete_keys_statements
 
 DB = "audit"
@@ -39,10 +40,23 @@ _RULES = (
 _TABLE_ARG = (r"table: str = \"(\w+)\"", r"(?:chain_heads|stored_hashes)\([^)]*\"(\w+)\"\)")
 
 
+SIDE_KINDS = [k for k in CHAINED_KINDS if k is not DECISION_EVENT]
+# SQL on a side kind's tables, named through the contract (``kind.table``): every side kind's
+_KIND_RULES = (
+    (r"_insert_rows\(\s*kind\.table\b", "INSERT", lambda k: k.table),
+    (r"_insert_rows\(\s*kind\.chain\.checkpoints\b", "INSERT", lambda k: k.chain.checkpoints),
+    (r"(?:chain_heads|stored_hashes)\([^)]*self\.kind\.table\)", "SELECT", lambda k: k.table),
+)
+
+
 def scan(sources: list[str]) -> Access:
     """(table -> privileges) of the SQL in ``sources``."""
     out: Access = defaultdict(set)
     text = "\n".join(sources)
+    for pattern, priv, table in _KIND_RULES:
+        if re.search(pattern, text):
+            for kind in SIDE_KINDS:
+                out[table(kind)].add(priv)
     for pattern, priv in _RULES:
         for m in re.finditer(pattern, text):
             if m.group(1) != "table":
@@ -108,13 +122,13 @@ def created_tables() -> set[str]:
     names = {TRACKING_TABLE}
     for mig in load_migrations(DB):
         for stmt in mig.statements:
-            m = re.match(rf"CREATE TABLE (?:IF NOT EXISTS )?{DB}\.(\w+)", stmt)
+            m = re.match(rf"CREATE (?:TABLE|VIEW) (?:IF NOT EXISTS )?{DB}\.(\w+)", stmt)
             if m:
                 names.add(m.group(1))
     return names
 
 
-def test_every_table_the_migrations_create_is_declared_and_no_other() -> None:
+def test_every_table_and_view_the_migrations_create_is_declared_and_no_other() -> None:
     assert set(g.TABLES) == created_tables()
 
 
@@ -127,12 +141,14 @@ def test_each_component_is_granted_exactly_what_its_sql_touches(role: str) -> No
 
 def test_the_writer_reads_chain_heads_and_writes_what_the_store_writes() -> None:
     store = scan([inspect.getsource(importlib.import_module("decision_audit.worker.store"))])
+    chained = {k.table for k in CHAINED_KINDS}
+    checkpoints = {k.chain.checkpoints for k in CHAINED_KINDS if k.chain is not None}
+    assert {"outcomes", "reviews", "model_events"} <= chained
     assert {t for t, p in store.items() if "INSERT" in p} == {
-        "decisions", "quarantine", "checkpoints", "incidents", "model_events",
-        "model_event_checkpoints",
+        *chained, *checkpoints, "quarantine", "incidents",
     }  # fmt: skip
     assert {t for t, p in declared(g.WRITER).items() if "SELECT" in p} == {
-        TRACKING_TABLE, "decisions", "model_events",
+        TRACKING_TABLE, *chained,
     }  # fmt: skip
     assert g.GLOBAL[g.WRITER] == ("CREATE TEMPORARY TABLE",)  # worker/staging.py
 
