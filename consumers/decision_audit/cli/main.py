@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -433,6 +434,38 @@ def trace(
         sys.exit(0 if chain.ok else 1)
     print_trace(result, fmt, Console())
     sys.exit(0 if result.integrity.ok else 1)
+
+
+@main.command()
+@store_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@actor_option
+def reconcile(fmt: str, actor: str | None, **flags: Any) -> None:
+    """Re-hash the artifacts lifecycle events name and record what no longer matches.
+
+    Every register, train, data_snapshot and attest event whose metadata names an
+    artifact_uri and its artifact_sha256: the file (a local path or file:// URL; other
+    URLs through fsspec when it is installed) is hashed again. A mismatch or a missing
+    artifact is written to the incidents table (artifact_mismatch, artifact_missing), so
+    the account needs INSERT on it. Exit 1 if any artifact failed or the incidents could not
+    be recorded; artifacts that cannot be checked here are reported.
+    """
+    from decision_audit.audit.access_log import record_access
+    from decision_audit.audit.reconcile import print_reconciliation
+    from decision_audit.audit.reconcile import reconcile as run_reconcile
+
+    s = build_settings(ClickHouseSettings, flags)
+    client = open_store(s)
+    result = run_reconcile(client, s.database)
+    status = "ok" if result.ok else "failed"
+    detail = json.dumps(result.summary())
+    record_access(
+        client, s.database, "reconcile", "artifacts", actor=actor, status=status, detail=detail
+    )
+    print_reconciliation(result, fmt, Console())
+    sys.exit(0 if result.ok else 1)
 
 
 @main.command()
