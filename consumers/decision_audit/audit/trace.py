@@ -8,6 +8,11 @@ approved, promoted, deployed, rolled back, and when), and proves the decision's 
 its hash recomputed from the stored ``raw`` bytes, its columns equal to what those bytes
 say, its link to the previous event of its chain, and the signed checkpoint that covers it
 (with every link between the two re-checked).
+
+:class:`LifecycleTracer` answers seed 003's other two questions from ``audit.model_events``:
+``trace --deployment D --since T --until U`` (a deployment's timeline, with its decisions
+around each event) and ``trace --model-version NAME@VERSION`` (the approval chain), each
+event proven like the decision's follow-ups and judged by the promotion gate's rule.
 """
 
 from __future__ import annotations
