@@ -159,6 +159,8 @@ def test_single_node_and_cluster_tables_have_the_same_columns_and_keys(
         "decisions_hourly",
         "subject_keys",
         "erasures",
+        "legal_holds",
+        "retention_prunings",
     }, sorted(single)
     assert set(many) == set(single) | {f"{t}_local" for t in stored}
     for table in stored:
@@ -284,6 +286,8 @@ def test_the_tools_query_tables_that_exist_in_both_layouts(
         "incidents_hourly",
         "subject_keys",
         "erasures",
+        "legal_holds",
+        "retention_prunings",
         TRACKING_TABLE,
     }, sorted(queried)
     single = set(tables(ch, database))

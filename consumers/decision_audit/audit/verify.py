@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
+from decision_audit.audit.retention import ChainStart, chain_starts
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
 from decision_audit.contract.fields import CHAINED_KINDS, DECISION_EVENT, RecordKind
@@ -151,8 +152,11 @@ class TrailVerifier:
                 "ORDER BY producer_id, producer_epoch",
                 parameters=params,
             ).result_rows
+            starts = chain_starts(self.client, self.db, kind.table)
             reports += [
-                self._chain(kind, str(p), int(e), where, params, windowed, on_rows)
+                self._chain(
+                    kind, str(p), int(e), where, params, windowed, on_rows, starts.get((p, e))
+                )
                 for p, e in chains
             ]
         return TrailReport(self.db, bool(self.keyring), reports)
@@ -218,12 +222,13 @@ class TrailVerifier:
         params: dict[str, Any],
         windowed: bool,
         on_rows: Callable[[int], None] | None,
+        start: ChainStart | None = None,
     ) -> ChainReport:
         rep = ChainReport(producer_id, epoch)
         signed_heads = self._checkpoints(kind, rep)
         compared = kind.compared
         heap: list[ChainRow] = []
-        walk = _Walk(rep, signed_heads, windowed, attest=bool(self.keyring))
+        walk = _Walk(rep, signed_heads, windowed, attest=bool(self.keyring), start=start)
         latest: datetime | None = None
         done = 0
         for row in self._rows(kind, rep, where, params):
@@ -288,12 +293,28 @@ class _Walk:
     """The chain's links walked in seq order (:mod:`.chain_walk`), reported as problems."""
 
     def __init__(
-        self, rep: ChainReport, signed_heads: dict[int, bytes], windowed: bool, attest: bool
+        self,
+        rep: ChainReport,
+        signed_heads: dict[int, bytes],
+        windowed: bool,
+        attest: bool,
+        start: ChainStart | None = None,
     ) -> None:
         self.attest = attest
         self.rep = rep
         self.windowed = windowed
-        self.links = ChainWalk(rep.producer_id, rep.producer_epoch, signed_heads)
+        self.start = start
+        """the chain's retention boundary: the walk starts after it, linked to its hash"""
+        if start is None:
+            self.links = ChainWalk(rep.producer_id, rep.producer_epoch, signed_heads)
+        else:
+            self.links = ChainWalk(
+                rep.producer_id,
+                rep.producer_epoch,
+                signed_heads,
+                start=start.seq,
+                start_hash=start.prev_hash,
+            )
 
     def step(self, row: ChainRow) -> None:
         for finding in self.links.step(row):
@@ -324,6 +345,15 @@ class _Walk:
                 [prev.event_id, row.event_id],
             )
         assert row is not None
+        if f.fault is Fault.OFF_BOUNDARY:
+            assert self.start is not None
+            return Problem(
+                ProblemKind.CHAIN_BREAK,
+                row.seq,
+                f"first kept event does not link to the retention boundary recorded at seq "
+                f"{row.seq - 1} (head {self.start.prev_hash.hex()[:16]}…)",
+                [row.event_id],
+            )
         if f.fault is Fault.OFF_GENESIS:
             return Problem(
                 ProblemKind.CHAIN_BREAK,

@@ -798,5 +798,162 @@ def decrypt(keystore_key: Path, actor: str | None, event_id: str, **flags: Any) 
     click.echo(json.dumps(inputs, indent=2, ensure_ascii=False))
 
 
+def _retention_settings() -> Any:
+    from decision_audit.audit.retention import RetentionSettings
+
+    return RetentionSettings
+
+
+def _no_cluster_on_chdb(s: MigrateSettings) -> None:
+    from decision_audit.clickhouse.migrate import ClusterNeedsServer
+
+    if s.cluster is not None and chdb_path(s.clickhouse_url) is not None:
+        raise ClusterNeedsServer(
+            f"--cluster {s.cluster} needs a ClickHouse server of that cluster: "
+            f"{s.clickhouse_url} is the embedded engine, which has no clusters"
+        )
+
+
+who_option = click.option(
+    "--actor", help=f"who does it, for the record. [env: {ENV}ACTOR; default: the OS user]"
+)
+
+
+@main.command()
+@settings_options(_retention_settings())
+@click.option(
+    "--below-eu-ai-act-floor",
+    is_flag=True,
+    help="allow a decisions window under 183 days (the EU AI Act's six-month floor): only "
+    "for systems outside its scope",
+)
+@click.option("--dry-run", is_flag=True, help="say what would be pruned; change nothing")
+@who_option
+def retention(below_eu_ai_act_floor: bool, dry_run: bool, actor: str | None, **flags: Any) -> None:
+    """Prune records older than their kind's window, except what a legal hold keeps.
+
+    Run it as the admin (a cron job or a Kubernetes CronJob). Chains are pruned from their
+    start only, up to the first event inside the window or held; each chain's boundary (seq
+    and head hash) is recorded in retention_prunings before its rows are deleted, and verify
+    walks the chain from there. Kinds without a window are kept.
+    """
+    from decision_audit.audit.access_log import AccessSettings
+    from decision_audit.audit.retention import RetentionSettings, check_floor, prune
+
+    s = build_settings(RetentionSettings, flags)
+    _no_cluster_on_chdb(s)
+    windows = s.windows()
+    check_floor(windows, below_eu_ai_act_floor)
+    if not windows:
+        raise click.UsageError(
+            "no retention window is set: give e.g. --retention-decisions-days 365 or "
+            f"{ENV}RETENTION_DECISIONS_DAYS=365"
+        )
+    client = open_store(s)
+    who = actor or AccessSettings().actor
+    results = prune(
+        client,
+        s.database,
+        windows,
+        actor=who,
+        below_floor=below_eu_ai_act_floor,
+        cluster=s.cluster,
+        dry_run=dry_run,
+    )
+    verb = "would prune" if dry_run else "pruned"
+    for r in results:
+        chains = f" in {r.chains} chain(s)" if r.skipped is not None else ""
+        click.echo(f"{r.kind}: {verb} {r.rows} row(s){chains} before {r.horizon.isoformat()}")
+        for why in r.skipped or ():
+            click.echo(f"  skipped {why}", err=True)
+
+
+@main.group()
+def hold() -> None:
+    """Legal holds: records retention never removes (recorded in legal_holds)."""
+
+
+@hold.command("add")
+@settings_options(MigrateSettings, ["clickhouse_url", "database"])
+@click.option("--model", help="only decisions of this model_name")
+@click.option("--deployment", help="only decisions of this deployment_id")
+@click.option("--producer", help="only records of this producer_id")
+@click.option("--since", help="only records at or after this ISO time (UTC if no zone)")
+@click.option("--until", help="only records before this ISO time")
+@click.option("--reason", required=True, help="why (e.g. the case or request reference)")
+@who_option
+def hold_add(
+    model: str | None,
+    deployment: str | None,
+    producer: str | None,
+    since: str | None,
+    until: str | None,
+    reason: str,
+    actor: str | None,
+    **flags: Any,
+) -> None:
+    """Place a legal hold. Without filters it holds everything; a filter a record kind has
+    no column for (--model on the access log) holds all of that kind in the time range."""
+    from decision_audit.audit.access_log import AccessSettings
+    from decision_audit.audit.retention import add_hold
+
+    s = build_settings(ClickHouseSettings, flags)
+    client = open_store(s)
+    h = add_hold(
+        client,
+        s.database,
+        actor=actor or AccessSettings().actor,
+        reason=reason,
+        model=model,
+        deployment=deployment,
+        producer=producer,
+        since=_parse_ts(since, "--since"),
+        until=_parse_ts(until, "--until"),
+    )
+    click.echo(f"hold {h.hold_id} placed by {h.actor} on {h.describe()}")
+
+
+@hold.command("list")
+@store_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def hold_list(fmt: str, **flags: Any) -> None:
+    """The active legal holds, oldest first."""
+    import json
+    from dataclasses import asdict
+
+    from decision_audit.audit.retention import active_holds
+
+    s = build_settings(ClickHouseSettings, flags)
+    holds = active_holds(open_store(s), s.database)
+    if fmt == "json":
+        click.echo(json.dumps([asdict(h) for h in holds], default=str, indent=2))
+        return
+    if not holds:
+        click.echo("no active holds")
+    for h in holds:
+        click.echo(
+            f"{h.hold_id}  {h.recorded_at.isoformat()}  {h.actor}: {h.describe()} — {h.reason}"
+        )
+
+
+@hold.command("release")
+@store_options
+@click.argument("hold_id")
+@click.option("--reason", required=True, help="why the hold ends (e.g. the case closed)")
+@who_option
+def hold_release(hold_id: str, reason: str, actor: str | None, **flags: Any) -> None:
+    """Release a legal hold (recorded as a release row; the hold's own row stays)."""
+    from decision_audit.audit.access_log import AccessSettings
+    from decision_audit.audit.retention import release_hold
+
+    s = build_settings(ClickHouseSettings, flags)
+    h = release_hold(
+        open_store(s), s.database, hold_id, actor=actor or AccessSettings().actor, reason=reason
+    )
+    click.echo(f"hold {h.hold_id} on {h.describe()} released")
+
+
 if __name__ == "__main__":
     main()

@@ -17,7 +17,8 @@ holds on it. Roles:
   and deletes the keys. Its own role, not the auditor's (read-only but for the log), the
   writer's (never deletes) or the admin's (DDL is far more than erasure needs): grant it,
   with ``auditor``, to the people who hold the key store's private key.
-* ``admin`` — ``decision-audit migrate`` and retention: DDL on the database.
+* ``admin`` — ``decision-audit migrate``, ``retention`` and ``hold``: DDL on the database
+  (retention's ALTER DELETE, the holds and prunings it records).
 
 On a cluster every grant on a sharded table also names its ``*_local`` table (a
 Distributed table's shards check the initial user's grants there), roles and users are
@@ -78,6 +79,9 @@ TABLES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "incidents_hourly":        {WRITER: (I,), AUDITOR: (S,)},
     "subject_keys":            {KEYFILER: (I, D), AUDITOR: (S,), ERASER: (S, D)},
     "erasures":                {KEYFILER: (S,), AUDITOR: (S,), ERASER: (S, I)},
+    # written by the admin (hold, retention: its database grants); verify reads the prunings
+    "legal_holds":             {AUDITOR: (S,)},
+    "retention_prunings":      {AUDITOR: (S,)},
     # plain views: a view runs with its reader's grants on the tables it reads
     "decision_outcomes":       {AUDITOR: (S,)},
     "decision_reviews":        {AUDITOR: (S,)},
