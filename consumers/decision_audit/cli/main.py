@@ -264,20 +264,45 @@ def keygen(out: Path, key_id: str | None) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--witness-from-kafka",
+    is_flag=True,
+    help="read the witness statements from the witness topic instead of ClickHouse (and "
+    "report any the topic has that ClickHouse lacks or holds otherwise)",
+)
+@click.option(
+    "--bootstrap-servers",
+    envvar=f"{ENV}BOOTSTRAP_SERVERS",
+    default="localhost:9092",
+    show_default=True,
+    help="Kafka bootstrap servers, for --witness-from-kafka",
+)
+@click.option(
+    "--witness-topic",
+    envvar=f"{ENV}WITNESS_TOPIC",
+    default="decision-witness",
+    show_default=True,
+    help="topic of the witness statements, for --witness-from-kafka",
+)
 def verify(
     keys: Path | None,
     producer: str | None,
     since: str | None,
     until: str | None,
     fmt: str,
+    witness_from_kafka: bool,
+    bootstrap_servers: str,
+    witness_topic: str,
     **flags: Any,
 ) -> None:
     """Prove the stored trail is complete and untouched.
 
     Recomputes every event hash from the stored original bytes, walks each producer's
-    chain in seq order, and checks every checkpoint signature. Exits 0 only when all checks
-    pass; 1 with a report of each altered, deleted, inserted or reordered row and each
-    forged or missing checkpoint otherwise.
+    chain in seq order, and checks every checkpoint signature. Then checks the workers'
+    witness logs: each links and is signed (with --keys), and every chain a witness recorded
+    still exists up to the witnessed seq and head. Exits 0 only when all checks pass; 1 with
+    a report of each altered, deleted, inserted or reordered row, each forged or missing
+    checkpoint and each deleted or truncated chain otherwise.
     """
     from rich.progress import Progress
 
@@ -293,8 +318,47 @@ def verify(
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("verifying", total=verifier.count(producer, *window))
         report = verifier.run(producer, *window, on_rows=lambda n: progress.advance(task, n))
-    print_report(report, fmt, Console())
-    sys.exit(0 if report.ok else 1)
+    witness = _check_witness(
+        client,
+        s.database,
+        keyring,
+        bootstrap_servers if witness_from_kafka else None,
+        witness_topic,
+    )
+    if fmt == "json":
+        import json
+
+        out = {**report.to_dict(), "witness": witness.to_dict()}
+        out["ok"] = report.ok and witness.ok
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        from decision_audit.audit.witness import print_witness
+
+        print_report(report, fmt, Console())
+        print_witness(witness, Console())
+    sys.exit(0 if report.ok and witness.ok else 1)
+
+
+def _check_witness(
+    client: Any, database: str, keyring: Any, bootstrap_servers: str | None, topic: str
+) -> Any:
+    """The witness logs' check (verify's second part), from ClickHouse or the topic."""
+    from decision_audit.audit.witness import (
+        WitnessChecker,
+        WitnessSourceError,
+        statements_from_clickhouse,
+        statements_from_kafka,
+    )
+
+    checker = WitnessChecker(client, database, keyring)
+    stored = statements_from_clickhouse(client, database)
+    if bootstrap_servers is None:
+        return checker.run(stored)
+    try:
+        published = statements_from_kafka(bootstrap_servers, topic)
+    except WitnessSourceError as exc:
+        raise ErrorLine(f"--witness-from-kafka: {exc}") from None
+    return checker.run(published, f"topic {topic}", compare_with=stored)
 
 
 @main.command()

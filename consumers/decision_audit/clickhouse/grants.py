@@ -74,6 +74,7 @@ TABLES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     **_chained_tables(),
     "quarantine":              {WRITER: (I,), AUDITOR: (S,)},
     "incidents":               {WRITER: (I,), AUDITOR: (S,)},
+    "witness_statements":      {WRITER: (S, I), AUDITOR: (S,)},
     "access_log":              {AUDITOR: (S, I)},
     "decisions_hourly":        {WRITER: (I,), AUDITOR: (S,)},
     "quarantine_hourly":       {WRITER: (I,), AUDITOR: (S,)},

@@ -23,12 +23,13 @@ from typing import Any
 import prometheus_client
 
 from decision_audit.contract.codec import CodecError, SingleObjectCodec
-from decision_audit.contract.fields import OUTCOME, REVIEW
+from decision_audit.contract.fields import DECISION_EVENT, OUTCOME, REVIEW
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.reasons import IncidentKind, Reason
 from decision_audit.contract.registry_codec import RegistryCodec, RegistryUnavailable
+from decision_audit.contract.witness import ChainKey
 from decision_audit.worker.chain_heads import ChainReader
-from decision_audit.worker.chains import ChainTracker, Checked, judge
+from decision_audit.worker.chains import ChainTracker, Checked, Head, judge
 from decision_audit.worker.checks import (
     EventVerifier,
     Rejection,
@@ -261,13 +262,20 @@ class BatchChecker:
                 out += ingest.unknown_decisions(sb)
         return out
 
-    def commit_chains(self) -> None:
-        """The batch is stored: its chains advance (and the staged events are let go)."""
+    def commit_chains(self) -> dict[ChainKey, Head]:
+        """The batch is stored: its chains advance (and the staged events are let go).
+
+        Returns the new head of each chain that advanced, keyed by record kind and chain."""
+        heads: dict[ChainKey, Head] = {
+            (DECISION_EVENT.schema, *c): h for c, h in self._chains.advanced().items()
+        }
         self._chains.commit()
         for ingest in self._sides.values():
+            heads.update({(ingest.kind.schema, *c): h for c, h in ingest.chains.advanced().items()})
             ingest.chains.commit()
         if self._stager is not None:
             self._stager.reset()
+        return heads
 
     def abort_chains(self) -> None:
         """The batch was not stored: forget how its chains would have advanced."""

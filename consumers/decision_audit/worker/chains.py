@@ -129,6 +129,10 @@ class ChainTracker:
                 out.append(Outcome.DUPLICATE if have == event_hash else Outcome.FORK)
         return out
 
+    def advanced(self) -> dict[Chain, Head]:
+        """The pending head of each chain the batch took a new event of."""
+        return {c: (st[0], st[1]) for c, st in self._pending.items() if st[2]}
+
     def commit(self) -> None:
         for chain, (seq, event_hash, _) in self._pending.items():
             self._stored[chain] = (seq, event_hash)

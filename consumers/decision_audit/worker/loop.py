@@ -35,6 +35,7 @@ from decision_audit.worker.startup import wait_for_broker
 from decision_audit.worker.stats import WorkerStats, record_batch
 from decision_audit.worker.store import Store, batch_token
 from decision_audit.worker.topics import ensure_topics, missing_topics
+from decision_audit.worker.witness import Witness, witness_for
 
 __all__ = ["StoreFailed", "Worker", "WorkerStats"]
 
@@ -84,6 +85,7 @@ class Worker:
         self._consumer: Consumer | None = None
         self._checker: BatchChecker | None = None
         self._retrying_store: RetryingStore | None = None
+        self._witness: Witness | None = None
         self._paused = False
         self._in_rebalance = False
         self._batch_changed = False
@@ -125,10 +127,10 @@ class Worker:
             s.reviews_topic: "reviews",
         }
         if s.create_topics:
-            ensure_topics(
-                s.bootstrap_servers,
-                dict.fromkeys((s.topic, s.dlq_topic, *side_topics), s.topic_partitions),
-            )
+            partitions = dict.fromkeys((s.topic, s.dlq_topic, *side_topics), s.topic_partitions)
+            if s.witness_key is not None:
+                partitions[s.witness_topic] = 1  # a few small statements, read in order
+            ensure_topics(s.bootstrap_servers, partitions)
             topics = [s.topic, *side_topics]
         else:
             topics = self._topics_to_consume(side_topics)
@@ -136,9 +138,11 @@ class Worker:
         self._checker = BatchChecker.for_settings(
             s, client, self._codec, self._keyring, self.metrics.staging_fallbacks
         )
+        store = Store(client, s.database)
+        self._witness = witness_for(s, store)
         self._retrying_store = RetryingStore(
             self._checker,
-            Store(client, s.database),
+            store,
             dlq,
             Backoff(
                 initial=s.insert_retry_backoff,
@@ -179,6 +183,8 @@ class Worker:
             if self._stop.is_set():
                 log.info("stop requested: storing %d pending message(s)", len(self._pending))
             self._flush()
+            if self._witness is not None:
+                self._witness.close()
         except BaseException:
             # Unstored messages stay uncommitted and come back; the revoke in close() must
             # not try to store them again.
@@ -253,6 +259,8 @@ class Worker:
                 log.info("idle for %.1fs with everything stored: exiting", s.exit_when_idle)
                 return
             self._observe()
+            if self._witness is not None:
+                self._witness.tick()
 
     def _receive(self, messages: list[Message]) -> None:
         """Take consumed messages into the pending batch (past the offset-gap guard)."""
@@ -285,7 +293,9 @@ class Worker:
         token = batch_token(self.settings.topic, partitions, offsets, values)
         batch = self._retrying_store.store(messages, token)
         commit_stored(self._consumer, messages)
-        self._checker.commit_chains()
+        heads = self._checker.commit_chains()
+        if self._witness is not None:
+            self._witness.observe(heads)
         self._pending = self._pending[len(messages) :]
         self._resume()
         seconds = time.monotonic() - started

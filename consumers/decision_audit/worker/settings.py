@@ -120,6 +120,22 @@ class WorkerSettings(ClickHouseSettings):
         None, ge=0, le=65535, description="serve Prometheus /metrics and /healthz on this port"
     )
     metrics_host: str = Field("0.0.0.0", description="address the metrics endpoint binds")
+    witness_key: Path | None = Field(
+        None,
+        description="Ed25519 private key (decision-audit keygen's KEY_ID.key) the worker signs "
+        "its witness statements with; its key id is the witness id (none: no witness)",
+    )
+    witness_interval: float = Field(
+        30.0,
+        gt=0,
+        description="seconds between witness statements (one more at shutdown; written only "
+        "when a chain head moved)",
+    )
+    witness_topic: str = Field(
+        "decision-witness",
+        min_length=1,
+        description="topic the witness statements are published to (a copy outside ClickHouse)",
+    )
     health_stall_seconds: float = Field(
         60.0, gt=0, description="/healthz answers 503 after this long without progress (s)"
     )
@@ -129,6 +145,15 @@ class WorkerSettings(ClickHouseSettings):
     def _loadable_keys(cls, keys: Path | None) -> Path | None:
         KeyRing.load(keys)  # a missing directory or a bad .pub file fails here, named
         return keys
+
+    @field_validator("witness_key")
+    @classmethod
+    def _loadable_witness_key(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            from decision_audit.producer.signing import Signer
+
+            Signer(path)  # unreadable, not Ed25519 or a bad key id: fails here, named
+        return path
 
     @model_validator(mode="after")
     def _poll_interval_covers_session(self) -> WorkerSettings:
@@ -164,6 +189,17 @@ class WorkerSettings(ClickHouseSettings):
             config["session.timeout.ms"] = self.session_timeout_ms
             config["heartbeat.interval.ms"] = max(self.session_timeout_ms // 3, 500)
         return config
+
+    def witness_producer_config(self) -> dict[str, object]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": "decision-audit-worker-witness",
+            "logger": logging.getLogger("decision_audit.kafka"),
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "message.max.bytes": 16 * 1048576,
+        }
 
     def dlq_producer_config(self) -> dict[str, object]:
         return {

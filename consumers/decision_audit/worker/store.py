@@ -33,6 +33,16 @@ INCIDENT_COLUMNS = (
 )
 SIDE_TOKENS = {"model_event": "m", "outcome": "o", "review": "r"}
 """the deduplication token suffix of each side kind's rows (``/m``) and checkpoints (``/mc``)"""
+WITNESS_COLUMNS = (
+    "witness_id",
+    "seq",
+    "prev_hash",
+    "statement_hash",
+    "signed_at",
+    "chains",
+    "statement",
+    "signature",
+)
 QUARANTINE_COLUMNS = (
     "source_topic",
     "source_partition",
@@ -170,6 +180,10 @@ class Store:
         self._insert_rows(
             "quarantine", QUARANTINE_COLUMNS, [r.values() for r in rows], token + "/q"
         )
+
+    def insert_witness(self, row: list[Any], token: str) -> None:
+        """One witness statement (:mod:`.witness`), in :data:`WITNESS_COLUMNS` order."""
+        self._insert_rows("witness_statements", WITNESS_COLUMNS, [row], token)
 
     def _insert_rows(
         self, table: str, columns: tuple[str, ...], rows: list[list[Any]], token: str

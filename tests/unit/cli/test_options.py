@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from decision_audit.cli.main import main
 from decision_audit.cli.options import build_settings, env_var, flag, shown_default
 from decision_audit.clickhouse.settings import ClickHouseSettings
+from decision_audit.producer.signing import generate_keypair
 from decision_audit.worker.settings import WorkerSettings
 
 WORKER = main.commands["worker"]
@@ -136,6 +137,7 @@ def test_flags_override_env_vars(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 def test_every_flag_reaches_its_field(tmp_path: Path) -> None:
     (tmp_path / "k.pub").write_bytes(_public_key())
+    witness_key, _ = generate_keypair(tmp_path / "witness", "worker-1")
     given: dict[str, Any] = {
         "--bootstrap-servers": "b:1", "--broker-wait": "3", "--topic": "t", "--dlq-topic": "d",
         "--model-events-topic": "m", "--outcomes-topic": "o", "--reviews-topic": "r",
@@ -149,6 +151,7 @@ def test_every_flag_reaches_its_field(tmp_path: Path) -> None:
         "--clickhouse-url": "http://ch:8123", "--database": "db", "--keys": str(tmp_path),
         "--schema-registry-url": "http://sr:8081", "--schema-registry-timeout": "3",
         "--group-protocol": "consumer", "--broker-workarounds": "on",
+        "--witness-key": str(witness_key), "--witness-interval": "3", "--witness-topic": "w",
     }  # fmt: skip
     switches = ["--no-create-topics", "--parse-in-python", "--require-signed"]
     s = worker_settings(*[t for kv in given.items() for t in kv], *switches)

@@ -147,10 +147,10 @@ def test_the_writer_reads_chain_heads_and_writes_what_the_store_writes() -> None
     checkpoints = {k.chain.checkpoints for k in CHAINED_KINDS if k.chain is not None}
     assert {"outcomes", "reviews", "model_events"} <= chained
     assert {t for t, p in store.items() if "INSERT" in p} == {
-        *chained, *checkpoints, "quarantine", "incidents",
+        *chained, *checkpoints, "quarantine", "incidents", "witness_statements",
     }  # fmt: skip
     assert {t for t, p in declared(g.WRITER).items() if "SELECT" in p} == {
-        TRACKING_TABLE, *chained,
+        TRACKING_TABLE, *chained, "witness_statements",  # a witness resumes its log
     }  # fmt: skip
     assert g.GLOBAL[g.WRITER] == ("CREATE TEMPORARY TABLE",)  # worker/staging.py
 

@@ -1,0 +1,399 @@
+"""Checking the witness logs: each links and is signed, and every chain they witnessed is whole.
+
+Run by ``decision-audit verify`` after the chains' own checks. The statements come from
+``witness_statements`` or, with ``--witness-from-kafka``, from the witness topic (then a
+statement the topic has and ClickHouse lacks or holds otherwise is reported too: the log was
+rewritten inside ClickHouse). Several workers keep one witness each (id: its key id) over the
+chains they stored; the check unions them: every chain any witness's latest statement names
+must exist at least to the witnessed seq, with the witnessed head hash at that seq — or have
+been pruned by retention past it (``retention_prunings``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from decision_audit.audit.retention import chain_starts
+from decision_audit.contract.fields import CHAINED_KINDS
+from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.witness import (
+    GENESIS,
+    Statement,
+    WitnessedChain,
+    WitnessFormatError,
+    decode,
+    open_envelope,
+    statement_hash,
+)
+
+
+@dataclass(frozen=True)
+class StoredStatement:
+    """A statement as read back: its bytes, signature, and where it was read from."""
+
+    data: bytes
+    signature: bytes
+    origin: str
+    """``witness_statements`` or ``topic[partition]@offset``"""
+    witness_id: str | None = None
+    """the row's column (ClickHouse), compared with the signed bytes"""
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class WitnessProblem:
+    kind: str
+    witness_id: str
+    statement: int | None
+    detail: str
+    chain: str | None = None
+
+
+@dataclass
+class WitnessReport:
+    source: str
+    witnesses: dict[str, int] = field(default_factory=dict)
+    """witness id -> statements read"""
+    chains: int = 0
+    """chains named by the witnesses' latest statements"""
+    signatures_checked: bool = False
+    problems: list[WitnessProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "ok": self.ok,
+            "witnesses": self.witnesses,
+            "chains": self.chains,
+            "signatures_checked": self.signatures_checked,
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+class WitnessSourceError(RuntimeError):
+    """The witness statements could not be read (topic missing, broker down)."""
+
+
+def statements_from_clickhouse(client: Any, database: str) -> list[StoredStatement]:
+    rows = client.query(
+        f"SELECT witness_id, seq, statement, signature FROM {database}.witness_statements "
+        "ORDER BY witness_id, seq",
+        column_formats={"statement": "bytes", "signature": "bytes"},
+    ).result_rows
+    return [
+        StoredStatement(bytes(d), bytes(sig), "witness_statements", str(w), int(s))
+        for w, s, d, sig in rows
+    ]
+
+
+def statements_from_kafka(
+    bootstrap_servers: str, topic: str, timeout: float = 30.0, settle: float = 1.0
+) -> list[StoredStatement]:
+    """Every message of the witness topic, read from the start of each partition to its end."""
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
+    from confluent_kafka import TopicPartition as TP
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"decision-audit-verify-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    out: list[StoredStatement] = []
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        except KafkaException as exc:
+            raise WitnessSourceError(f"cannot read topic {topic!r}: {exc}") from None
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise WitnessSourceError(
+                f"witness topic {topic!r} not found at {bootstrap_servers} "
+                "(workers publish to it only with --witness-key)"
+            )
+        partitions = sorted(meta.partitions)
+        consumer.assign([TP(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            now = time.monotonic()
+            if msg is None:
+                # EOF on every partition and nothing more for a moment: the end (a broker's
+                # end-of-partition answer may come a batch early, hence the settling).
+                if len(at_end) == len(partitions):
+                    quiet_since = quiet_since or now
+                    if now - quiet_since >= settle:
+                        return out
+                continue
+            quiet_since = None
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition() or 0)
+                    continue
+                raise WitnessSourceError(f"reading topic {topic!r}: {err}")
+            origin = f"{topic}[{msg.partition()}]@{msg.offset()}"
+            try:
+                data, sig = open_envelope(msg.value() or b"")
+            except WitnessFormatError as exc:
+                data, sig = msg.value() or b"", b""
+                origin += f" ({exc})"
+            out.append(StoredStatement(data, sig, origin))
+        raise WitnessSourceError(f"timed out reading topic {topic!r} to its end")
+    finally:
+        consumer.close()
+
+
+class WitnessChecker:
+    """Checks the witness logs against the stored chains."""
+
+    def __init__(self, client: Any, database: str, keyring: KeyRing) -> None:
+        self.client = client
+        self.database = database
+        self.keyring = keyring
+
+    def run(
+        self,
+        statements: list[StoredStatement],
+        source: str = "witness_statements",
+        compare_with: list[StoredStatement] | None = None,
+    ) -> WitnessReport:
+        """``compare_with``: ClickHouse's copy, when ``statements`` come from the topic."""
+        report = WitnessReport(source, signatures_checked=bool(self.keyring))
+        logs = self._logs(statements, report)
+        latest: list[tuple[str, int, WitnessedChain]] = []
+        for wid, log in sorted(logs.items()):
+            report.witnesses[wid] = len(log)
+            self._check_log(wid, log, report)
+            last = log[max(log)][0]
+            latest += [(wid, last.seq, c) for c in last.chains]
+        if compare_with is not None:
+            self._compare(logs, compare_with, report)
+        report.chains = len({c.key for _, _, c in latest})
+        self._check_chains(latest, report)
+        return report
+
+    def _logs(
+        self, statements: Iterable[StoredStatement], report: WitnessReport
+    ) -> dict[str, dict[int, tuple[Statement, StoredStatement]]]:
+        """Each witness's statements by seq, after format and signature checks."""
+        logs: dict[str, dict[int, tuple[Statement, StoredStatement]]] = {}
+        for s in statements:
+            wid = s.witness_id or "?"
+            try:
+                st = decode(s.data)
+            except WitnessFormatError as exc:
+                report.problems.append(
+                    WitnessProblem("unreadable", wid, s.seq, f"{s.origin}: {exc}")
+                )
+                continue
+            where = f"statement {st.seq} of witness {st.witness_id} ({s.origin})"
+            if s.witness_id is not None and (s.witness_id, s.seq) != (st.witness_id, st.seq):
+                report.problems.append(
+                    WitnessProblem(
+                        "edited",
+                        st.witness_id,
+                        st.seq,
+                        f"{where}: its row says witness {s.witness_id} seq {s.seq}",
+                    )
+                )
+            if self.keyring:
+                if st.witness_id not in self.keyring:
+                    report.problems.append(
+                        WitnessProblem(
+                            "unknown_key",
+                            st.witness_id,
+                            st.seq,
+                            f"{where}: no trusted key {st.witness_id}.pub in --keys",
+                        )
+                    )
+                elif not self.keyring.verify(st.witness_id, s.signature, s.data):
+                    report.problems.append(
+                        WitnessProblem(
+                            "bad_signature",
+                            st.witness_id,
+                            st.seq,
+                            f"{where}: the signature does not verify with key "
+                            f"{st.witness_id} (forged or edited)",
+                        )
+                    )
+                    continue
+            log = logs.setdefault(st.witness_id, {})
+            seen = log.get(st.seq)
+            if seen is not None:
+                if seen[1].data != s.data:
+                    report.problems.append(
+                        WitnessProblem(
+                            "fork", st.witness_id, st.seq, f"{where}: two different statements"
+                        )
+                    )
+                continue  # the same statement twice (published again after a timeout)
+            log[st.seq] = (st, s)
+        return logs
+
+    def _check_log(
+        self, wid: str, log: dict[int, tuple[Statement, StoredStatement]], report: WitnessReport
+    ) -> None:
+        """Seqs 1..n, each linked to the one before, no chain dropped or moved back."""
+        prev_hash, prev = GENESIS, None
+        for seq in range(1, max(log) + 1):
+            entry = log.get(seq)
+            if entry is None:
+                report.problems.append(
+                    WitnessProblem("missing_statement", wid, seq, f"statement {seq} is missing")
+                )
+                prev_hash, prev = b"", None
+                continue
+            st, stored = entry
+            if prev_hash and st.prev_hash != prev_hash:
+                report.problems.append(
+                    WitnessProblem(
+                        "broken_link",
+                        wid,
+                        seq,
+                        f"statement {seq} ({stored.origin}) does not link to statement {seq - 1}",
+                    )
+                )
+            if prev is not None:
+                now = {c.key: c for c in st.chains}
+                for c in prev.chains:
+                    later = now.get(c.key)
+                    if later is None or later.seq < c.seq:
+                        report.problems.append(
+                            WitnessProblem(
+                                "witness_rewritten",
+                                wid,
+                                seq,
+                                f"statement {seq} "
+                                + ("drops" if later is None else "moves back")
+                                + f" chain {c.name} (seq {c.seq} in statement {seq - 1})",
+                                c.name,
+                            )
+                        )
+            prev_hash, prev = statement_hash(stored.data), st
+
+    def _compare(
+        self,
+        logs: dict[str, dict[int, tuple[Statement, StoredStatement]]],
+        stored: list[StoredStatement],
+        report: WitnessReport,
+    ) -> None:
+        """Every statement of the topic must be in ClickHouse, byte for byte."""
+        held = {(s.witness_id, s.seq): s.data for s in stored}
+        for wid, log in sorted(logs.items()):
+            for seq, (_, s) in sorted(log.items()):
+                data = held.get((wid, seq))
+                if data != s.data:
+                    report.problems.append(
+                        WitnessProblem(
+                            "witness_rewritten",
+                            wid,
+                            seq,
+                            f"statement {seq} of witness {wid} ({s.origin}) is "
+                            + ("missing from" if data is None else "different in")
+                            + f" {self.database}.witness_statements",
+                        )
+                    )
+
+    def _check_chains(
+        self, latest: list[tuple[str, int, WitnessedChain]], report: WitnessReport
+    ) -> None:
+        for kind in CHAINED_KINDS:
+            claims = [(w, n, c) for w, n, c in latest if c.kind == kind.schema]
+            if not claims:
+                continue
+            table = kind.tables[0]
+            chains = sorted({(c.producer_id, c.epoch) for _, _, c in claims})
+            links = sorted({(c.producer_id, c.epoch, c.seq) for _, _, c in claims})
+            db = self.database
+            heads = {
+                (str(p), int(e)): int(s)
+                for p, e, s in self.client.query(
+                    f"SELECT producer_id, producer_epoch, max(seq) FROM {db}.{table} "
+                    "WHERE (producer_id, producer_epoch) IN {c:Array(Tuple(String, UInt64))} "
+                    "GROUP BY producer_id, producer_epoch",
+                    parameters={"c": chains},
+                ).result_rows
+            }
+            hashes = {
+                (str(p), int(e), int(s)): bytes(h)
+                for p, e, s, h in self.client.query(
+                    f"SELECT producer_id, producer_epoch, seq, any(event_hash) AS h "
+                    f"FROM {db}.{table} WHERE (producer_id, producer_epoch, seq) "
+                    "IN {l:Array(Tuple(String, UInt64, UInt64))} "
+                    "GROUP BY producer_id, producer_epoch, seq",
+                    parameters={"l": links},
+                    column_formats={"h": "bytes"},
+                ).result_rows
+            }
+            pruned = chain_starts(self.client, db, table)
+            for wid, n, c in claims:
+                problem = self._claim(c, heads, hashes, pruned, table)
+                if problem is not None:
+                    kind_name, detail = problem
+                    report.problems.append(
+                        WitnessProblem(
+                            kind_name,
+                            wid,
+                            n,
+                            f"chain {c.name} witnessed by {wid} (statement {n}) at seq {c.seq}: "
+                            + detail,
+                            c.name,
+                        )
+                    )
+
+    @staticmethod
+    def _claim(
+        c: WitnessedChain,
+        heads: dict[tuple[str, int], int],
+        hashes: dict[tuple[str, int, int], bytes],
+        pruned: dict[tuple[str, int], Any],
+        table: str,
+    ) -> tuple[str, str] | None:
+        boundary = pruned.get((c.producer_id, c.epoch))
+        if boundary is not None and boundary.seq - 1 >= c.seq:
+            if boundary.seq - 1 == c.seq and boundary.prev_hash != c.head:
+                return "head_mismatch", "retention recorded another hash at this seq"
+            return None  # pruned by retention past the witnessed head
+        top = heads.get((c.producer_id, c.epoch))
+        if top is None:
+            return "missing_chain", f"no events of it in {table} (the chain was deleted)"
+        if top < c.seq:
+            return "truncated_chain", f"{table} holds it only up to seq {top} (tail deleted)"
+        stored = hashes.get((c.producer_id, c.epoch, c.seq))
+        if stored is None:
+            return "missing_head", f"the witnessed head event is not in {table}"
+        if stored != c.head:
+            return "head_mismatch", "the stored event hash differs from the witnessed head"
+        return None
+
+
+def print_witness(report: WitnessReport, console: Any) -> None:
+    """The witness part of ``verify``'s text report."""
+    if not report.witnesses and not report.problems:
+        console.print(
+            f"[yellow]no witness statements[/] in {report.source}: deleted whole chains are "
+            "not detectable (start the workers with --witness-key)"
+        )
+        return
+    ids = ", ".join(f"{w} ({n})" for w, n in sorted(report.witnesses.items()))
+    console.print(f"witnesses in {report.source}: {ids or 'none readable'}")
+    for p in report.problems:
+        console.print(f"[red]{p.kind}[/] witness {p.witness_id}: {p.detail}")
+    if not report.signatures_checked:
+        console.print("[yellow]witness signatures not checked[/]: pass --keys DIR")
+    verdict = "[green]WITNESSED[/]" if report.ok else f"[red]FAILED[/] ({len(report.problems)})"
+    console.print(f"{verdict}: {report.chains} witnessed chain(s) checked")

@@ -1,0 +1,211 @@
+"""The witness log on the real broker and chDB: deleted or truncated chains, forged statements,
+and a witness log rewritten inside ClickHouse caught through its copy on the topic."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from decision_audit import AuditProducer
+from decision_audit.cli.main import main
+from decision_audit.contract.witness import Statement, decode, statement_hash
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.producer.signing import Signer, generate_keypair
+from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.store import WITNESS_COLUMNS
+from decision_audit.worker.topics import ensure_topics
+from tests.helpers import count, run_worker
+
+pytestmark = pytest.mark.integration
+
+SYNC = {"mutations_sync": 2}
+
+
+@dataclass
+class Trail:
+    settings: WorkerSettings
+    keys: Path
+    chdb_dir: Path
+    broker: LocalBroker
+
+    @property
+    def db(self) -> str:
+        return self.settings.database
+
+    def verify(self, *extra: str, keys: bool = True) -> tuple[int, dict[str, Any]]:
+        args = ["verify", "--clickhouse-url", f"chdb://{self.chdb_dir}", "--database", self.db]
+        args += ["--keys", str(self.keys)] if keys else []
+        args += ["--format", "json", "--witness-topic", self.settings.witness_topic, *extra]
+        args += ["--bootstrap-servers", self.broker.bootstrap_servers]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code in (0, 1), result.output
+        return result.exit_code, json.loads(result.output)
+
+
+def _log(broker: LocalBroker, topic: str, keys: Path, producer_id: str, n: int) -> None:
+    with AuditProducer(
+        broker.bootstrap_servers,
+        producer_id=producer_id,
+        topic=topic,
+        signing_key=keys / "serving-1.key",
+        checkpoint_every=10,
+    ) as p:
+        for i in range(n):
+            p.log_decision("m", "1", {"i": i}, "yes", score=0.5)
+            if (i + 1) % 10 == 0:
+                p.checkpoint()
+
+
+@pytest.fixture
+def trail(
+    broker: LocalBroker, ch: Any, chdb_dir: Path, worker_settings: WorkerSettings, tmp_path: Path
+) -> Trail:
+    """Two signed chains (alpha 40 events over two worker runs, beta 30), witnessed."""
+    keys = tmp_path / "keys"
+    generate_keypair(keys, "serving-1")
+    generate_keypair(keys, "worker-w1")
+    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
+    s = worker_settings.model_copy(
+        update={
+            "keys": keys,
+            "witness_key": keys / "worker-w1.key",
+            "witness_interval": 0.2,
+            "witness_topic": witness_topic,
+        }
+    )
+    _log(broker, s.topic, keys, "alpha", 30)
+    _log(broker, s.topic, keys, "beta", 30)
+    assert run_worker(s, ch).inserted == 60
+    _log(broker, s.topic, keys, "alpha", 10)  # a new epoch of alpha, by a restarted worker
+    assert run_worker(s, ch).inserted == 10
+    return Trail(s, keys, chdb_dir, broker)
+
+
+def _problems(doc: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(kind, producer of the chain named) of each witness problem."""
+    return [
+        (p["kind"], p["chain"] and p["chain"].split("/")[0]) for p in doc["witness"]["problems"]
+    ]
+
+
+def _delete(ch: Any, db: str, where: str) -> None:
+    """Delete events and their checkpoints alike: the chains' own checks see no trace."""
+    for table in ("decisions", "checkpoints"):
+        ch.command(f"ALTER TABLE {db}.{table} DELETE WHERE {where}", settings=SYNC)
+
+
+def _statements(ch: Any, db: str) -> list[tuple[Statement, bytes]]:
+    rows = ch.query(
+        f"SELECT statement FROM {db}.witness_statements ORDER BY seq",
+        column_formats={"statement": "bytes"},
+    ).result_rows
+    return [(decode(bytes(r[0])), bytes(r[0])) for r in rows]
+
+
+def test_a_clean_trail_is_witnessed_across_worker_restarts(trail: Trail, ch: Any) -> None:
+    statements = _statements(ch, trail.db)
+    assert len(statements) >= 2
+    last = statements[-1][0]
+    assert last.witness_id == "worker-w1" and [s.seq for s, _ in statements] == list(
+        range(1, len(statements) + 1)
+    )
+    # The restarted worker continued the log: each statement links to the one before.
+    for (prev, data), (st, _) in itertools.pairwise(statements):
+        assert st.prev_hash == statement_hash(data), (prev.seq, st.seq)
+    assert sorted(c.producer_id for c in last.chains) == ["alpha", "alpha", "beta"]
+    assert sorted(c.seq for c in last.chains) == [10, 30, 30]
+    code, doc = trail.verify()
+    assert code == 0 and doc["ok"], doc["witness"]
+    assert doc["witness"]["chains"] == 3 and doc["witness"]["signatures_checked"]
+    code, doc = trail.verify("--witness-from-kafka")
+    assert code == 0 and doc["ok"], doc["witness"]
+    assert doc["witness"]["source"] == f"topic {trail.settings.witness_topic}"
+
+
+def test_a_chain_deleted_with_its_checkpoints_fails_verify_by_name(trail: Trail, ch: Any) -> None:
+    _delete(ch, trail.db, "producer_id = 'beta'")
+    code, doc = trail.verify()
+    assert doc["problems"] == 0  # the chains' own checks see nothing: nothing is left of beta
+    assert code == 1 and not doc["ok"]
+    assert _problems(doc) == [("missing_chain", "beta")]
+    detail = doc["witness"]["problems"][0]["detail"]
+    assert detail.startswith("chain beta/") and "witnessed by worker-w1" in detail
+
+
+def test_a_truncated_tail_with_its_checkpoints_fails_verify(trail: Trail, ch: Any) -> None:
+    _delete(ch, trail.db, "producer_id = 'beta' AND seq > 20")
+    code, doc = trail.verify()
+    assert code == 1 and _problems(doc) == [("truncated_chain", "beta")]
+    assert "only up to seq 20" in doc["witness"]["problems"][0]["detail"]
+
+
+def test_an_edited_statement_fails_on_its_signature_and_link(trail: Trail, ch: Any) -> None:
+    _, data = _statements(ch, trail.db)[0]
+    edited = data.replace(b'"seq":30', b'"seq":3', 1)
+    assert edited != data
+    ch.command(
+        f"ALTER TABLE {trail.db}.witness_statements UPDATE statement = {{s:String}} WHERE seq = 1",
+        parameters={"s": edited},
+        settings=SYNC,
+    )
+    code, doc = trail.verify()
+    assert code == 1
+    problems = doc["witness"]["problems"]
+    assert problems[0]["kind"] == "bad_signature" and problems[0]["statement"] == 1
+    assert "statement 1 of witness worker-w1" in problems[0]["detail"]
+    # Without the keys the edit still shows: the next statement no longer links to it.
+    code, doc = trail.verify(keys=False)
+    assert code == 1 and ("broken_link", None) in _problems(doc)
+
+
+def test_a_forged_statement_is_named_with_a_clear_error(
+    trail: Trail, ch: Any, tmp_path: Path
+) -> None:
+    """A statement signed by another key under the witness's id: dropping beta from the log."""
+    last, data = _statements(ch, trail.db)[-1]
+    generate_keypair(tmp_path / "other", "worker-w1")
+    forged = Statement(
+        last.witness_id,
+        last.seq + 1,
+        statement_hash(data),
+        last.signed_at,
+        tuple(c for c in last.chains if c.producer_id != "beta"),
+    )
+    body = forged.encode()
+    signature = Signer(tmp_path / "other" / "worker-w1.key").sign(body)
+    row = [forged.witness_id, forged.seq, forged.prev_hash, statement_hash(body)]
+    row += [forged.signed_at, len(forged.chains), body, signature]
+    ch.insert(f"{trail.db}.witness_statements", [row], column_names=list(WITNESS_COLUMNS))
+    _delete(ch, trail.db, "producer_id = 'beta'")
+    code, doc = trail.verify()
+    assert code == 1
+    kinds = _problems(doc)
+    assert ("bad_signature", None) in kinds and ("missing_chain", "beta") in kinds
+    bad = next(p for p in doc["witness"]["problems"] if p["kind"] == "bad_signature")
+    assert bad["statement"] == forged.seq
+    assert f"statement {forged.seq} of witness worker-w1" in bad["detail"]
+    assert "signature does not verify" in bad["detail"]
+    # Nothing was lost: the worker's statements are all still there and still verify.
+    assert count(ch, f"SELECT count() FROM {trail.db}.witness_statements") == forged.seq
+
+
+def test_a_witness_log_rewritten_in_clickhouse_is_caught_from_kafka(trail: Trail, ch: Any) -> None:
+    _delete(ch, trail.db, "producer_id = 'beta'")
+    ch.command(f"TRUNCATE TABLE {trail.db}.witness_statements")
+    code, doc = trail.verify()
+    assert code == 0 and doc["witness"]["witnesses"] == {}  # ClickHouse alone cannot tell
+    code, doc = trail.verify("--witness-from-kafka")
+    assert code == 1
+    kinds = _problems(doc)
+    assert ("missing_chain", "beta") in kinds
+    assert ("witness_rewritten", None) in kinds
+    rewritten = next(p for p in doc["witness"]["problems"] if p["kind"] == "witness_rewritten")
+    assert "missing from" in rewritten["detail"]
