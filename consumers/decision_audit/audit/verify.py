@@ -1,21 +1,36 @@
 """``decision-audit verify``: prove, from what is stored, that the trail is complete and untouched.
 
-For every chain ``(producer_id, producer_epoch)`` the stored rows are streamed in seq order;
-each row's hash is recomputed from its original Avro bytes, its columns are compared with
-what those bytes say, the chain links are walked, and every stored checkpoint signature is
-checked against the trusted public keys. Memory is bounded: one chain's rows are streamed,
-and rows out of place are held in a small reorder window.
+For every chain ``(producer_id, producer_epoch)`` each stored event's hash is recomputed from
+its original Avro bytes, its columns are compared with what those bytes say, the chain links
+are walked in seq order, and every stored checkpoint signature is checked against the
+trusted public keys.
+
+The per-event work runs in ClickHouse, set-based (:mod:`.engine_walk`): one query hashes,
+re-encodes and links every event of every chain and returns, per chain, a summary and the
+few events the walk must look at. Python keeps what is per chain or per checkpoint: the
+Ed25519 signatures, the walk over those events (:mod:`.chain_walk`, shared with ``trace``)
+and the report. A chain the query cannot judge exactly (an event whose columns differ from
+its bytes, bytes it cannot read, a seq claimed twice) is checked event by event in Python
+(:meth:`TrailVerifier._python_chain`, also the whole of ``engine=False``), which names each
+difference; either way the same problems are reported with the same seqs and event ids.
+
+``incremental=True`` checks, per chain, only the events above the seq the last recorded run
+proved (:mod:`.verify_runs`), linked to that run's last proven event, and the checkpoints
+not yet relied on. Every run is recorded in ``verify_runs``.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
+from decision_audit.audit.engine_walk import ABOVE_BOUND, EngineChain, EngineWalk, bound_parameters
+from decision_audit.audit.verify_runs import Boundary, RunRecorder, boundaries
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
 from decision_audit.contract.fields import DECISION_EVENT
@@ -23,9 +38,13 @@ from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.reasons import ProblemKind
 
+log = logging.getLogger("decision_audit.verify")
+
 # Columns that must equal what the original Avro bytes say (decision_audit.contract.fields).
 COMPARED = tuple(f.name for f in DECISION_EVENT if f.compared)
 REORDER_WINDOW = 10_000
+
+Chain = tuple[str, int]
 
 
 @dataclass
@@ -59,6 +78,8 @@ class TrailReport:
     database: str
     keys_checked: bool
     chains: list[ChainReport]
+    incremental: bool = False
+    """only what arrived since the last recorded run was checked"""
 
     @property
     def ok(self) -> bool:
@@ -73,10 +94,29 @@ class TrailReport:
             "ok": self.ok,
             "database": self.database,
             "signatures_checked": self.keys_checked,
+            "incremental": self.incremental,
             "events": self.events,
             "problems": sum(len(c.problems) for c in self.chains),
             "chains": [{**asdict(c), "ok": c.ok} for c in self.chains],
         }
+
+
+@dataclass
+class _Signed:
+    """A chain's stored checkpoints: how many, the problems of the invalid ones, the valid
+    ones' heads by seq."""
+
+    count: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    heads: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    """What a chain's check leaves for the run's record: its last event, its latest time."""
+
+    last: ChainRow | None = None
+    latest: datetime | None = None
 
 
 class TrailVerifier:
@@ -88,12 +128,17 @@ class TrailVerifier:
         *,
         codec: SingleObjectCodec | None = None,
         checkpoint_grace: timedelta = timedelta(minutes=5),
+        engine: bool = True,
     ) -> None:
         self.client = client
         self.db = database
         self.keyring = keyring
         self.codec = codec or default_codec()
         self.grace = checkpoint_grace
+        self.engine = engine
+        """False: every event decoded and compared in Python (the reference path)"""
+        self.python_chains = 0
+        """chains the last run checked event by event in Python"""
 
     def _where(
         self, producer: str | None, since: datetime | None, until: datetime | None
@@ -129,85 +174,250 @@ class TrailVerifier:
         since: datetime | None = None,
         until: datetime | None = None,
         on_rows: Callable[[int], None] | None = None,
+        *,
+        incremental: bool = False,
+        record: bool = True,
+        actor: str | None = None,
     ) -> TrailReport:
+        """Verify the trail (or one producer's chains, or a time window of it).
+
+        ``incremental``: only what arrived since the last recorded run (no time window).
+        ``record``: append the run to ``verify_runs`` (who, when, range per chain, result).
+        """
+        windowed = since is not None or until is not None
+        if incremental and windowed:
+            raise ValueError("an incremental verify covers whole chains: no since/until")
+        started = datetime.now(UTC)
+        previous = boundaries(self.client, self.db, producer) if incremental or record else {}
+        bounds = previous if incremental else {}
         where, params = self._where(producer, since, until)
-        cp_where = "1" if producer is None else "producer_id = {producer:String}"
-        chains = self.client.query(
-            f"SELECT DISTINCT producer_id, producer_epoch FROM ("
-            f"SELECT producer_id, producer_epoch FROM {self.db}.decisions WHERE {where} "
-            f"UNION ALL SELECT producer_id, producer_epoch FROM {self.db}.checkpoints "
-            f"WHERE {cp_where}) ORDER BY producer_id, producer_epoch",
+        signed = self._checkpoints(producer, bounds)
+        self.python_chains = 0
+        reports: list[ChainReport] = []
+        recorder = RunRecorder(self.client, self.db, started, actor=actor) if record else None
+        for chain, result in self._chains(where, params, signed, bounds):
+            rep = ChainReport(*chain)
+            cps = signed.get(chain, _Signed())
+            rep.checkpoints = cps.count
+            rep.problems.extend(cps.problems)
+            bound = bounds.get(chain)
+            if bound is not None:
+                rep.key_id = bound.key_id
+            walk = _Walk(rep, cps.heads, windowed, attest=bool(self.keyring), boundary=bound)
+            if isinstance(result, EngineChain) and result.exact:
+                outcome = self._engine_chain(rep, walk, result)
+                if on_rows is not None:
+                    on_rows(rep.events)
+            elif result is None:  # checkpoints only
+                self._late(rep, walk)
+                outcome = _Outcome(walk.boundary_row)
+            else:
+                self.python_chains += 1
+                outcome = self._python_chain(rep, walk, where, params, on_rows)
+            if bound is not None and bound.latest is not None:
+                outcome.latest = max(bound.latest, outcome.latest or bound.latest)
+            walk.finish(outcome.latest, self.grace)
+            reports.append(rep)
+            if recorder is not None:
+                recorder.chain(rep, outcome.last, outcome.latest, sorted(walk.relied_on))
+        report = TrailReport(self.db, bool(self.keyring), reports, incremental)
+        if recorder is not None:
+            scope = ", ".join(
+                f"{k}={v}"
+                for k, v in (("producer", producer), ("since", since), ("until", until))
+                if v is not None
+            )
+            recorder.finish(
+                report,
+                mode="incremental" if incremental else "full",
+                scope=scope,
+                previous=previous,
+                proves=not windowed,
+            )
+        return report
+
+    # -- what is stored -----------------------------------------------------------------------
+
+    def _checkpoints(
+        self, producer: str | None, bounds: dict[Chain, Boundary]
+    ) -> dict[Chain, _Signed]:
+        """Every stored checkpoint (past each chain's attested seq, when incremental), its
+        signature checked."""
+        conds = ["1"]
+        params: dict[str, Any] = {}
+        if producer is not None:
+            conds.append("producer_id = {producer:String}")
+            params["producer"] = producer
+        if bounds:
+            conds.append(ABOVE_BOUND)
+            params.update(bound_parameters({c: b.attested_to for c, b in bounds.items()}))
+        sql = (
+            f"SELECT producer_id, producer_epoch, seq, chain_head, key_id, signature "
+            f"FROM {self.db}.checkpoints FINAL WHERE {' AND '.join(conds)} "
+            "ORDER BY producer_id, producer_epoch, seq"
+        )
+        out: dict[Chain, _Signed] = {}
+        fmt = {"chain_head": "bytes", "signature": "bytes"}
+        with self.client.query_row_block_stream(
+            sql, parameters=params, column_formats=fmt
+        ) as stream:
+            for block in stream:
+                for pid, epoch, seq, head, key_id, signature in block:
+                    chain = (str(pid), int(epoch))
+                    cps = out.get(chain)
+                    if cps is None:
+                        cps = out[chain] = _Signed()
+                    self._check_signature(cps, chain, int(seq), bytes(head), key_id, signature)
+        return out
+
+    def _check_signature(
+        self, cps: _Signed, chain: Chain, seq: int, head: bytes, key_id: str, signature: bytes
+    ) -> None:
+        cps.count += 1
+        if not self.keyring:
+            return
+        msg = checkpoint_message(chain[0], chain[1], seq, head)
+        if key_id not in self.keyring:
+            cps.problems.append(
+                Problem(ProblemKind.UNKNOWN_KEY, seq, f"checkpoint key id {key_id!r}")
+            )
+        elif not self.keyring.verify(key_id, bytes(signature), msg):
+            cps.problems.append(
+                Problem(
+                    ProblemKind.FORGED_CHECKPOINT,
+                    seq,
+                    f"signature does not verify with key {key_id!r}",
+                )
+            )
+        else:
+            cps.heads[seq] = head
+
+    def _chains(
+        self,
+        where: str,
+        params: dict[str, Any],
+        signed: dict[Chain, _Signed],
+        bounds: dict[Chain, Boundary],
+    ) -> Iterator[tuple[Chain, EngineChain | bool | None]]:
+        """Every chain with events in ``where`` or with checkpoints, in order: the engine's
+        judgement of it, None (no events to check), or True (to be checked in Python)."""
+        if self.engine:
+            # Read to the end first: one client streams one result at a time, and the chains
+            # checked in Python query again. A chain's summary is small.
+            engine = EngineWalk(self.client, self.db).run(
+                where,
+                params,
+                checkpoints=any(s.heads for s in signed.values()),
+                bounds={chain: b.seq for chain, b in bounds.items()},
+            )
+            judged: Iterator[tuple[Chain, EngineChain | bool]] = iter(
+                [((c.producer_id, c.producer_epoch), c) for c in engine]
+            )
+        else:
+            judged = ((chain, True) for chain in self._stored_chains(where, params, bounds))
+        with_events = iter(judged)
+        pending = sorted(signed)
+        nxt = next(with_events, None)
+        i = 0
+        while nxt is not None or i < len(pending):
+            if nxt is not None and (i >= len(pending) or nxt[0] <= pending[i]):
+                if i < len(pending) and pending[i] == nxt[0]:
+                    i += 1
+                yield nxt
+                nxt = next(with_events, None)
+            else:
+                yield pending[i], None
+                i += 1
+
+    def _stored_chains(
+        self, where: str, params: dict[str, Any], bounds: dict[Chain, Boundary]
+    ) -> list[Chain]:
+        if bounds:
+            where = f"{where} AND {ABOVE_BOUND}"
+            params = {**params, **bound_parameters({c: b.seq for c, b in bounds.items()})}
+        rows = self.client.query(
+            f"SELECT DISTINCT producer_id, producer_epoch FROM {self.db}.decisions "
+            f"WHERE {where} ORDER BY producer_id, producer_epoch",
             parameters=params,
         ).result_rows
-        windowed = since is not None or until is not None
-        reports = [self._chain(str(p), int(e), where, params, windowed, on_rows) for p, e in chains]
-        return TrailReport(self.db, bool(self.keyring), reports)
+        return [(str(p), int(e)) for p, e in rows]
 
-    # -- one chain --------------------------------------------------------------------------
+    # -- one chain, judged by the engine ------------------------------------------------------
 
-    def _checkpoints(self, rep: ChainReport) -> dict[int, bytes]:
-        """Valid checkpoints of the chain: seq -> signed head. Problems for the others."""
-        rows = self.client.query(
-            f"SELECT seq, chain_head, key_id, signature FROM {self.db}.checkpoints FINAL "
-            "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} ORDER BY seq",
-            parameters={"p": rep.producer_id, "e": rep.producer_epoch},
-            column_formats={"chain_head": "bytes", "signature": "bytes"},
-        ).result_rows
-        valid: dict[int, bytes] = {}
-        for seq, head, key_id, signature in rows:
-            rep.checkpoints += 1
-            if not self.keyring:
-                continue
-            msg = checkpoint_message(rep.producer_id, rep.producer_epoch, int(seq), bytes(head))
-            if key_id not in self.keyring:
-                rep.problems.append(
-                    Problem(ProblemKind.UNKNOWN_KEY, int(seq), f"checkpoint key id {key_id!r}")
-                )
-            elif not self.keyring.verify(key_id, bytes(signature), msg):
+    def _engine_chain(self, rep: ChainReport, walk: _Walk, chain: EngineChain) -> _Outcome:
+        rep.events = chain.events
+        if rep.key_id is None:
+            rep.key_id = chain.key_id
+        self._late(rep, walk)
+        for event in chain.interesting:
+            if not event.hash_ok:
                 rep.problems.append(
                     Problem(
-                        ProblemKind.FORGED_CHECKPOINT,
-                        int(seq),
-                        f"signature does not verify with key {key_id!r}",
+                        ProblemKind.ALTERED_ROW,
+                        event.row.seq,
+                        "event_hash differs from SHA-256 of raw",
+                        [event.row.event_id],
                     )
                 )
-            else:
-                valid[int(seq)] = bytes(head)
-        return valid
+            if event.prev is not None:
+                walk.links.prev = event.prev
+            walk.step(event.row)
+        walk.links.prev = chain.last
+        walk.links.last_seq = chain.last_seq
+        return _Outcome(chain.last, chain.latest)
+
+    def _late(self, rep: ChainReport, walk: _Walk) -> None:
+        """Checkpoints at seqs a previous run proved, signed or stored after it: their heads
+        against the stored events (incremental)."""
+        bound = walk.bound
+        late = sorted(s for s in walk.links.signed if bound is not None and s <= bound.seq)
+        if not late:
+            return
+        rows = self.client.query(
+            f"SELECT seq, toString(event_id) AS eid, prev_hash, "
+            f"SHA256(concat(prev_hash, substring(raw, 11))) AS h "
+            f"FROM {self.db}.decisions FINAL PREWHERE producer_id = {{p:String}} "
+            "AND producer_epoch = {e:UInt64} AND seq IN {seqs:Array(UInt64)} ORDER BY seq, eid",
+            parameters={"p": rep.producer_id, "e": rep.producer_epoch, "seqs": late},
+            column_formats={"prev_hash": "bytes", "h": "bytes"},
+        ).result_rows
+        for seq, eid, prev_hash, h in rows:
+            walk.check_head(ChainRow(int(seq), str(eid), bytes(prev_hash), bytes(h)))
+
+    # -- one chain, event by event in Python --------------------------------------------------
 
     def _rows(
-        self, rep: ChainReport, where: str, params: dict[str, Any]
+        self, rep: ChainReport, where: str, params: dict[str, Any], above: int
     ) -> Iterator[tuple[Any, ...]]:
         cols = ", ".join(("seq", "toString(event_id) AS eid", "event_hash", "raw", *COMPARED[1:]))
         sql = (
-            f"SELECT {cols} FROM {self.db}.decisions FINAL WHERE {where} "
-            "AND producer_id = {p:String} AND producer_epoch = {e:UInt64} ORDER BY seq, eid"
+            f"SELECT {cols} FROM {self.db}.decisions FINAL PREWHERE {where} "
+            "AND producer_id = {p:String} AND producer_epoch = {e:UInt64} "
+            "AND seq > {above:UInt64} ORDER BY seq, eid"
         )
         fmt = {"event_hash": "bytes", "raw": "bytes", "prev_hash": "bytes"}
         with self.client.query_row_block_stream(
             sql,
-            parameters={**params, "p": rep.producer_id, "e": rep.producer_epoch},
+            parameters={**params, "p": rep.producer_id, "e": rep.producer_epoch, "above": above},
             column_formats=fmt,
         ) as stream:
             for block in stream:
                 yield from block
 
-    def _chain(
+    def _python_chain(
         self,
-        producer_id: str,
-        epoch: int,
+        rep: ChainReport,
+        walk: _Walk,
         where: str,
         params: dict[str, Any],
-        windowed: bool,
         on_rows: Callable[[int], None] | None,
-    ) -> ChainReport:
-        rep = ChainReport(producer_id, epoch)
-        signed_heads = self._checkpoints(rep)
+    ) -> _Outcome:
+        self._late(rep, walk)
         heap: list[ChainRow] = []
-        walk = _Walk(rep, signed_heads, windowed, attest=bool(self.keyring))
         latest: datetime | None = None
         done = 0
-        for row in self._rows(rep, where, params):
+        above = walk.bound.seq if walk.bound is not None else 0
+        for row in self._rows(rep, where, params, above):
             seq_col, eid, stored_hash, raw = row[0], row[1], bytes(row[2]), bytes(row[3])
             rep.events += 1
             done += 1
@@ -261,24 +471,56 @@ class TrailVerifier:
             walk.step(heapq.heappop(heap))
         if on_rows is not None:
             on_rows(done % 5000)
-        walk.finish(latest, self.grace)
-        return rep
+        return _Outcome(walk.links.prev, latest)
 
 
 class _Walk:
-    """The chain's links walked in seq order (:mod:`.chain_walk`), reported as problems."""
+    """The chain's links walked in seq order (:mod:`.chain_walk`), reported as problems.
+
+    From a recorded boundary (incremental), the walk starts after the last proven event,
+    which the first event checked must link to.
+    """
 
     def __init__(
-        self, rep: ChainReport, signed_heads: dict[int, bytes], windowed: bool, attest: bool
+        self,
+        rep: ChainReport,
+        signed_heads: dict[int, bytes],
+        windowed: bool,
+        attest: bool,
+        boundary: Boundary | None = None,
     ) -> None:
         self.attest = attest
         self.rep = rep
         self.windowed = windowed
+        self.bound = boundary
         self.links = ChainWalk(rep.producer_id, rep.producer_epoch, signed_heads)
+        self.relied_on: set[int] = set()
+        self.boundary_row: ChainRow | None = None
+        if boundary is not None and boundary.seq > 0:
+            self.boundary_row = ChainRow(boundary.seq, boundary.event_id, b"", boundary.event_hash)
+            self.links.prev = self.boundary_row
+            self.links.expected = boundary.seq + 1
+            self.links.last_seq = boundary.seq
+            self.links.attested_to = boundary.attested_to
 
     def step(self, row: ChainRow) -> None:
         for finding in self.links.step(row):
             problem = self._problem(finding)
+            if problem is not None:
+                self.rep.problems.append(problem)
+        if self.links.signed.get(row.seq) == row.event_hash:
+            self.relied_on.add(row.seq)
+
+    def check_head(self, row: ChainRow) -> None:
+        """A signed head at an event walked by an earlier run."""
+        head = self.links.signed.get(row.seq)
+        if head is None:
+            return
+        if head == row.event_hash:
+            self.links.attested_to = max(self.links.attested_to, row.seq)
+            self.relied_on.add(row.seq)
+        else:
+            problem = self._problem(Finding(Fault.HEAD_MISMATCH, row.seq, row.seq, row, None))
             if problem is not None:
                 self.rep.problems.append(problem)
 
@@ -338,7 +580,7 @@ class _Walk:
         rep, links = self.rep, self.links
         rep.first_seq, rep.last_seq, rep.attested_to = (
             links.first_seq,
-            links.last_seq,
+            links.last_seq if links.first_seq is not None else None,
             links.attested_to,
         )
         end = links.end()
@@ -346,7 +588,7 @@ class _Walk:
             problem = self._problem(end)
             if problem is not None:
                 rep.problems.append(problem)
-        last = rep.last_seq or 0
+        last = links.last_seq or 0
         if self.attest and rep.key_id and rep.attested_to < last and not self.windowed:
             recent = latest is not None and latest > datetime.now(UTC) - grace
             if not recent:
