@@ -45,10 +45,17 @@ def varint(z: str) -> str:
     """The base-128 little-endian bytes of the ``UInt64`` expression ``z``."""
     # Most values (lengths, union indexes) are looked up; the general case builds all ten
     # bytes and keeps as many as the value needs.
+    # Byte i holds bits 7i..7i+6, with the continuation bit when bits remain above; the
+    # tenth holds bit 63 alone (no shift by 64 or more: its result is undefined).
     parts = ", ".join(
-        f"bitOr(bitAnd(bitShiftRight({z}, {7 * i}), 127), "
-        f"if(bitShiftRight({z}, {7 * (i + 1)}) = 0, 0, 128))"
-        for i in range(10)
+        [
+            *(
+                f"bitOr(bitAnd(bitShiftRight({z}, {7 * i}), 127), "
+                f"if(bitShiftRight({z}, {7 * (i + 1)}) = 0, 0, 128))"
+                for i in range(9)
+            ),
+            f"bitShiftRight({z}, 63)",
+        ]
     )
     size = " + ".join(f"({z} >= {1 << (7 * i)})" for i in range(1, 10))
     return f"if({z} < 16384, {SMALL_VARINTS}[{z} + 1], substring(char({parts}), 1, 1 + {size}))"
@@ -93,7 +100,8 @@ def _value_sql(avro: AvroType, x: str, guards: list[str]) -> str:
     elif avro == "double":
         # NaN compares unequal in Python's column check: leave it to Python.
         guards.append(f"NOT isNaN({x})")
-        return f"reinterpretAsString(toFloat64({x}))"
+        # All eight bytes (reinterpretAsString would drop trailing zero bytes).
+        return f"reinterpretAsFixedString(toFloat64({x}))"
     raise Unsupported(json.dumps(avro))
 
 

@@ -192,6 +192,7 @@ class TrailVerifier:
         bounds = previous if incremental else {}
         where, params = self._where(producer, since, until)
         signed = self._checkpoints(producer, bounds)
+        late = self._late_events(signed, bounds)
         self.python_chains = 0
         reports: list[ChainReport] = []
         recorder = RunRecorder(self.client, self.db, started, actor=actor) if record else None
@@ -204,12 +205,13 @@ class TrailVerifier:
             if bound is not None:
                 rep.key_id = bound.key_id
             walk = _Walk(rep, cps.heads, windowed, attest=bool(self.keyring), boundary=bound)
+            for event in late.get(chain, ()):
+                walk.check_head(event)
             if isinstance(result, EngineChain) and result.exact:
                 outcome = self._engine_chain(rep, walk, result)
                 if on_rows is not None:
                     on_rows(rep.events)
             elif result is None:  # checkpoints only
-                self._late(rep, walk)
                 outcome = _Outcome(walk.boundary_row)
             else:
                 self.python_chains += 1
@@ -304,11 +306,15 @@ class TrailVerifier:
         if self.engine:
             # Read to the end first: one client streams one result at a time, and the chains
             # checked in Python query again. A chain's summary is small.
+            # An incremental run reads without FINAL: its narrow PREWHERE then skips the
+            # proven events at a few bytes each (FINAL reads every sorting key), and a chain
+            # FINAL would have collapsed rows of is checked in Python, with FINAL.
             engine = EngineWalk(self.client, self.db).run(
                 where,
                 params,
                 checkpoints=any(s.heads for s in signed.values()),
                 bounds={chain: b.seq for chain, b in bounds.items()},
+                final=not bounds,
             )
             judged: Iterator[tuple[Chain, EngineChain | bool]] = iter(
                 [((c.producer_id, c.producer_epoch), c) for c in engine]
@@ -348,7 +354,6 @@ class TrailVerifier:
         rep.events = chain.events
         if rep.key_id is None:
             rep.key_id = chain.key_id
-        self._late(rep, walk)
         for event in chain.interesting:
             if not event.hash_ok:
                 rep.problems.append(
@@ -366,23 +371,36 @@ class TrailVerifier:
         walk.links.last_seq = chain.last_seq
         return _Outcome(chain.last, chain.latest)
 
-    def _late(self, rep: ChainReport, walk: _Walk) -> None:
-        """Checkpoints at seqs a previous run proved, signed or stored after it: their heads
-        against the stored events (incremental)."""
-        bound = walk.bound
-        late = sorted(s for s in walk.links.signed if bound is not None and s <= bound.seq)
+    def _late_events(
+        self, signed: dict[Chain, _Signed], bounds: dict[Chain, Boundary]
+    ) -> dict[Chain, list[ChainRow]]:
+        """The stored events at the seqs of checkpoints that came after the run that proved
+        those seqs (incremental): one query, through the chain-order projection."""
+        late = [
+            (chain[0], chain[1], seq)
+            for chain, cps in signed.items()
+            if chain in bounds
+            for seq in cps.heads
+            if seq <= bounds[chain].seq
+        ]
+        out: dict[Chain, list[ChainRow]] = {}
         if not late:
-            return
+            return out
         rows = self.client.query(
-            f"SELECT seq, toString(event_id) AS eid, prev_hash, "
-            f"SHA256(concat(prev_hash, substring(raw, 11))) AS h "
-            f"FROM {self.db}.decisions FINAL PREWHERE producer_id = {{p:String}} "
-            "AND producer_epoch = {e:UInt64} AND seq IN {seqs:Array(UInt64)} ORDER BY seq, eid",
-            parameters={"p": rep.producer_id, "e": rep.producer_epoch, "seqs": late},
+            f"SELECT producer_id, producer_epoch, seq, toString(event_id) AS eid, prev_hash, "
+            f"SHA256(concat(prev_hash, substring(raw, 11))) AS h FROM {self.db}.decisions "
+            "WHERE (producer_id, producer_epoch, seq) "
+            "IN {late:Array(Tuple(String, UInt64, UInt64))} "
+            "ORDER BY producer_id, producer_epoch, seq, eid "
+            "LIMIT 1 BY producer_id, producer_epoch, seq",
+            parameters={"late": sorted(late)},
             column_formats={"prev_hash": "bytes", "h": "bytes"},
         ).result_rows
-        for seq, eid, prev_hash, h in rows:
-            walk.check_head(ChainRow(int(seq), str(eid), bytes(prev_hash), bytes(h)))
+        for pid, epoch, seq, eid, prev_hash, h in rows:
+            out.setdefault((str(pid), int(epoch)), []).append(
+                ChainRow(int(seq), str(eid), bytes(prev_hash), bytes(h))
+            )
+        return out
 
     # -- one chain, event by event in Python --------------------------------------------------
 
@@ -412,7 +430,6 @@ class TrailVerifier:
         params: dict[str, Any],
         on_rows: Callable[[int], None] | None,
     ) -> _Outcome:
-        self._late(rep, walk)
         heap: list[ChainRow] = []
         latest: datetime | None = None
         done = 0

@@ -2,7 +2,9 @@
 
 The chain trackers (:class:`.chains.ChainTracker`, for decisions and for model events) ask
 these when they first meet a chain after a (re)assignment, and for events that come back
-below a chain's head. Every write is :class:`.store.Store`'s.
+below a chain's head. Heads come from ``chain_heads`` (one row per chain, kept on insert by
+a materialized view, migration 0007), so recovering them costs the same at ten million
+stored events as at ten. Every write is :class:`.store.Store`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from decision_audit.worker.chains import Chain, Head, Link
 
 
 class ChainReader:
-    """Queries ``{database}.decisions`` (or ``model_events``) for stored chain state."""
+    """Queries ``{database}.chain_heads`` and ``decisions`` (or ``model_events``)."""
 
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
@@ -27,12 +29,13 @@ class ChainReader:
         if not chains:
             return {}
         result = self.client.query(
-            f"SELECT producer_id, producer_epoch, max(seq), argMax(event_hash, seq) "
-            f"FROM {self.database}.{table} "
-            "WHERE (producer_id, producer_epoch) IN {chains:Array(Tuple(String, UInt64))} "
+            f"SELECT producer_id, producer_epoch, max(seq), argMaxMerge(event_hash) AS head "
+            f"FROM {self.database}.chain_heads "
+            "WHERE source = {table:String} "
+            "AND (producer_id, producer_epoch) IN {chains:Array(Tuple(String, UInt64))} "
             "GROUP BY producer_id, producer_epoch",
-            parameters={"chains": sorted(chains)},
-            column_formats={"argMax(event_hash, seq)": "bytes"},
+            parameters={"table": table, "chains": sorted(chains)},
+            column_formats={"head": "bytes"},
         )
         return {(str(p), int(e)): (int(s), bytes(h)) for p, e, s, h in result.result_rows}
 

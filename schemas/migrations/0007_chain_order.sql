@@ -1,0 +1,65 @@
+-- Chain order beside the lookup order. `decisions` is sorted for lookups (model, version,
+-- time); the integrity tools read it per chain (producer_id, producer_epoch) in seq order.
+--
+-- 1. chain_heads: the latest stored seq and its event hash per chain, kept on insert by a
+--    materialized view (one row per chain and insert block, merged by
+--    AggregatingMergeTree). A worker recovers its chains' heads from here after every
+--    partition assignment instead of aggregating over `decisions`; `verify --incremental`
+--    learns which chains grew. Read with max(seq), argMaxMerge(event_hash) GROUP BY chain.
+--    Rows removed from `decisions` by a mutation are not taken back here: the head stays
+--    the highest seq ever stored, which is what the chain followed.
+CREATE TABLE IF NOT EXISTS {database}.chain_heads
+(
+    source          LowCardinality(String),
+    producer_id     LowCardinality(String),
+    producer_epoch  UInt64,
+    seq             SimpleAggregateFunction(max, UInt64),
+    event_hash      AggregateFunction(argMax, FixedString(32), UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (source, producer_id, producer_epoch)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.decision_heads_mv TO {database}.chain_heads AS
+SELECT
+    'decisions' AS source,
+    d.producer_id AS producer_id,
+    d.producer_epoch AS producer_epoch,
+    max(d.seq) AS seq,
+    argMaxState(d.event_hash, d.seq) AS event_hash
+FROM {database}.decisions AS d
+GROUP BY d.producer_id, d.producer_epoch;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.model_event_heads_mv TO {database}.chain_heads AS
+SELECT
+    'model_events' AS source,
+    m.producer_id AS producer_id,
+    m.producer_epoch AS producer_epoch,
+    max(m.seq) AS seq,
+    argMaxState(m.event_hash, m.seq) AS event_hash
+FROM {database}.model_events AS m
+GROUP BY m.producer_id, m.producer_epoch;
+
+-- Backfill what was stored before the views existed (migrations run before workers start).
+INSERT INTO {database}.chain_heads
+SELECT 'decisions', producer_id, producer_epoch, max(seq), argMaxState(event_hash, seq)
+FROM {database}.decisions
+GROUP BY producer_id, producer_epoch;
+
+INSERT INTO {database}.chain_heads
+SELECT 'model_events', producer_id, producer_epoch, max(seq), argMaxState(event_hash, seq)
+FROM {database}.model_events
+GROUP BY producer_id, producer_epoch;
+
+-- 2. chain_order: a projection of `decisions` that holds only each row's position, sorted
+--    by chain and seq (~3 bytes an event on disk). A read of a chain's seq range finds its
+--    rows through it instead of scanning every row (`verify --incremental`, a worker's
+--    check of redelivered events below a chain's head). It is kept with each part by
+--    inserts, merges and mutations; a ReplacingMergeTree rebuilds it when merges collapse
+--    rows (deduplicate_merge_projection_mode).
+ALTER TABLE {database}.decisions MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild';
+
+ALTER TABLE {database}.decisions
+    ADD PROJECTION IF NOT EXISTS chain_order (SELECT _part_offset ORDER BY producer_id, producer_epoch, seq);
+
+ALTER TABLE {database}.decisions MATERIALIZE PROJECTION chain_order SETTINGS mutations_sync = 2;
