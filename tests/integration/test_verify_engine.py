@@ -10,6 +10,7 @@ chain of incremental runs against a full run, the run record, and the chain-head
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Callable
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from decision_audit.audit import engine_walk
 from decision_audit.audit.avro_sql import SMALL_VARINTS, SMALL_VARINTS_SQL, body_sql
 from decision_audit.audit.verify import TrailReport, TrailVerifier
+from decision_audit.cli.main import main
 from decision_audit.clickhouse.migrate import load_migrations, migrate
 from decision_audit.contract import chain_hash, default_codec, genesis_hash
 from decision_audit.contract.checkpoint import checkpoint_message
@@ -471,6 +474,25 @@ def test_an_incremental_run_picks_up_a_late_checkpoint_and_a_full_run_restarts_i
     }
     with pytest.raises(ValueError, match="since/until"):
         TrailVerifier(ch, database, ring).run(incremental=True, since=T0)
+
+
+def test_verify_incremental_on_the_command_line(
+    ch: Any, chdb_dir: Path, database: str, keys: Path, signer: Signer
+) -> None:
+    events = _chain("cli", 10)
+    _store(ch, database, events)
+    _sign(ch, database, signer, "cli", 1, {10: events[9][2]})
+    args = ["verify", "--clickhouse-url", f"chdb://{chdb_dir}", "--database", database]
+    args += ["--keys", str(keys), "--incremental"]
+    first = CliRunner().invoke(main, [*args, "--format", "json"])
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.output)
+    assert doc["ok"] and doc["incremental"] and doc["events"] == 10
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0, second.output
+    assert "VERIFIED: 0 events arrived since the last recorded run in 0 chain(s)" in second.output
+    rows = ch.query(f"SELECT mode, ok FROM {database}.verify_runs ORDER BY finished_at")
+    assert rows.result_rows == [("incremental", True), ("incremental", True)]
 
 
 # -- chain heads ---------------------------------------------------------------------------------

@@ -231,6 +231,11 @@ def _parse_ts(value: str | None) -> datetime | None:
 @click.option("--since", help="only events at or after this ISO time (UTC if no zone)")
 @click.option("--until", help="only events before this ISO time")
 @click.option(
+    "--incremental",
+    is_flag=True,
+    help="only what arrived since the last recorded run, linked to what it proved",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 def verify(
@@ -240,6 +245,7 @@ def verify(
     producer: str | None,
     since: str | None,
     until: str | None,
+    incremental: bool,
     fmt: str,
 ) -> None:
     """Prove the stored trail is complete and untouched.
@@ -269,7 +275,12 @@ def verify(
     err = Console(stderr=True)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("verifying", total=verifier.count(producer, *window))
-        report = verifier.run(producer, *window, on_rows=lambda n: progress.advance(task, n))
+        report = verifier.run(
+            producer,
+            *window,
+            on_rows=lambda n: progress.advance(task, n),
+            incremental=incremental,
+        )
     print_report(report, fmt, Console())
     sys.exit(0 if report.ok else 1)
 
