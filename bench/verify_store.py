@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,14 @@ BLOCK = 50_000
 _START = datetime(2026, 1, 5, tzinfo=UTC)
 
 
+@dataclass
+class _Chain:
+    producer_id: str
+    epoch: int
+    seq: int
+    head: bytes
+
+
 def build_store(
     client: Any,
     database: str,
@@ -32,29 +41,62 @@ def build_store(
     chains: int,
     signer: Signer,
     checkpoint_every: int = 1000,
-    start: datetime = _START,
     run: str | None = None,
 ) -> list[tuple[str, int]]:
-    """Store ``events`` decisions spread over ``chains`` chains; returns the chains."""
+    """Store ``events`` decisions spread over ``chains`` new chains; returns the chains."""
+    run = run or uuid.uuid4().hex[:8]
+    state = [_Chain(f"bench-{run}-{k}", 1_700_000_000_000_000 + k, 0, b"") for k in range(chains)]
+    for c in state:
+        c.head = genesis_hash(c.producer_id, c.epoch)
+    _write(client, database, state, events, signer, checkpoint_every, _START)
+    return [(c.producer_id, c.epoch) for c in state]
+
+
+def grow_store(
+    client: Any, database: str, *, events: int, signer: Signer, checkpoint_every: int = 1000
+) -> None:
+    """Append ``events`` decisions to the stored chains (round-robin), continuing each."""
+    rows = client.query(
+        f"SELECT producer_id, producer_epoch, max(seq), argMaxMerge(event_hash) AS head "
+        f"FROM {database}.chain_heads WHERE source = 'decisions' "
+        "GROUP BY producer_id, producer_epoch ORDER BY producer_id, producer_epoch",
+        column_formats={"head": "bytes"},
+    ).result_rows
+    latest = client.query(f"SELECT max(occurred_at) FROM {database}.decisions").result_rows[0][0]
+    state = [_Chain(str(p), int(e), int(s), bytes(h)) for p, e, s, h in rows]
+    _write(
+        client,
+        database,
+        state,
+        events,
+        signer,
+        checkpoint_every,
+        latest + timedelta(milliseconds=1),
+    )
+
+
+def _write(
+    client: Any,
+    database: str,
+    state: list[_Chain],
+    events: int,
+    signer: Signer,
+    checkpoint_every: int,
+    start: datetime,
+) -> None:
     codec = default_codec()
     schema = codec.registry.latest("decision_event")
     pool = make_calls(4096, seed=17)
     inputs = [json.dumps(c.inputs, separators=(",", ":")) for c in pool]
-    run = run or uuid.uuid4().hex[:8]
-    ids = [(f"bench-{run}-{k}", 1_700_000_000_000_000 + k) for k in range(chains)]
-    heads = [genesis_hash(p, e) for p, e in ids]
-    seqs = [0] * chains
-    per_chain = -(-events // chains)
     names = DECISION_EVENT.names
+    fp = schema.fingerprint_int
+    n = len(state)
     rows: list[tuple[Any, ...]] = []
     checkpoints: list[list[Any]] = []
-    fp = schema.fingerprint_int
     for i in range(events):
-        k = i % chains
-        pid, epoch = ids[k]
+        chain = state[i % n]
         c = pool[i % len(pool)]
-        seqs[k] += 1
-        seq = seqs[k]
+        chain.seq += 1
         rec = {
             "event_id": str(uuid7()),
             "occurred_at": start + timedelta(milliseconds=i),
@@ -76,25 +118,24 @@ def build_store(
             "tags": {},
             "redaction_policy": None,
             "key_id": signer.key_id,
-            "producer_id": pid,
-            "producer_epoch": epoch,
-            "seq": seq,
-            "prev_hash": heads[k],
+            "producer_id": chain.producer_id,
+            "producer_epoch": chain.epoch,
+            "seq": chain.seq,
+            "prev_hash": chain.head,
         }
         body = codec.encode_body(schema, rec)
-        heads[k] = h = chain_hash(heads[k], body)
-        rows.append((*(rec[n] for n in names), h, fp, codec.frame(schema, body), 0, i))
-        last = seq == per_chain or i >= events - chains
-        if seq % checkpoint_every == 0 or last:
+        chain.head = h = chain_hash(chain.head, body)
+        rows.append((*(rec[k] for k in names), h, fp, codec.frame(schema, body), 0, i))
+        if chain.seq % checkpoint_every == 0 or i >= events - n:
             checkpoints.append(
                 [
-                    pid,
-                    epoch,
-                    seq,
+                    chain.producer_id,
+                    chain.epoch,
+                    chain.seq,
                     h,
                     signer.key_id,
                     ALGORITHM,
-                    signer.sign(checkpoint_message(pid, epoch, seq, h)),
+                    signer.sign(checkpoint_message(chain.producer_id, chain.epoch, chain.seq, h)),
                     rec["occurred_at"],
                     True,
                     b"",
@@ -113,7 +154,6 @@ def build_store(
             column_names=list(CHECKPOINT.written),
             settings={"async_insert": 0},
         )
-    return ids
 
 
 def _insert(client: Any, database: str, rows: list[tuple[Any, ...]]) -> None:

@@ -1,11 +1,17 @@
 -- Chain order beside the lookup order. `decisions` is sorted for lookups (model, version,
 -- time); the integrity tools read it per chain (producer_id, producer_epoch) in seq order.
+-- `verify` sorts the ~110 bytes an event its chain walk needs in the engine (spilling to
+-- disk past a bound), and reads a chain's seq range with a PREWHERE on the chain columns;
+-- a projection ordered by chain and seq was measured and not kept (bench/RESULTS.md: it
+-- made a worker's check of redelivered events ~10x slower for ~2x on one chain's range).
+-- What is kept is the chain index that pays:
 --
--- 1. chain_heads: the latest stored seq and its event hash per chain, kept on insert by a
+-- chain_heads: the latest stored seq and its event hash per chain, kept on insert by a
 --    materialized view (one row per chain and insert block, merged by
 --    AggregatingMergeTree). A worker recovers its chains' heads from here after every
---    partition assignment instead of aggregating over `decisions`; `verify --incremental`
---    learns which chains grew. Read with max(seq), argMaxMerge(event_hash) GROUP BY chain.
+--    partition assignment instead of aggregating over `decisions` (at 10M rows / 10k
+--    chains: assignment to first insert 3.0 s -> 0.5 s, bench/RESULTS.md). Read with
+--    max(seq), argMaxMerge(event_hash) GROUP BY chain.
 --    Rows removed from `decisions` by a mutation are not taken back here: the head stays
 --    the highest seq ever stored, which is what the chain followed.
 CREATE TABLE IF NOT EXISTS {database}.chain_heads
@@ -50,16 +56,3 @@ INSERT INTO {database}.chain_heads
 SELECT 'model_events', producer_id, producer_epoch, max(seq), argMaxState(event_hash, seq)
 FROM {database}.model_events
 GROUP BY producer_id, producer_epoch;
-
--- 2. chain_order: a projection of `decisions` that holds only each row's position, sorted
---    by chain and seq (~3 bytes an event on disk). A read of a chain's seq range finds its
---    rows through it instead of scanning every row (`verify --incremental`, a worker's
---    check of redelivered events below a chain's head). It is kept with each part by
---    inserts, merges and mutations; a ReplacingMergeTree rebuilds it when merges collapse
---    rows (deduplicate_merge_projection_mode).
-ALTER TABLE {database}.decisions MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild';
-
-ALTER TABLE {database}.decisions
-    ADD PROJECTION IF NOT EXISTS chain_order (SELECT _part_offset ORDER BY producer_id, producer_epoch, seq);
-
-ALTER TABLE {database}.decisions MATERIALIZE PROJECTION chain_order SETTINGS mutations_sync = 2;

@@ -16,6 +16,7 @@ defaults, so for those the column must hold the default (:func:`defaults_sql`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,9 +43,10 @@ SMALL_VARINTS_SQL = (
 
 
 def varint(z: str) -> str:
-    """The base-128 little-endian bytes of the ``UInt64`` expression ``z``."""
-    # Most values (lengths, union indexes) are looked up; the general case builds all ten
-    # bytes and keeps as many as the value needs.
+    """The base-128 little-endian bytes of the ``UInt64`` expression ``z`` (any value).
+
+    ``z`` should be a name (an alias): it is repeated some thirty times.
+    """
     # Byte i holds bits 7i..7i+6, with the continuation bit when bits remain above; the
     # tenth holds bit 63 alone (no shift by 64 or more: its result is undefined).
     parts = ", ".join(
@@ -61,40 +63,67 @@ def varint(z: str) -> str:
     return f"if({z} < 16384, {SMALL_VARINTS}[{z} + 1], substring(char({parts}), 1, 1 + {size}))"
 
 
-def long_sql(x: str) -> str:
-    """An Avro ``long`` of a non-negative integer expression (zigzag: twice the value)."""
-    return varint(f"bitShiftLeft(toUInt64({x}), 1)")
+MAX_SMALL = 1 << 20
+"""What :func:`small_varint` encodes: a length or count below this (the zigzag below 2**21).
+Events are at most ``max_event_bytes`` (1 MB by default); a row with a longer text is
+checked in Python."""
 
 
-def string_sql(s: str) -> str:
-    return f"concat({long_sql(f'length({s})')}, {s})"
+def small_varint(z: str) -> str:
+    """The bytes of the ``UInt64`` expression ``z`` < 2**21 (one to three), compactly."""
+    three = (
+        f"char(bitOr(bitAnd({z}, 127), 128), bitOr(bitAnd(bitShiftRight({z}, 7), 127), 128), "
+        f"bitShiftRight({z}, 14))"
+    )
+    return f"if({z} < 16384, {SMALL_VARINTS}[{z} + 1], {three})"
 
 
-def _value_sql(avro: AvroType, x: str, guards: list[str]) -> str:
-    """The encoding of value ``x`` (not null) of Avro type ``avro``."""
+def long_sql(x: str, alias: str) -> str:
+    """An Avro ``long`` of a non-negative integer expression (zigzag: twice the value);
+    ``alias`` names the zigzag value where it is first used (identical expressions may share
+    one name)."""
+    return varint(alias).replace(alias, f"(bitShiftLeft(toUInt64({x}), 1) AS {alias})", 1)
+
+
+def _length_sql(s: str, guards: list[str]) -> str:
+    """The length prefix of text ``s`` (a row with a text of a MiB or more goes to Python)."""
+    guards.append(f"length({s}) < {MAX_SMALL}")
+    return small_varint(f"bitShiftLeft(length({s}), 1)")
+
+
+def string_sql(s: str, guards: list[str]) -> str:
+    return f"concat({_length_sql(s, guards)}, {s})"
+
+
+def _value_sql(avro: AvroType, x: str, guards: list[str], name: str) -> str:
+    """The encoding of value ``x`` (not null) of Avro type ``avro``; ``name`` names it."""
     if isinstance(avro, dict):
         kind = avro.get("type")
         if kind == "long" and avro.get("logicalType") == "timestamp-millis":
             ms = f"toUnixTimestamp64Milli({x})"
             guards.append(f"{ms} >= 0")
-            return long_sql(ms)
+            return long_sql(ms, f"_z_{name}")
         if kind == "fixed":
             guards.append(f"length({x}) = {avro['size']}")
             return x  # concat keeps a FixedString whole (toString drops trailing zero bytes)
         if kind == "map" and avro.get("values") == "string":
-            entry = f"concat({string_sql('k_')}, {string_sql('v_')})"
+            inner: list[str] = []
+            entry = f"concat({string_sql('k_', inner)}, {string_sql('v_', inner)})"
             items = (
                 f"arrayStringConcat(arrayMap((k_, v_) -> {entry}, mapKeys({x}), mapValues({x})))"
             )
-            count = long_sql(f"length(mapKeys({x}))")
+            guards.append(
+                f"arrayAll((k_, v_) -> {' AND '.join(inner)}, mapKeys({x}), mapValues({x}))"
+            )
+            count = _length_sql(f"mapKeys({x})", guards)
             return f"if(empty({x}), '\\x00', concat({count}, {items}, '\\x00'))"
         if isinstance(kind, str) and set(avro) == {"type"}:
-            return _value_sql(kind, x, guards)
+            return _value_sql(kind, x, guards, name)
     elif avro == "string":
-        return string_sql(x)
+        return string_sql(x, guards)
     elif avro == "long":
         guards.append(f"{x} < {_MAX_LONG}")
-        return long_sql(x)
+        return long_sql(x, f"_z_{name}")
     elif avro == "boolean":
         return f"if({x}, '\\x01', '\\x00')"
     elif avro == "double":
@@ -105,17 +134,18 @@ def _value_sql(avro: AvroType, x: str, guards: list[str]) -> str:
     raise Unsupported(json.dumps(avro))
 
 
-def _field_sql(avro: AvroType, x: str, guards: list[str]) -> str:
+def _field_sql(avro: AvroType, x: str, guards: list[str], name: str = "") -> str:
+    name = name or re.sub(r"\W", "_", x)
     if isinstance(avro, list):
         branches = [b for b in avro if b != "null"]
         if len(avro) != 2 or len(branches) != 1:
             raise Unsupported(json.dumps(avro))
         inner: list[str] = []
-        value = _value_sql(branches[0], f"assumeNotNull({x})", inner)
+        value = _value_sql(branches[0], f"assumeNotNull({x})", inner, name)
         guards.extend(f"(isNull({x}) OR {g})" for g in inner)
         null_index, value_index = ("\\x00", "\\x02") if avro[0] == "null" else ("\\x02", "\\x00")
         return f"if(isNull({x}), '{null_index}', concat('{value_index}', {value}))"
-    return _value_sql(avro, x, guards)
+    return _value_sql(avro, x, guards, name)
 
 
 def column_value(kind: RecordKind, name: str) -> str:
@@ -137,7 +167,7 @@ def body_sql(writer: Mapping[str, Any], kind: RecordKind = DECISION_EVENT) -> tu
             kind.field(f["name"])
         except KeyError:
             raise Unsupported(f"writer field {f['name']!r} is not stored") from None
-        pieces.append(_field_sql(f["type"], column_value(kind, f["name"]), guards))
+        pieces.append(_field_sql(f["type"], column_value(kind, f["name"]), guards, f["name"]))
     return f"concat({', '.join(pieces)})", guards
 
 

@@ -375,7 +375,7 @@ class TrailVerifier:
         self, signed: dict[Chain, _Signed], bounds: dict[Chain, Boundary]
     ) -> dict[Chain, list[ChainRow]]:
         """The stored events at the seqs of checkpoints that came after the run that proved
-        those seqs (incremental): one query, through the chain-order projection."""
+        those seqs (incremental): one query for all chains."""
         late = [
             (chain[0], chain[1], seq)
             for chain, cps in signed.items()
