@@ -10,7 +10,7 @@
 --    materialized view (one row per chain and insert block, merged by
 --    AggregatingMergeTree). A worker recovers its chains' heads from here after every
 --    partition assignment instead of aggregating over `decisions` (at 10M rows / 10k
---    chains: assignment to first insert 3.0 s -> 0.5 s, bench/RESULTS.md). Read with
+--    chains: worker assignment to first insert 8.1 s -> 0.9 s, bench/RESULTS.md). Read with
 --    max(seq), argMaxMerge(event_hash) GROUP BY chain.
 --    Rows removed from `decisions` by a mutation are not taken back here: the head stays
 --    the highest seq ever stored, which is what the chain followed.

@@ -275,8 +275,8 @@ def test_checkpoint_problems_and_older_writers(
     assert report.ok and in_python == 0 and not report.keys_checked
 
 
-def test_many_chains_a_window_and_one_producer(
-    ch: Any, database: str, keys: Path, signer: Signer
+def test_many_chains_a_window_one_producer_and_a_sort_on_disk(
+    ch: Any, database: str, keys: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chains = {f"p{k:02d}": _chain(f"p{k:02d}", 12) for k in range(40)}
     heads = {pid: events[11][2] for pid, events in chains.items()}
@@ -294,6 +294,12 @@ def test_many_chains_a_window_and_one_producer(
     assert {c.producer_id for c in report.chains if not c.ok} == {"p11"}  # gap 3..4 precedes
     report, _ = _both(ch, database, keys, producer="p07")
     assert [c.producer_id for c in report.chains] == ["p07"] and not report.ok
+    # The window's sort spilled to disk: the same report.
+    whole = _problems(TrailVerifier(ch, database, KeyRing.load(keys)).run(record=False))
+    monkeypatch.setattr(engine_walk, "EXTERNAL_SORT_BYTES", 4096)
+    monkeypatch.setitem(engine_walk._SETTINGS, "max_bytes_before_external_sort", 4096)
+    report, in_python = _both(ch, database, keys)
+    assert in_python == 0 and len(report.chains) == 40 and _problems(report) == whole
 
 
 def test_a_chain_with_more_than_the_returned_events_is_checked_in_python(

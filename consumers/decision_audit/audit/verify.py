@@ -304,8 +304,8 @@ class TrailVerifier:
         """Every chain with events in ``where`` or with checkpoints, in order: the engine's
         judgement of it, None (no events to check), or True (to be checked in Python)."""
         if self.engine:
-            # Read to the end first: one client streams one result at a time, and the chains
-            # checked in Python query again. A chain's summary is small.
+            # Read to the end first (one client streams one result at a time, and the chains
+            # checked in Python query again); a chain's summary is small.
             # An incremental run reads without FINAL: its narrow PREWHERE then skips the
             # proven events at a few bytes each (FINAL reads every sorting key), and a chain
             # FINAL would have collapsed rows of is checked in Python, with FINAL.
@@ -316,8 +316,8 @@ class TrailVerifier:
                 bounds={chain: b.seq for chain, b in bounds.items()},
                 final=not bounds,
             )
-            judged: Iterator[tuple[Chain, EngineChain | bool]] = iter(
-                [((c.producer_id, c.producer_epoch), c) for c in engine]
+            judged: Iterator[tuple[Chain, EngineChain | bool]] = (
+                ((c.producer_id, c.producer_epoch), c) for c in engine
             )
         else:
             judged = ((chain, True) for chain in self._stored_chains(where, params, bounds))
