@@ -2,7 +2,7 @@
 
 python -m bench.verify_scale            # 1M events, 3x100k against 300x1k, 1M rows / 1k chains
 python -m bench.verify_scale --quick    # small sizes (seconds)
-python -m bench.verify_scale --big      # also chain heads at 10M rows / 10k chains
+python -m bench.verify_scale --big      # also verify at 10M events, heads at 10M rows / 10k chains
 
 Each figure beside its baseline from the same run: ``verify`` in the engine against the same
 checks event by event in Python (what ``verify`` did before), many short chains against few
@@ -85,6 +85,12 @@ def run(sizes: Sizes, workdir: Path, big: bool) -> dict[str, Any]:
     heads = [(sizes.heads_rows, sizes.heads_chains)]
     if big:
         heads.append((10_000_000, 10_000))
+        say("verify at 10M events in 100 chains (built a million at a time)")
+        bdir = str(workdir / "chdb-10m")
+        _step("build", "--chdb", bdir, "--db", "v", "--events", "1000000", "--chains", "100")
+        for _ in range(9):
+            _step("grow", "--chdb", bdir, "--db", "v", "--events", "1000000")
+        r["engine_10m"] = _step("verify", "--chdb", bdir, "--db", "v")
     for rows, chains in heads:
         say(f"chain heads at {rows:,} rows / {chains:,} chains")
         hdir = str(workdir / f"heads-{rows}")
@@ -160,6 +166,28 @@ def figures(r: dict[str, Any]) -> list[Figure]:
             "full `verify` of the same store",
         ),
     ]
+    if "engine_10m" in r:
+        big = r["engine_10m"]
+        out += [
+            Figure(
+                "verify.engine_ev_s_10m",
+                b,
+                f"`verify`, all checks, {big['events']:,} events in 100 chains",
+                "ev/s",
+                big["ev_s"],
+                e["ev_s"],
+                f"{e['events']:,} events",
+            ),
+            Figure(
+                "verify.peak_rss_mib_10m",
+                b,
+                f"`verify` peak RSS, {big['events']:,} events",
+                "MiB",
+                big["peak_rss_mib"],
+                e["peak_rss_mib"],
+                f"{e['events']:,} events",
+            ),
+        ]
     for key in sorted(k for k in r if k.startswith("heads_")):
         h = r[key]
         at = f"{h['chains']:,} chains at {h['rows'] / 1e6:g}M rows"
@@ -230,7 +258,9 @@ def notes(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.verify_scale", description=__doc__)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--big", action="store_true", help="chain heads at 10M rows / 10k chains too")
+    p.add_argument(
+        "--big", action="store_true", help="verify at 10M events, heads at 10M rows / 10k chains"
+    )
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
     a = p.parse_args(argv)
