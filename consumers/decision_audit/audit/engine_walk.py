@@ -5,16 +5,17 @@ body is ``raw`` without its 10-byte header), compares it with ``event_hash``, an
 the row's columns again as its writer schema would (:mod:`.avro_sql`) to compare them with
 the body byte for byte. A window over each chain ``(producer_id, producer_epoch)`` in seq
 order gives every event its predecessor, and one row per chain comes back: the chain's
-summary and its *interesting* events — those whose hash differs, the first one, those that
-do not follow their predecessor (a gap, a broken link) and those at a checkpoint's seq —
-each with its predecessor. Everything else is, by construction, an event the chain walk
-(:class:`.chain_walk.ChainWalk`) would pass without a word, so walking only the
-interesting events, each after its own predecessor, finds exactly what a walk over every
-event finds (:mod:`.verify` does that walk, and the signatures).
+summary and its *interesting* events: those whose hash differs, the first one and those
+that do not follow their predecessor (a gap, a broken link), each with its predecessor; and
+those at a checkpoint's seq, whose hash the walk compares with the signed head. Everything
+else is, by construction, an event the chain walk (:class:`.chain_walk.ChainWalk`) would
+pass without a word, so walking only the interesting events, each after its own
+predecessor, finds exactly what a walk over every event finds (:mod:`.verify` does that
+walk, and the signatures).
 
 A chain the query cannot judge exactly — an event whose columns differ from its bytes or
-whose bytes are not an encoding the query knows (older framing, unknown schema), two events
-claiming one seq, or more interesting events than :data:`MAX_INTERESTING` — is marked
+whose bytes are not an encoding the query knows (another framing, an unknown schema), two
+events claiming one seq, or more interesting events than the query returns — is marked
 ``exact=False``; :mod:`.verify` then checks that chain event by event in Python, which
 names every difference as it always did.
 """
@@ -40,7 +41,10 @@ from decision_audit.contract.schemas import SchemaRegistry, shipped_schemas
 Chain = tuple[str, int]
 
 MAX_INTERESTING = 100_000
-"""interesting events returned per chain; a chain with more is checked in Python"""
+"""events with a link finding returned per chain; a chain with more is checked in Python"""
+
+MAX_CHECKPOINT_EVENTS = 5_000_000
+"""events at a checkpoint's seq returned per chain (one in a thousand events, by default)"""
 
 EXTERNAL_SORT_BYTES = 256 * 1024 * 1024
 """the window's sort spills to disk past this, so memory stays bounded at any size"""
@@ -84,6 +88,9 @@ class Interesting:
     """the stored ``event_hash`` is the recomputed hash"""
     prev: ChainRow | None
     """the event before it in seq order (None for the chain's first event in the range)"""
+    linked: bool = True
+    """False: an event at a checkpoint's seq that follows its predecessor (only its hash
+    against the signed head is to check; ``prev`` is not given)"""
 
 
 @dataclass(slots=True)
@@ -172,7 +179,7 @@ class EngineWalk:
             if checkpoints
             else "false"
         )
-        interesting = "NOT hash_ok OR NOT has_prev OR seq != p_seq + 1 OR prev_hash != p_h OR at_cp"
+        link = "NOT hash_ok OR NOT has_prev OR seq != p_seq + 1 OR prev_hash != p_h"
         # Without FINAL: rows sharing a sorting key (a redelivery not yet merged) are seen.
         # A hash of the key may only make two keys look alike, never two alike look apart.
         collapsible = "" if final else " + (count() - uniqExact(_key))"
@@ -193,8 +200,10 @@ SELECT
     max(occurred_at),
     argMax(tuple(seq, event_id, prev_hash, h), seq),
     countIf(NOT enc_ok) + countIf(has_prev AND seq = p_seq){collapsible},
-    countIf({interesting}),
-    groupArrayIf({MAX_INTERESTING})(tuple({", ".join(_INTERESTING)}), {interesting})
+    countIf({link}),
+    groupArrayIf({MAX_INTERESTING})(tuple({", ".join(_INTERESTING)}), {link}),
+    countIf(at_cp AND NOT ({link})),
+    groupArrayIf({MAX_CHECKPOINT_EVENTS})(tuple(seq, event_id, h), at_cp AND NOT ({link}))
 FROM (
     SELECT
         *,
@@ -273,7 +282,7 @@ def _hash(value: Any) -> bytes:
 
 
 def _chain(row: tuple[Any, ...]) -> EngineChain:
-    (pid, epoch, events, first, last, key_id, latest, top, irregular, n, found) = row
+    (pid, epoch, events, first, last, key_id, latest, top, irregular, n, found, ncp, cps) = row
     t_seq, t_eid, t_prev, t_h = top
     out = EngineChain(
         str(pid),
@@ -284,7 +293,7 @@ def _chain(row: tuple[Any, ...]) -> EngineChain:
         None if key_id is None else str(key_id),
         latest,
         ChainRow(int(t_seq), str(t_eid), _hash(t_prev), _hash(t_h)),
-        exact=irregular == 0 and n <= MAX_INTERESTING,
+        exact=irregular == 0 and n <= MAX_INTERESTING and ncp <= MAX_CHECKPOINT_EVENTS,
     )
     for seq, eid, prev_hash, h, hash_ok, has_prev, p_seq, p_eid, p_h in found:
         prev = ChainRow(int(p_seq), str(p_eid), b"", _hash(p_h)) if has_prev else None
@@ -293,5 +302,8 @@ def _chain(row: tuple[Any, ...]) -> EngineChain:
                 ChainRow(int(seq), str(eid), _hash(prev_hash), _hash(h)), bool(hash_ok), prev
             )
         )
+    for seq, eid, h in cps:
+        at_cp = ChainRow(int(seq), str(eid), b"", _hash(h))
+        out.interesting.append(Interesting(at_cp, True, None, linked=False))
     out.interesting.sort(key=lambda i: i.row.seq)
     return out

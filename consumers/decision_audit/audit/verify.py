@@ -355,6 +355,9 @@ class TrailVerifier:
         if rep.key_id is None:
             rep.key_id = chain.key_id
         for event in chain.interesting:
+            if not event.linked:
+                walk.check_head(event.row)
+                continue
             if not event.hash_ok:
                 rep.problems.append(
                     Problem(
@@ -529,7 +532,8 @@ class _Walk:
             self.relied_on.add(row.seq)
 
     def check_head(self, row: ChainRow) -> None:
-        """A signed head at an event walked by an earlier run."""
+        """A signed head at an event that follows its predecessor (or that an earlier run
+        walked): what :meth:`.chain_walk.ChainWalk.step` checks of it then."""
         head = self.links.signed.get(row.seq)
         if head is None:
             return

@@ -88,7 +88,8 @@ def _row(irregular: int = 0, interesting: int = 1) -> tuple[Any, ...]:
     found = [(1, eid, b"\x00" * 32, h, 1, False, 0, uuid.UUID(int=0), b"\x00" * 32)]
     latest = datetime(2026, 1, 1, tzinfo=UTC)
     top = (1, eid, b"\x00" * 32, h)
-    return ("p", 3, 1, 1, 1, "k", latest, top, irregular, interesting, found)
+    cps = [(1000, uuid.uuid4(), h)]
+    return ("p", 3, 1, 1, 1, "k", latest, top, irregular, interesting, found, len(cps), cps)
 
 
 def test_a_chain_is_judged_exactly_only_when_nothing_was_left_out(
@@ -98,6 +99,8 @@ def test_a_chain_is_judged_exactly_only_when_nothing_was_left_out(
     assert chain.exact and (chain.producer_id, chain.producer_epoch) == ("p", 3)
     assert chain.interesting[0].prev is None and chain.interesting[0].hash_ok
     assert chain.last == ChainRow(1, chain.interesting[0].row.event_id, b"\x00" * 32, b"\x01" * 32)
+    assert [i.linked for i in chain.interesting] == [True, False]
+    assert chain.interesting[1].row.seq == 1000 and chain.interesting[1].prev is None
     assert not engine_walk._chain(_row(irregular=1)).exact
     monkeypatch.setattr(engine_walk, "MAX_INTERESTING", 0)
     assert not engine_walk._chain(_row()).exact
