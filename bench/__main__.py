@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import Figure, Target, render_table, run_json
 
-BENCHES = ("producer", "worker", "latency", "footprint", "integrity")
+BENCHES = ("producer", "lifecycle", "worker", "latency", "footprint", "integrity")
 MIB = 1024 * 1024
 
 
@@ -34,6 +34,7 @@ class Sizes:
     latency_seconds: float
     backlog_events: int
     integrity_events: int
+    lifecycle_cycles: int = 1000
     rounds: int = 10
 
     @classmethod
@@ -56,6 +57,7 @@ class Sizes:
             latency_seconds=5.0,
             backlog_events=10_000,
             integrity_events=10_000,
+            lifecycle_cycles=50,
         )
 
 
@@ -130,6 +132,53 @@ def at_most(limit: float) -> Any:
 
 def at_least(limit: float) -> Any:
     return lambda f: f.value >= limit
+
+
+def lifecycle_figures(r: dict[str, Any]) -> list[Figure]:
+    ours, bare, idem = r["ours"], r["bare"], r["idempotent"]
+    b = "lifecycle"
+    n = ours["cycles"]
+    return [
+        Figure(
+            "lifecycle.flush_p50_ms",
+            b,
+            "flush() after 3 events, fresh producer, p50",
+            "ms",
+            ours["flush_p50_ms"],
+            bare["flush_p50_ms"],
+            "bare librdkafka producer",
+            Target("≤ 50 ms", at_most(50)),
+        ),
+        Figure(
+            "lifecycle.flush_p50_idempotent_ms",
+            b,
+            "flush() after 3 events, fresh producer, p50",
+            "ms",
+            ours["flush_p50_ms"],
+            idem["flush_p50_ms"],
+            "ours without idempotence",
+        ),
+        Figure(
+            "lifecycle.close_p99_ms",
+            b,
+            "close() right after logging, p99",
+            "ms",
+            ours["close_p99_ms"],
+            bare["close_p99_ms"],
+            "bare librdkafka producer",
+            Target("≤ 50 ms", at_most(50)),
+        ),
+        Figure(
+            "lifecycle.cycles_per_1000_s",
+            b,
+            f"open/log/flush/close cycles, per 1,000 (ran {n:,})",
+            "s",
+            ours["per_1000_s"],
+            bare["per_1000_s"],
+            "bare librdkafka producer",
+            Target("≤ 60 s", at_most(60)),
+        ),
+    ]
 
 
 def producer_figures(r: dict[str, Any]) -> list[Figure]:
@@ -416,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_seconds": "duration of the steady load",
         "backlog_events": "events queued for the producer memory figure",
         "integrity_events": "events stored and re-verified for the integrity figures",
+        "lifecycle_cycles": "producer open/log/flush/close cycles timed",
         "rounds": "interleaved rounds of the producer benchmark",
     }
     for f in fields(Sizes):
@@ -444,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     timings: dict[str, float] = {}
 
-    from bench import integrity_bench, latency_bench, producer_bench, worker_bench
+    from bench import integrity_bench, latency_bench, lifecycle_bench, producer_bench, worker_bench
     from decision_audit.devtools.tansu_broker import LocalBroker
 
     def step(name: str, fn: Any, *args: Any) -> Any:
@@ -471,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                 sizes.rounds,
             )
             figures += producer_figures(results["producer"])
+        if "lifecycle" in selected:
+            results["lifecycle"] = step(
+                "lifecycle", lifecycle_bench.run, bootstrap, sizes.lifecycle_cycles
+            )
+            figures += lifecycle_figures(results["lifecycle"])
         if selected & {"worker", "footprint"}:
             results["worker"] = step(
                 "worker", worker_bench.run, bootstrap, sizes.worker_events, workdir
@@ -545,7 +600,7 @@ def notes(results: dict[str, Any], sizes: Sizes) -> str:
         r = results["producer"]
         out.append(
             f"producer: {r['calls']:,} timed calls per contestant in {r['rounds']} interleaved "
-            f"rounds; same librdkafka config for ours and bare (idempotent, acks=all, lz4, "
+            f"rounds; same librdkafka config for ours and bare (acks=all, in order, lz4, "
             f"linger.ms=5); dropped={r['ours_dropped']} bare_buffer_full={r['bare_buffer_full']}"
         )
     if "worker" in results:

@@ -35,7 +35,7 @@ def run(bootstrap: str, calls: int, workdir: Path, rounds: int = 10) -> dict[str
     producer_id = f"bench-producer-{uuid.uuid4().hex[:8]}"
 
     ours = AuditProducer(bootstrap, producer_id=producer_id, topic=OURS_TOPIC)
-    # The same librdkafka settings the AuditProducer uses (idempotent, acks=all, lz4, linger 5).
+    # The same librdkafka settings the AuditProducer uses (acks=all, in order, lz4, linger 5).
     conf = ProducerSettings(bootstrap_servers=bootstrap, producer_id=producer_id).kafka_config()
     conf["client.id"] = "bench-bare"
     bare = Producer(conf)

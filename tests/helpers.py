@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, Producer
 
@@ -15,6 +15,26 @@ from decision_audit.contract.fields import DECISION_EVENT
 from decision_audit.contract.models import utc_now
 from decision_audit.worker.loop import Worker, WorkerStats
 from decision_audit.worker.settings import WorkerSettings
+
+
+class Broker(Protocol):
+    """What tests use of a broker: ``KafkaBroker`` and ``LocalBroker`` (Tansu) both are one."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    def start(self, timeout: float = ...) -> Any: ...
+    def stop(self, timeout: float = ...) -> None: ...
+    def kill(self) -> None: ...
+    def log_tail(self, lines: int = ...) -> str: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+BrokerFactory = Callable[..., Broker]
+"""``broker_factory(port=None, kind=None)``: a started broker of its own for one test."""
 
 
 def event_record(
@@ -61,12 +81,19 @@ def send_raw(
     topic: str,
     messages: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]],
 ) -> None:
-    """Produce ``(key, value, headers)`` exactly as given."""
+    """Produce ``(key, value, headers)`` exactly as given; fail unless the broker took each."""
     p = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 20_000_000})
+    refused: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            refused.append(str(err))
+
     for key, value, headers in messages:
-        p.produce(topic, value, key, headers=headers)
+        p.produce(topic, value, key, headers=headers, on_delivery=delivered)
     assert p.flush(15) == 0
     p.close()
+    assert not refused, f"the broker refused {len(refused)} message(s): {refused[:3]}"
 
 
 def run_worker(settings: WorkerSettings, client: Any, **overrides: Any) -> WorkerStats:
@@ -110,3 +137,34 @@ def migrated_database(ch: Any) -> Iterator[str]:
     migrate(ch, name)
     yield name
     ch.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Each partition's log end offset, asked of the broker (ListOffsets "latest").
+
+    Correct on Apache Kafka; Tansu answers the start of the last batch (EMBEDDED-STACK.md).
+    """
+    from confluent_kafka import TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"offsets-{uuid.uuid4().hex[:8]}"})
+    try:
+        return {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            for p in range(partitions)
+        }
+    finally:
+        c.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offset per partition (-1001: none), read with a consumer's offset
+    fetch, which retries "coordinator load in progress" (the admin call's answer to it crashes
+    librdkafka 2.16: confluentinc/librdkafka#5040). The reader does not join the group."""
+    from confluent_kafka import TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        c.close()

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 
 import decision_audit
 from decision_audit.cli.main import main as cli_main
-from decision_audit.clickhouse.settings import ClickHouseSettings
+from decision_audit.clickhouse.settings import ClickHouseSettings, MigrateSettings
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.worker.settings import WorkerSettings
 
@@ -35,10 +35,24 @@ DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 CH_CONFIG_D = DEPLOY / "clickhouse" / "config.d"
 CH_USERS_D = DEPLOY / "clickhouse" / "users.d"
+CLUSTER_DIR = DEPLOY / "cluster"
+CLUSTER_COMPOSE = CLUSTER_DIR / "docker-compose.yml"
+KEEPER_XML = CLUSTER_DIR / "keeper" / "keeper.xml"
+CLUSTER_CONFIG_D = CLUSTER_DIR / "clickhouse" / "config.d"
+CLUSTER_USERS_D = CLUSTER_DIR / "clickhouse" / "users.d"
 
-SETTINGS_CLASSES: tuple[type[Any], ...] = (ClickHouseSettings, WorkerSettings, ProducerSettings)
+SETTINGS_CLASSES: tuple[type[Any], ...] = (
+    ClickHouseSettings,
+    MigrateSettings,
+    WorkerSettings,
+    ProducerSettings,
+)
 # Secrets compose interpolates; any value works for the checks below.
-FAKE_ENV = {"CLICKHOUSE_PASSWORD": "writer-secret", "CLICKHOUSE_AUDITOR_PASSWORD": "reader-secret"}
+FAKE_ENV = {
+    "CLICKHOUSE_PASSWORD": "writer-secret",
+    "CLICKHOUSE_AUDITOR_PASSWORD": "reader-secret",
+    "CLICKHOUSE_CLUSTER_SECRET": "cluster-secret",
+}
 ENV_VAR_RE = re.compile(r"\bDECISION_AUDIT_[A-Z0-9_]+\b")
 INTERPOLATION_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 
@@ -532,3 +546,294 @@ def test_dockerfile() -> None:
     )
     names = {re.split(r"[\s\[=<>!~;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in wanted}
     assert names <= pinned, f"not pinned in constraints.txt: {sorted(names - pinned)}"
+
+
+# ---------------------------------------------------------------- the cluster example
+#
+# deploy/cluster/docker-compose.yml: 2 shards x 2 replicas and a three-node Keeper ensemble.
+# Paths in it are relative to deploy/cluster/ (compose's project directory for that file).
+
+
+def resolve_extends(name: str, service: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``service`` with its ``extends`` (another file's service) merged under it."""
+    ext = service.get("extends")
+    if ext is None:
+        return service
+    path = (base / ext["file"]).resolve() if "file" in ext else None
+    assert path is not None and path.exists(), f"{name}: extends a missing file {ext}"
+    other = yaml.safe_load(path.read_text())["services"]
+    assert ext["service"] in other, f"{name}: {path} has no service {ext['service']}"
+    merged = dict(other[ext["service"]])
+    merged.update({k: v for k, v in service.items() if k != "extends"})
+    return merged
+
+
+@pytest.fixture(scope="module")
+def cluster_compose() -> dict[str, Any]:
+    data = yaml.safe_load(CLUSTER_COMPOSE.read_text())
+    assert isinstance(data, dict) and data.get("services"), f"{CLUSTER_COMPOSE} has no services"
+    return data
+
+
+@pytest.fixture(scope="module")
+def cluster_services(cluster_compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: resolve_extends(name, svc, CLUSTER_DIR)
+        for name, svc in cluster_compose["services"].items()
+    }
+
+
+def keepers_of(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in services.items() if "keeper" in " ".join(s.get("entrypoint") or [])}
+
+
+def servers_of(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        n: s
+        for n, s in services.items()
+        if str(s.get("image", "")).startswith("clickhouse/clickhouse-server:")
+        and n not in keepers_of(services)
+    }
+
+
+@pytest.fixture(scope="module")
+def keeper_config() -> ET.Element:
+    root = ET.parse(KEEPER_XML).getroot()
+    assert root.tag == "clickhouse"
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster_config() -> ET.Element:
+    """The servers' config.d: the single-server file and the cluster's, as mounted."""
+    root = merged_clickhouse(CH_CONFIG_D)
+    root.extend(list(merged_clickhouse(CLUSTER_CONFIG_D)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster_name(cluster_services: dict[str, dict[str, Any]]) -> str:
+    name = env_of(cluster_services["migrate"]).get("DECISION_AUDIT_CLUSTER")
+    assert name, "the cluster's migrate service sets no DECISION_AUDIT_CLUSTER"
+    return name
+
+
+def test_cluster_runs_the_single_server_images(
+    services: dict[str, dict[str, Any]], cluster_services: dict[str, dict[str, Any]]
+) -> None:
+    (server_image,) = {
+        s["image"] for s in services.values() if "clickhouse-server" in str(s.get("image"))
+    }
+    used = {s["image"] for s in cluster_services.values() if "clickhouse" in str(s.get("image"))}
+    assert used == {server_image}, f"the cluster runs {used}, the single server {server_image}"
+    for name, svc in cluster_services.items():
+        if "build" in svc:
+            assert svc["image"] == f"decision-audit:{decision_audit.__version__}", name
+            context = (CLUSTER_DIR / svc["build"]["context"]).resolve()
+            assert (context / svc["build"]["dockerfile"]).resolve() == DOCKERFILE.resolve()
+    assert cluster_services["kafka"]["image"] == services["kafka"]["image"]
+
+
+def test_keeper_ensemble(
+    cluster_services: dict[str, dict[str, Any]], keeper_config: ET.Element
+) -> None:
+    keeper = keeper_config.find("keeper_server")
+    assert keeper is not None
+    server_id = keeper.find("server_id")
+    assert server_id is not None and server_id.get("from_env") == "KEEPER_SERVER_ID"
+    raft = {
+        int(s.findtext("id", "")): (s.findtext("hostname"), int(s.findtext("port", "")))
+        for s in keeper.findall("raft_configuration/server")
+    }
+    assert len(raft) >= 3 and len(raft) % 2 == 1, f"a Raft quorum needs an odd count: {raft}"
+    keepers = keepers_of(cluster_services)
+    assert {h for h, _ in raft.values()} == set(keepers), (raft, sorted(keepers))
+    client_port = int(keeper.findtext("tcp_port", ""))
+    ready_port = int(keeper.findtext("http_control/port", ""))
+    ready = keeper.findtext("http_control/readiness/endpoint", "/ready")
+    mounted = "/etc/clickhouse-keeper/keeper.xml"
+    for name, svc in keepers.items():
+        assert svc.get("hostname") == name, f"{name}: hostname {svc.get('hostname')}"
+        node = int(env_of(svc)["KEEPER_SERVER_ID"])
+        assert raft[node][0] == name, f"{name} says it is Raft server {node} ({raft[node][0]})"
+        ports = {c for _, c in port_mappings(svc)}
+        assert {client_port, raft[node][1], ready_port} <= ports, f"{name} exposes {ports}"
+        assert f"--config-file={mounted}" in svc["entrypoint"], svc["entrypoint"]
+        assert any(str(v).endswith(f":{mounted}:ro") for v in svc["volumes"]), svc["volumes"]
+        probe = " ".join(command_tokens({"command": svc["healthcheck"]["test"]}))
+        assert f":{ready_port}{ready}" in probe, f"{name} healthcheck: {probe}"
+    ids = [env_of(s)["KEEPER_SERVER_ID"] for s in keepers.values()]
+    assert len(set(ids)) == len(ids), ids
+
+
+def test_servers_reach_the_keepers(
+    cluster_services: dict[str, dict[str, Any]],
+    keeper_config: ET.Element,
+    cluster_config: ET.Element,
+) -> None:
+    port = int(keeper_config.findtext("keeper_server/tcp_port", ""))
+    nodes = {(n.findtext("host"), int(n.findtext("port", ""))) for n in cluster_config.iter("node")}
+    assert nodes == {(k, port) for k in keepers_of(cluster_services)}, nodes
+    for name, svc in servers_of(cluster_services).items():
+        deps = svc.get("depends_on") or {}
+        for keeper in keepers_of(cluster_services):
+            assert deps.get(keeper, {}).get("condition") == "service_healthy", (name, keeper)
+
+
+def remote_shards(cluster_config: ET.Element, cluster: str) -> list[ET.Element]:
+    clusters = {c.tag: c for c in cluster_config.findall("remote_servers/*")}
+    assert cluster in clusters, f"remote_servers has no cluster {cluster}: {sorted(clusters)}"
+    return clusters[cluster].findall("shard")
+
+
+def test_remote_servers_are_the_servers_and_the_cluster_migrate_names(
+    cluster_services: dict[str, dict[str, Any]], cluster_config: ET.Element, cluster_name: str
+) -> None:
+    shards = remote_shards(cluster_config, cluster_name)
+    assert len(shards) == 2, "the example has 2 shards"
+    tcp_port = int(cluster_config.findtext("tcp_port", "9000"))
+    interserver = int(cluster_config.findtext("interserver_http_port", ""))
+    hosts = []
+    for shard in shards:
+        assert shard.findtext("internal_replication") == "true", "Replicated tables replicate"
+        replicas = shard.findall("replica")
+        assert len(replicas) == 2, "the example has 2 replicas per shard"
+        for r in replicas:
+            assert int(r.findtext("port", "")) == tcp_port
+            hosts.append(r.findtext("host"))
+    servers = servers_of(cluster_services)
+    assert sorted(hosts) == sorted(servers), (hosts, sorted(servers))
+    secret = cluster_config.find(f"remote_servers/{cluster_name}/secret")
+    assert secret is not None and secret.get("from_env"), "no inter-server secret"
+    for name, svc in servers.items():
+        assert svc.get("hostname") == name
+        assert {tcp_port, interserver} <= {c for _, c in port_mappings(svc)}, name
+        assert interpolate(env_of(svc).get(str(secret.get("from_env")), "")), name
+    assert MigrateSettings(cluster=cluster_name).cluster == cluster_name
+
+
+def test_each_replica_has_its_macros(
+    cluster_services: dict[str, dict[str, Any]], cluster_config: ET.Element, cluster_name: str
+) -> None:
+    macros = cluster_config.find("macros")
+    assert macros is not None
+    shard_var = macros.find("shard")
+    replica_var = macros.find("replica")
+    assert shard_var is not None and replica_var is not None, "no shard/replica macros"
+    assert macros.findtext("cluster") == cluster_name
+    servers = servers_of(cluster_services)
+    seen_replicas = set()
+    for number, shard in enumerate(remote_shards(cluster_config, cluster_name), start=1):
+        for replica in shard.findall("replica"):
+            host = replica.findtext("host", "")
+            env = env_of(servers[host])
+            assert env[str(shard_var.get("from_env"))] == str(number), f"{host}: shard macro"
+            value = env[str(replica_var.get("from_env"))]
+            assert value == host, f"{host}: replica macro {value}"
+            seen_replicas.add(value)
+    # the tracking table's replica name is '{shard}-{replica}': unique across the cluster
+    assert len(seen_replicas) == len(servers)
+
+
+def test_every_server_mounts_the_single_server_and_the_cluster_files(
+    cluster_compose: dict[str, Any], cluster_services: dict[str, dict[str, Any]]
+) -> None:
+    wanted = {
+        (CH_CONFIG_D / "decision-audit.xml").resolve(): "/etc/clickhouse-server/config.d/",
+        (CLUSTER_CONFIG_D / "cluster.xml").resolve(): "/etc/clickhouse-server/config.d/",
+        (CH_USERS_D / "decision-audit.xml").resolve(): "/etc/clickhouse-server/users.d/",
+        (CLUSTER_USERS_D / "cluster.xml").resolve(): "/etc/clickhouse-server/users.d/",
+    }
+    declared = set(cluster_compose.get("volumes") or {})
+    data_volumes = []
+    for name, svc in cluster_services.items():
+        binds = {}
+        for vol in svc.get("volumes") or []:
+            source, target = str(vol).split(":")[:2]
+            if source.startswith((".", "/")):
+                path = (CLUSTER_DIR / source).resolve()
+                assert path.exists(), f"{name}: bind source {source} missing"
+                binds[path] = target
+            else:
+                assert source in declared, f"{name}: volume {source} is not declared"
+                data_volumes.append(source)
+        if name in servers_of(cluster_services):
+            for path, directory in wanted.items():
+                assert binds.get(path) == directory + path.name, f"{name}: {path.name}"
+    assert len(data_volumes) == len(set(data_volumes)), "two services share a data volume"
+
+
+def test_cluster_app_services(
+    cluster_services: dict[str, dict[str, Any]],
+    cluster_config: ET.Element,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    users = merged_clickhouse(CH_USERS_D)
+    http_port = int(cluster_config.findtext("http_port", "8123"))
+    servers = servers_of(cluster_services)
+    for service, cls in (("migrate", MigrateSettings), ("worker", WorkerSettings)):
+        svc = cluster_services[service]
+        check_cli_invocation(command_tokens(svc), f"deploy/cluster service {service}")
+        ours = {k: interpolate(v) for k, v in env_of(svc).items() if k.startswith("DECISION_")}
+        assert not ours.keys() - settings_env_names(cls), f"{service}: {cls.__name__}"
+        for var in settings_env_names(cls):
+            monkeypatch.delenv(var, raising=False)
+        for var, value in ours.items():
+            monkeypatch.setenv(var, value)
+        cls()  # the container's settings validate
+        raw = clickhouse_dsn(svc)
+        dsn = urlsplit(interpolate(raw))
+        assert dsn.hostname in servers and dsn.port == http_port, f"{service}: {dsn.netloc}"
+        user = users.find(f"users/{dsn.username}")
+        assert user is not None, f"{service}: DSN user {dsn.username}"
+        var = user.find("password").get("from_env")  # type: ignore[union-attr]
+        assert f"${{{var}" in raw and dsn.password == FAKE_ENV[str(var)]
+        for name in servers:
+            assert interpolate(env_of(servers[name]).get(str(var), "")), f"{name} lacks {var}"
+    deps = cluster_services["migrate"]["depends_on"]
+    assert {d for d, c in deps.items() if c["condition"] == "service_healthy"} >= set(servers)
+    worker = cluster_services["worker"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    kafka_env = env_of(cluster_services["kafka"])
+    advertised = parse_listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    bootstrap = env_of(worker)["DECISION_AUDIT_BOOTSTRAP_SERVERS"]
+    assert bootstrap in {f"{h}:{p}" for h, p in advertised.values()}, bootstrap
+    assert "container_name" not in worker and int(worker["deploy"]["replicas"]) >= 2
+    for name, svc in cluster_services.items():
+        for dep, spec in (svc.get("depends_on") or {}).items():
+            assert dep in cluster_services, f"{name} depends on unknown {dep}"
+            if spec.get("condition") == "service_healthy":
+                assert "healthcheck" in cluster_services[dep], f"{dep} has no healthcheck"
+
+
+def test_cluster_profile_makes_distributed_inserts_mean_stored(
+    cluster_config: ET.Element, cluster_name: str
+) -> None:
+    """The worker inserts through Distributed tables: synchronously (the shard's Replicated
+    table checks the insert token, and offsets are committed after the rows are stored) and
+    acknowledged by every replica of the shard (chain heads read from any replica are
+    current)."""
+    single = {p.tag for p in merged_clickhouse(CH_USERS_D).findall("profiles/*")}
+    profiles = {p.tag: p for p in merged_clickhouse(CLUSTER_USERS_D).findall("profiles/*")}
+    assert set(profiles) <= single, "the cluster file adds to the single-server profiles"
+    writer = profiles["decision_audit"]
+    assert writer.findtext("distributed_foreground_insert") == "1"
+    replicas = {len(s.findall("replica")) for s in remote_shards(cluster_config, cluster_name)}
+    assert writer.findtext("insert_quorum") == str(max(replicas)), replicas
+
+
+@pytest.mark.integration
+def test_cluster_settings_exist_in_the_engine(
+    cluster_config: ET.Element, engine: dict[str, Any]
+) -> None:
+    settings = set(engine["settings"])
+    for profile in merged_clickhouse(CLUSTER_USERS_D).findall("profiles/*"):
+        unknown = {s.tag for s in profile} - settings
+        assert not unknown, f"profile {profile.tag}: no such settings {sorted(unknown)}"
+    leaves = {
+        e.tag
+        for e in merged_clickhouse(CLUSTER_CONFIG_D)
+        if len(e) == 0 and not e.tag.endswith("_port")
+    }
+    unknown = leaves - set(engine["server_settings"])
+    assert not unknown, f"cluster config.d: no such server settings {sorted(unknown)}"

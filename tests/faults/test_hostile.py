@@ -71,7 +71,8 @@ def _hostile(rng: random.Random) -> tuple[list[Raw], Counter[str]]:
         [(b"f", b"\xc3\x01" + foreign_fp + _encode(FOREIGN, {"x": i}), None) for i in range(100)],
     )
     _, big, big_h = _event("huge")
-    add("oversized", [(b"huge", big + b"\x00" * (n << 20), big_h) for n in (2, 3, 5)])
+    # Up to 4 MB: a larger one Apache Kafka refuses (message.max.bytes, as in docker-compose.yml).
+    add("oversized", [(b"huge", big + b"\x00" * n, big_h) for n in (2 << 20, 3 << 20, 4_000_000)])
     nested = json.dumps({"a": 1})[:-1] + ', "deep": ' + "[" * 60_000 + "]" * 60_000 + "}"
     add("invalid_event", [_event(f"nest-{i}", inputs=nested) for i in range(20)])
     utf8 = [_event(f"utf8-{i}", model_name="XXXX") for i in range(200)]

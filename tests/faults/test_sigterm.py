@@ -15,7 +15,7 @@ from tests.faults.procs import Load, committed, query, start_worker, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-EVENTS = 120_000
+EVENTS = 240_000
 
 
 def test_sigterm_under_load_stores_and_commits_the_batch_then_exits_0(

@@ -1,7 +1,8 @@
 """The producer never loses an event: broker down, broker restarted, producer process killed.
 
-Each test runs its own Tansu broker (it is stopped and restarted on the same port; the memory
-broker forgets its topics, so they are recreated) and stores through the real worker into chDB.
+Each test runs its own broker (``broker_factory``), stopped and restarted on the same port (Tansu's
+memory storage forgets its topics, so they are recreated), and stores through the real worker into
+chDB.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import pytest
 from decision_audit import AuditProducer
 from decision_audit.audit.verify import TrailReport, TrailVerifier
 from decision_audit.contract.keys import KeyRing
-from decision_audit.devtools.tansu_broker import LocalBroker, free_port
+from decision_audit.devtools.tansu_broker import free_port
 from decision_audit.producer.signing import generate_keypair
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
-from tests.helpers import count, run_worker
+from tests.helpers import Broker, BrokerFactory, count, run_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
@@ -36,11 +37,11 @@ def _eventually(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> N
         time.sleep(0.05)
 
 
-def _topics(b: LocalBroker, topic: str) -> None:
+def _topics(b: Broker, topic: str) -> None:
     ensure_topics(b.bootstrap_servers, {topic: 3, f"{topic}-dlq": 1})
 
 
-def _worker(settings: WorkerSettings, b: LocalBroker, topic: str, **extra: Any) -> WorkerSettings:
+def _worker(settings: WorkerSettings, b: Broker, topic: str, **extra: Any) -> WorkerSettings:
     return settings.model_copy(
         update={
             "bootstrap_servers": b.bootstrap_servers,
@@ -72,13 +73,13 @@ def _assert_clean_trail(ch: Any, db: str, keys: KeyRing, chains: dict[str, int])
 
 
 def test_broker_outage_is_spooled_and_replayed_in_order(
-    ch: Any, worker_settings: WorkerSettings, tmp_path: Path
+    ch: Any, worker_settings: WorkerSettings, tmp_path: Path, broker_factory: BrokerFactory
 ) -> None:
     generate_keypair(tmp_path / "keys", "serving-1")
     keys = tmp_path / "keys"
     topic = f"decisions-{uuid.uuid4().hex[:8]}"
     problems: list[Any] = []
-    with LocalBroker() as b:
+    with broker_factory() as b:
         _topics(b, topic)
         p = AuditProducer(
             b.bootstrap_servers,
@@ -109,7 +110,7 @@ def test_broker_outage_is_spooled_and_replayed_in_order(
         assert p.stats.spool_events >= 300 and p.stats.spool_bytes > 0
         assert p.stats.delivered < 400 + p.stats.checkpoints
 
-        # 3. The broker is back on the same port (empty: recreate the topics).
+        # 3. The broker is back on the same port (Tansu's empty: recreate the topics).
         b.start()
         _topics(b, topic)
         _eventually(lambda: p.stats.spool_events == 0, "the spool to drain")
@@ -146,7 +147,7 @@ time.sleep(600)
 
 
 def test_spool_of_a_killed_producer_is_replayed_by_the_next_one(
-    ch: Any, worker_settings: WorkerSettings, tmp_path: Path
+    ch: Any, worker_settings: WorkerSettings, tmp_path: Path, broker_factory: BrokerFactory
 ) -> None:
     topic = f"decisions-{uuid.uuid4().hex[:8]}"
     spool = tmp_path / "spool"
@@ -171,7 +172,7 @@ def test_spool_of_a_killed_producer_is_replayed_by_the_next_one(
     with last.open("ab") as f:
         f.write(b"\x00\x00\x01\x00\xde\xad")
 
-    with LocalBroker(port=port) as b:
+    with broker_factory(port=port) as b:
         _topics(b, topic)
         p = AuditProducer(b.bootstrap_servers, producer_id="crashy", topic=topic, spool_dir=spool)
         assert p.stats.spool_events == n  # picked up at start; the torn bytes are gone
@@ -206,7 +207,7 @@ def test_without_a_spool_undelivered_events_are_reported_failed_with_their_seq()
         p.close(1)
 
 
-def test_without_a_spool_delivered_counts_what_the_broker_acknowledged(broker: LocalBroker) -> None:
+def test_without_a_spool_delivered_counts_what_the_broker_acknowledged(broker: Broker) -> None:
     topic = f"plain-{uuid.uuid4().hex[:6]}"
     _topics(broker, topic)
     with AuditProducer(broker.bootstrap_servers, producer_id="no-spool-up", topic=topic) as p:

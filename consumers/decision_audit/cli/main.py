@@ -11,28 +11,34 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 
-from decision_audit.clickhouse.connect import ClickHouseUnavailable, connect
-from decision_audit.clickhouse.settings import ClickHouseSettings
+from decision_audit.cli.errors import AuditGroup, ErrorLine
+from decision_audit.cli.options import build_settings, settings_options
+from decision_audit.cli.paths import OutputDir, OutputFile
+from decision_audit.cli.store import open_store
+from decision_audit.clickhouse.connect import chdb_path, connect
+from decision_audit.clickhouse.settings import ClickHouseSettings, MigrateSettings
 from decision_audit.contract.settings import ENV_PREFIX
-from decision_audit.devtools.tansu_broker import BrokerUnavailable, LocalBroker
+from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.worker.settings import WorkerSettings
 
 ENV = ENV_PREFIX
 
+KEYS_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+WORKER_SWITCHES = {
+    "require_signed": ("--require-signed", "--allow-unsigned"),
+    "parse_in_clickhouse": ("--parse-in-clickhouse", "--parse-in-python"),
+}
+"""the worker's boolean flags not spelt ``--name/--no-name``"""
 
-def _settings(cls: type[Any], **given: Any) -> Any:
-    """Build settings from the flags given; unset flags fall back to env vars, then defaults."""
-    try:
-        return cls(**{k: v for k, v in given.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise click.UsageError(problems) from None
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""finish the batch, commit and exit 0"""
+QUIET_LOGGERS = ("clickhouse_connect", "urllib3")
+"""they warn of a failed connect (and its retry) that the one-line error reports anyway"""
+
+store_options = settings_options(ClickHouseSettings)
+"""``--clickhouse-url`` and ``--database``, from :class:`ClickHouseSettings`"""
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -41,50 +47,72 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not verbose:
+    if verbose:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    else:
         logging.getLogger("decision_audit.kafka").setLevel(logging.WARNING)
 
 
-clickhouse_url_option = click.option(
-    "--clickhouse-url",
-    help="clickhouse-connect DSN: http://user:pass@host:8123 for a server, chdb:///path for "
-    f"the embedded engine. [env: {ENV}CLICKHOUSE_URL; default: chdb://.decision-audit/chdb]",
-)
+def _parse_ts(value: str | None, flag: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.UsageError(
+            f"{flag} {value!r} is not an ISO time: use e.g. 2024-05-01 or 2024-05-01T12:00:00Z"
+        ) from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _keyring(keys: Path | None) -> Any:
+    from decision_audit.contract.keys import KeyRing
+
+    try:
+        return KeyRing.load(keys)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--keys "), param_hint="--keys") from None
+
+
 actor_option = click.option(
     "--actor",
     help=f"who is reading, for the access log. [env: {ENV}ACTOR; default: the OS user]",
 )
-database_option = click.option(
-    "--database",
-    help=f"ClickHouse database of the audit tables. [env: {ENV}DATABASE; default: audit]",
+
+
+@click.group(
+    cls=AuditGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="decision-audit")
 def main() -> None:
     """decision-audit: a tamper-evident audit trail for ML decisions (Kafka → ClickHouse).
 
-    Every option can also be set with a DECISION_AUDIT_<OPTION> environment variable.
+    An option whose help shows [env: DECISION_AUDIT_<OPTION>] can also be set with that
+    environment variable; a flag wins over it.
     """
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @main.command()
 @click.option(
-    "--port", type=int, default=9092, show_default=True, help="loopback port to listen on"
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=9092,
+    show_default=True,
+    help="loopback port to listen on",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 def broker(port: int, host: str) -> None:
     """Run the local Tansu broker (in-memory storage) in the foreground until Ctrl-C."""
-    try:
-        b = LocalBroker(port=port, host=host).start()
-    except BrokerUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    b = LocalBroker(port=port, host=host).start()
     click.echo(f"broker listening on {b.bootstrap_servers} (memory storage; Ctrl-C to stop)")
     try:
         while b.running:
             time.sleep(0.5)
-        raise click.ClickException(f"broker exited: {b.log_tail()}")
+        raise ErrorLine(f"broker exited: {b.failure()}")
     except KeyboardInterrupt:
         pass
     finally:
@@ -92,93 +120,70 @@ def broker(port: int, host: str) -> None:
 
 
 @main.command()
-@clickhouse_url_option
-@database_option
-def migrate(clickhouse_url: str | None, database: str | None) -> None:
-    """Create or upgrade the audit tables (idempotent: safe to run on every deploy)."""
+@settings_options(MigrateSettings)
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="print the DDL (every statement, as run on an empty database) instead of running "
+    "it; connects to nothing",
+)
+def migrate(print_only: bool, **flags: Any) -> None:
+    """Create or upgrade the audit tables (idempotent: safe to run on every deploy).
+
+    With --cluster, the same migrations as ON CLUSTER DDL: Replicated tables (NAME_local) on
+    every shard, Distributed tables under the names the worker and the tools query.
+    """
+    from decision_audit.clickhouse.migrate import ClusterNeedsServer, migration_script
     from decision_audit.clickhouse.migrate import migrate as apply
 
-    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
-    try:
-        client = connect(s.clickhouse_url)
-    except ClickHouseUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    applied = apply(client, s.database)
+    s = build_settings(MigrateSettings, flags)
+    if print_only:
+        click.echo(migration_script(s.database, s.cluster), nl=False)
+        return
+    where = f"database {s.database}" + (f" on cluster {s.cluster}" if s.cluster else "")
+    if s.cluster is not None and chdb_path(s.clickhouse_url) is not None:
+        raise ClusterNeedsServer(
+            f"--cluster {s.cluster} needs a ClickHouse server of that cluster: "
+            f"{s.clickhouse_url} is the embedded engine, which has no clusters; use "
+            "--clickhouse-url http://user:pass@host:8123, or --print to see the DDL"
+        )
+    applied = apply(connect(s.clickhouse_url), s.database, s.cluster)
     for mig in applied:
-        click.echo(f"applied {mig.version:04d}_{mig.name}")
-    click.echo(f"database {s.database} is up to date ({len(applied)} migration(s) applied)")
+        click.echo(f"applied {mig.label}")
+    click.echo(f"{where} is up to date ({len(applied)} migration(s) applied)")
 
 
 @main.command()
-@click.option("--bootstrap-servers", help=f"Kafka bootstrap servers. [env: {ENV}BOOTSTRAP_SERVERS]")
-@clickhouse_url_option
-@database_option
-@click.option("--topic", help="topic to consume [default: decisions]")
-@click.option("--dlq-topic", help="dead-letter topic [default: decisions-dlq]")
-@click.option(
-    "--model-events-topic", help="topic of model-lifecycle events [default: model-events]"
-)
-@click.option("--group", help="consumer group id [default: decision-audit]")
-@click.option("--batch-size", type=int, help="max events per insert [default: 10000]")
-@click.option(
-    "--flush-interval", type=float, help="seconds before a partial batch is written [default: 0.5]"
-)
-@click.option("--exit-when-idle", type=float, help="exit once caught up and idle this many seconds")
-@click.option("--max-event-bytes", type=int, help="quarantine larger messages [default: 1000000]")
-@click.option(
-    "--create-topics/--no-create-topics", default=None, help="create missing topics [default: on]"
-)
-@click.option(
-    "--keys",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="directory of KEY_ID.pub public keys: checkpoint signatures are verified as they arrive",
-)
-@click.option(
-    "--require-signed/--allow-unsigned",
-    default=None,
-    help="quarantine events of chains that sign no checkpoints [default: allow, unattested]",
-)
-@click.option(
-    "--parse-in-clickhouse/--parse-in-python",
-    default=None,
-    help="let ClickHouse parse and check decision events, or decode each in Python (slower; "
-    "the same checks) [default: clickhouse]",
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    help="serve Prometheus /metrics and /healthz on this port [default: off]",
-)
-@click.option(
-    "--insert-retry-limit",
-    type=int,
-    help="tries of a batch's store on transient ClickHouse errors before stopping [default: 12]",
-)
-@click.option(
-    "--insert-retry-budget",
-    type=float,
-    help="seconds of retrying one batch before stopping [default: 300]",
-)
+@settings_options(WorkerSettings, switches=WORKER_SWITCHES, param_types={"keys": KEYS_DIR})
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 def worker(verbose: bool, **flags: Any) -> None:
     """Consume decision events, verify, de-duplicate and batch-insert them into ClickHouse.
 
     Offsets are committed only after a batch is stored. SIGINT/SIGTERM finish the batch,
-    commit and exit 0. Transient ClickHouse errors are retried with backoff (partitions
+    commit and exit 0. Started before its broker is up, the worker waits for it
+    (--broker-wait). Transient ClickHouse errors are retried with backoff (partitions
     paused); past the retry limit, or on a permanent error, the worker exits 1 and names the
     cause, with nothing committed past the last stored batch.
     """
-    from decision_audit.worker.loop import StoreFailed, Worker
+    from decision_audit.worker.loop import Worker
+    from decision_audit.worker.startup import listen_problem
 
     _setup_logging(verbose)
-    settings = _settings(WorkerSettings, **flags)
+    settings = build_settings(WorkerSettings, flags)
+    if settings.metrics_port is not None:
+        problem = listen_problem(
+            settings.metrics_host, settings.metrics_port, "--metrics-port", "--metrics-host"
+        )
+        if problem is not None:
+            raise ErrorLine(f"metrics endpoint: {problem}")
     w = Worker(settings)
-    signal.signal(signal.SIGTERM, lambda *_: w.stop())
-    signal.signal(signal.SIGINT, lambda *_: w.stop())
+    previous = {sig: signal.signal(sig, lambda *_: w.stop()) for sig in STOP_SIGNALS}
     try:
         stats = w.run()
-    except (ClickHouseUnavailable, StoreFailed) as exc:
-        raise click.ClickException(str(exc)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     click.echo(
         f"stored {stats.inserted} events, dropped {stats.duplicates} duplicates, "
         f"quarantined {stats.quarantined_total}",
@@ -189,9 +194,10 @@ def worker(verbose: bool, **flags: Any) -> None:
 @main.command()
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputDir(mode=0o700),
     required=True,
-    help="directory to write KEY_ID.key (private, mode 0600) and KEY_ID.pub into",
+    help="directory to write KEY_ID.key (private, mode 0600) and KEY_ID.pub into; created "
+    "(mode 0700) if missing",
 )
 @click.option("--key-id", default=None, help="key id [default: producer-<random>]")
 def keygen(out: Path, key_id: str | None) -> None:
@@ -207,24 +213,18 @@ def keygen(out: Path, key_id: str | None) -> None:
     kid = key_id or f"producer-{secrets.token_hex(4)}"
     try:
         private, public = generate_keypair(out, kid)
-    except (ValueError, FileExistsError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key-id") from None
+    except FileExistsError as exc:
+        raise ErrorLine(str(exc)) from None
     click.echo(f"key id:      {kid}\nprivate key: {private}\npublic key:  {public}")
 
 
-def _parse_ts(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    ts = datetime.fromisoformat(value)
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 @main.command()
-@clickhouse_url_option
-@database_option
+@store_options
 @click.option(
     "--keys",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=KEYS_DIR,
     help="directory of trusted KEY_ID.pub keys; without it signatures are not checked",
 )
 @click.option("--producer", help="only this producer_id")
@@ -239,14 +239,13 @@ def _parse_ts(value: str | None) -> datetime | None:
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 def verify(
-    clickhouse_url: str | None,
-    database: str | None,
     keys: Path | None,
     producer: str | None,
     since: str | None,
     until: str | None,
     incremental: bool,
     fmt: str,
+    **flags: Any,
 ) -> None:
     """Prove the stored trail is complete and untouched.
 
@@ -259,18 +258,11 @@ def verify(
 
     from decision_audit.audit.verify import TrailVerifier
     from decision_audit.audit.verify_report import print_report
-    from decision_audit.contract.keys import KeyRing
 
-    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
-    try:
-        keyring = KeyRing.load(keys)
-        window = (_parse_ts(since), _parse_ts(until))
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        client = connect(s.clickhouse_url)
-    except ClickHouseUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    s = build_settings(ClickHouseSettings, flags)
+    keyring = _keyring(keys)
+    window = (_parse_ts(since, "--since"), _parse_ts(until, "--until"))
+    client = open_store(s)
     verifier = TrailVerifier(client, s.database, keyring)
     err = Console(stderr=True)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -286,8 +278,7 @@ def verify(
 
 
 @main.command()
-@clickhouse_url_option
-@database_option
+@store_options
 @click.option(
     "--format",
     "fmt",
@@ -297,37 +288,31 @@ def verify(
 )
 @actor_option
 @click.argument("sql")
-def query(
-    clickhouse_url: str | None, database: str | None, fmt: str, actor: str | None, sql: str
-) -> None:
+def query(fmt: str, actor: str | None, sql: str, **flags: Any) -> None:
     """Run SQL against the audit store and print the result.
 
     The read is recorded (who, what, when) in the access_log table.
     Example: decision-audit query "SELECT model_name, count() FROM audit.decisions GROUP BY 1"
     """
     from decision_audit.audit.access_log import record_access
-    from decision_audit.cli.output import render
+    from decision_audit.audit.output import render
 
-    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
-    try:
-        client = connect(s.clickhouse_url)
-    except ClickHouseUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    s = build_settings(ClickHouseSettings, flags)
+    client = open_store(s, require_migrated=False)  # any SQL may run; the log is best effort
     try:
         result = client.query(sql)
     except Exception as exc:
         record_access(client, s.database, "query", sql, actor=actor, status="error")
-        raise click.ClickException(f"query failed: {exc}") from None
+        raise ErrorLine(f"query failed: {exc}") from None
     record_access(client, s.database, "query", sql, actor=actor)
     render(result.column_names, result.result_rows, fmt, Console())
 
 
 @main.command()
-@clickhouse_url_option
-@database_option
+@store_options
 @click.option(
     "--keys",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=KEYS_DIR,
     help="directory of trusted KEY_ID.pub keys to check the covering checkpoint's signature",
 )
 @click.option(
@@ -335,14 +320,7 @@ def query(
 )
 @actor_option
 @click.argument("ident", metavar="ID")
-def trace(
-    clickhouse_url: str | None,
-    database: str | None,
-    keys: Path | None,
-    fmt: str,
-    actor: str | None,
-    ident: str,
-) -> None:
+def trace(keys: Path | None, fmt: str, actor: str | None, ident: str, **flags: Any) -> None:
     """Trace one decision (by event id, request id or prediction id) through its lineage.
 
     Prints the decision, the deployment that served it, the model version (who registered,
@@ -352,36 +330,28 @@ def trace(
     """
     from decision_audit.audit.access_log import record_access
     from decision_audit.audit.trace import TraceNotFound, Tracer, print_trace
-    from decision_audit.contract.keys import KeyRing
 
-    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
-    try:
-        keyring = KeyRing.load(keys)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        client = connect(s.clickhouse_url)
-    except ClickHouseUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    s = build_settings(ClickHouseSettings, flags)
+    keyring = _keyring(keys)
+    client = open_store(s)
     try:
         result = Tracer(client, s.database, keyring).trace(ident)
-    except TraceNotFound as exc:
+    except TraceNotFound:
         record_access(client, s.database, "trace", ident, actor=actor, status="not_found")
-        raise click.ClickException(str(exc)) from None
+        raise
     record_access(client, s.database, "trace", ident, actor=actor)
     print_trace(result, fmt, Console())
     sys.exit(0 if result.integrity.ok else 1)
 
 
 @main.command()
-@clickhouse_url_option
-@database_option
+@store_options
 @click.option(
     "--html",
     "out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile(),
     required=True,
-    help="write the self-contained HTML report here",
+    help="write the self-contained HTML report here (its folder must exist)",
 )
 @click.option("--model", help="only this model_name")
 @click.option(
@@ -391,40 +361,35 @@ def trace(
 )
 @click.option(
     "--keys",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=KEYS_DIR,
     help="directory of trusted KEY_ID.pub keys for the integrity summary",
 )
 @actor_option
 def report(
-    clickhouse_url: str | None,
-    database: str | None,
     out: Path,
     model: str | None,
     since: str | None,
     keys: Path | None,
     actor: str | None,
+    **flags: Any,
 ) -> None:
     """Write one self-contained HTML report: volume, prediction mix, score and latency
     quantiles, incidents, quarantine, shift alerts (PSI) and the integrity summary."""
     from decision_audit.audit.access_log import record_access
     from decision_audit.audit.report import build_report, render_html
-    from decision_audit.contract.keys import KeyRing
 
-    s = _settings(ClickHouseSettings, clickhouse_url=clickhouse_url, database=database)
-    try:
-        keyring = KeyRing.load(keys)
-        start = _parse_ts(since)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        client = connect(s.clickhouse_url)
-    except ClickHouseUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    s = build_settings(ClickHouseSettings, flags)
+    keyring = _keyring(keys)
+    start = _parse_ts(since, "--since")
+    client = open_store(s)
     try:
         data = build_report(client, s.database, model=model, since=start, keyring=keyring)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    out.write_text(render_html(data), encoding="utf-8")
+    try:
+        out.write_text(render_html(data), encoding="utf-8")
+    except OSError as exc:
+        raise ErrorLine(f"cannot write {out}: {exc.strerror}; choose another --html path") from None
     target = f"model={model or '*'} since={data.since.isoformat()}"
     record_access(client, s.database, "report", target, actor=actor, detail=str(out))
     click.echo(
@@ -446,7 +411,7 @@ def report(
 )
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputDir(),
     default=Path(".decision-audit/demo"),
     show_default=True,
     help="chDB data directory (kept afterwards so you can query it)",
@@ -461,10 +426,7 @@ def demo(events: int, producers: int, data_dir: Path) -> None:
     from decision_audit.devtools.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run_demo(events=events, producers=producers, data_dir=data_dir, console=Console())
-    except (BrokerUnavailable, ClickHouseUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
+    run_demo(events=events, producers=producers, data_dir=data_dir, console=Console())
 
 
 if __name__ == "__main__":

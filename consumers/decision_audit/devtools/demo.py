@@ -16,9 +16,9 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from decision_audit import AuditProducer
+from decision_audit.audit.output import render
 from decision_audit.audit.verify import TrailReport, TrailVerifier
 from decision_audit.audit.verify_report import print_report
-from decision_audit.cli.output import render
 from decision_audit.clickhouse.connect import connect
 from decision_audit.clickhouse.migrate import migrate
 from decision_audit.contract.keys import KeyRing

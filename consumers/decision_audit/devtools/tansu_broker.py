@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import tempfile
@@ -13,6 +14,9 @@ from pydantic import Field
 
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.settings import AuditSettings
+from decision_audit.worker.startup import listen_problem
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class BrokerSettings(AuditSettings):
@@ -83,13 +87,16 @@ class LocalBroker:
     def start(self, timeout: float = 15.0) -> LocalBroker:
         if self.running:
             return self
+        problem = listen_problem(self.host, self.port, "--port", "--host")
+        if problem is not None:
+            raise BrokerUnavailable(problem)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise BrokerUnavailable(
-                    f"tansu exited with {self._proc.returncode}: {self.log_tail()}"
+                    f"tansu exited with {self._proc.returncode}: {self.failure()}"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
@@ -122,6 +129,12 @@ class LocalBroker:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def failure(self) -> str:
+        """The first error line of the broker's log (else its last line), on one line."""
+        lines = [_ANSI.sub("", line).strip() for line in self.log_tail(200).splitlines()]
+        errors = [line for line in lines if "ERROR" in line or line.startswith("error")]
+        return (errors or [line for line in lines if line] or ["no output"])[0]
 
     def close(self) -> None:
         self.stop()

@@ -4,19 +4,26 @@ Decision events are checked by ClickHouse when it can parse them (:mod:`.staging
 fast path), the rest and anything ClickHouse flags by the Python verifier
 (:class:`.checks.EventVerifier`); then the chains (:func:`.chains.judge`) sort the batch
 into rows, incidents, rejections and dropped duplicates: a :class:`PreparedBatch`.
+
+With a schema registry, messages in the Confluent framing (``00`` + schema id) are first
+re-framed as single-object encoding (the same Avro body, so the same hash), which both
+paths check and the trail stores; a rejected one is quarantined as it was received. A
+registry that cannot answer fails the batch with a transient error (retried like a failing
+store: nothing quarantined, nothing committed).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import prometheus_client
 
-from decision_audit.contract.codec import SingleObjectCodec
+from decision_audit.contract.codec import CodecError, SingleObjectCodec
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.reasons import IncidentKind, Reason
+from decision_audit.contract.registry_codec import RegistryCodec, RegistryUnavailable
 from decision_audit.worker.chain_heads import ChainReader
 from decision_audit.worker.chains import ChainTracker, Checked, judge
 from decision_audit.worker.checks import (
@@ -35,6 +42,7 @@ from decision_audit.worker.staging import Stager, StagingMismatch
 from decision_audit.worker.store import DecisionColumns
 
 log = logging.getLogger("decision_audit.worker")
+_new_tuple = tuple.__new__
 
 
 @dataclass
@@ -71,7 +79,12 @@ class BatchChecker:
         topic: str,
         model_events_topic: str,
         staging_fallbacks: prometheus_client.Counter,
+        codec: SingleObjectCodec | None = None,
+        max_event_bytes: int | None = None,
     ) -> None:
+        """``codec``: the verifier's; a :class:`RegistryCodec` turns the re-framing of
+        Confluent-framed messages on (those over ``max_event_bytes`` are left as they are,
+        for the verifier to reject)."""
         self._chains = chains
         self._stager = stager
         """the fast path, None when the worker parses in Python"""
@@ -80,6 +93,10 @@ class BatchChecker:
         self._topic = topic
         self._model_events_topic = model_events_topic
         self._staging_fallbacks = staging_fallbacks
+        self._reframer = codec if isinstance(codec, RegistryCodec) else None
+        self._max_bytes = max_event_bytes
+        self._originals: dict[tuple[str, int, int], bytes] = {}
+        """the received value of each re-framed message of the batch, by position"""
 
     @classmethod
     def for_settings(
@@ -116,6 +133,8 @@ class BatchChecker:
             topic=s.topic,
             model_events_topic=s.model_events_topic,
             staging_fallbacks=staging_fallbacks,
+            codec=codec,
+            max_event_bytes=s.max_event_bytes,
         )
 
     def prepare(self, messages: list[Received]) -> PreparedBatch:
@@ -124,14 +143,23 @@ class BatchChecker:
 
     def check(self, messages: list[Received]) -> list[tuple[Received, Checked]]:
         """Check every message: decision events through ClickHouse when it can parse them."""
+        early: dict[int, Rejection] = {}
+        self._originals = {}
+        if self._reframer is not None:
+            messages, early = self._reframe(messages)
         stager = self._stager
         if stager is None:
+            if early:
+                return [(m, early.get(i) or self._check(m)) for i, m in enumerate(messages)]
             return [(m, self._check(m)) for m in messages]
         stager.reset()
         topic = self._topic
         results: list[Checked] = []
         screen, add = stager.screen, results.append
-        for m in messages:
+        for i, m in enumerate(messages):
+            if early and i in early:
+                add(early[i])
+                continue
             staged = None
             if m.topic == topic:
                 staged = screen(m.value, m.key, m.headers, m.partition, m.offset)
@@ -202,6 +230,14 @@ class BatchChecker:
             out.incidents += me.incidents
             out.rejected += me.rejected
             out.duplicates += me.duplicates
+        if self._originals:  # a re-framed message is quarantined as it was received
+            received = self._originals
+            out.rejected = [
+                r
+                if (value := received.get((r.topic, r.partition, r.offset))) is None
+                else replace(r, raw=value)
+                for r in out.rejected
+            ]
         return out
 
     def commit_chains(self) -> None:
@@ -223,10 +259,48 @@ class BatchChecker:
         assert self._stager is not None
         return self._stager.selection(batch.staged, batch.staged_total)
 
+    def _reframe(self, messages: list[Received]) -> tuple[list[Received], dict[int, Rejection]]:
+        """The batch with its Confluent-framed messages re-framed as single-object encoding,
+        and the rejections of those whose schema id is unknown (by position).
+
+        Raises :class:`RegistryUnavailable` when the registry cannot answer.
+        """
+        codec = self._reframer
+        assert codec is not None
+        limit = self._max_bytes
+        originals = self._originals
+        out = messages
+        early: dict[int, Rejection] = {}
+        for i, m in enumerate(messages):
+            v = m.value
+            if not v or v[0] != 0 or (limit is not None and len(v) > limit):
+                continue
+            try:
+                single = codec.as_single_object(v)
+            except CodecError as exc:
+                early[i] = Rejection(exc.reason, exc.detail)
+                continue
+            if single is v:
+                continue
+            if out is messages:
+                out = list(messages)
+            topic, partition, offset, key, _, headers = m
+            # tuple.__new__: the named tuple's _replace costs more, once per message.
+            out[i] = _new_tuple(Received, (topic, partition, offset, key, single, headers))
+            originals[(topic, partition, offset)] = v
+        return out, early
+
     def _check(self, msg: Received) -> VerifiedEvent | VerifiedCheckpoint | Rejection:
+        size = None
+        if self._originals:
+            received = self._originals.get((msg.topic, msg.partition, msg.offset))
+            if received is not None:
+                size = len(received)
         try:
             record = "model_event" if msg.topic == self._model_events_topic else "decision_event"
-            return self._verifier.check(msg.value, msg.key, msg.headers, record=record)
+            return self._verifier.check(msg.value, msg.key, msg.headers, record=record, size=size)
+        except RegistryUnavailable:
+            raise  # transient: the batch is retried, nothing is quarantined
         except Exception as exc:  # hostile input must not crash the worker: quarantine it
             log.warning(
                 "verifier raised on %s/%d/%d: %r", msg.topic, msg.partition, msg.offset, exc

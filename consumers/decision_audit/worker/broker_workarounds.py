@@ -1,7 +1,8 @@
 """Workarounds for brokers that answer some Kafka requests wrongly; each says which and why.
 
-Both are on by default, because the embedded broker (Tansu) needs them; each can be switched
-off (``enabled=False``) for a broker that answers right, and removed when none needs it.
+Both are needed by the embedded broker (Tansu) only: :func:`needed` turns them on for it and
+off for Apache Kafka (where the lag from the consumer's view would miss what arrives while
+the partitions are paused). Remove them when no supported broker needs them.
 """
 
 from __future__ import annotations
@@ -16,11 +17,21 @@ from decision_audit.worker.received import Received
 
 log = logging.getLogger("decision_audit.worker")
 
+TANSU_CLUSTER_ID = "tansu"
+"""Tansu's cluster id starts with this (``tansu_cluster`` by default)"""
+
 GAP_REFETCHES = 3
 """fetches of a partition's skipped offsets before the gap is taken as real"""
 
 Partition = tuple[str, int]
 """``(topic, partition)``"""
+
+
+def needed(setting: str, cluster_id: str | None) -> bool:
+    """Whether to work around Tansu: ``on``/``off`` as set, ``auto`` by the cluster id."""
+    if setting != "auto":
+        return setting == "on"
+    return (cluster_id or "").lower().startswith(TANSU_CLUSTER_ID)
 
 
 class OffsetGapGuard:

@@ -115,14 +115,19 @@ class EventVerifier:
         headers: Headers,
         *,
         record: str = "decision_event",
+        size: int | None = None,
     ) -> VerifiedEvent | VerifiedCheckpoint | Rejection:
-        """Check one message that should carry a ``record`` (or a checkpoint of its chain)."""
+        """Check one message that should carry a ``record`` (or a checkpoint of its chain).
+
+        ``size``: the message's size as received, when ``value`` is that message re-framed
+        (Confluent framing read as single-object encoding is 5 bytes longer).
+        """
         if not value:
             return Rejection(Reason.EMPTY_VALUE, "message value is empty or null")
-        if len(value) > self._max_bytes:
-            return Rejection(
-                Reason.OVERSIZED, f"{len(value)} bytes > max_event_bytes={self._max_bytes}"
-            )
+        if size is None:
+            size = len(value)
+        if size > self._max_bytes:
+            return Rejection(Reason.OVERSIZED, f"{size} bytes > max_event_bytes={self._max_bytes}")
         try:
             decoded = self._codec.decode(value)
         except CodecError as exc:

@@ -19,8 +19,9 @@ from decision_audit.clickhouse.connect import connect, redact_dsn
 from decision_audit.clickhouse.migrate import migrate
 from decision_audit.contract.codec import SingleObjectCodec, default_codec
 from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.registry_codec import RegistryClient, RegistryCodec
 from decision_audit.worker.batch import BatchChecker
-from decision_audit.worker.broker_workarounds import ConsumerViewLag, OffsetGapGuard
+from decision_audit.worker.broker_workarounds import ConsumerViewLag, OffsetGapGuard, needed
 from decision_audit.worker.dlq import DeadLetters
 from decision_audit.worker.gc_tuning import tuned_gc
 from decision_audit.worker.health import Health, MetricsServer
@@ -30,6 +31,7 @@ from decision_audit.worker.received import Received
 from decision_audit.worker.retry import Backoff
 from decision_audit.worker.retrying_store import BatchChanged, RetryingStore, StoreFailed
 from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.startup import wait_for_broker
 from decision_audit.worker.stats import WorkerStats, record_batch
 from decision_audit.worker.store import Store, batch_token
 from decision_audit.worker.topics import ensure_topics, missing_topics
@@ -57,7 +59,10 @@ class Worker:
         *,
         client: Any | None = None,
         codec: SingleObjectCodec | None = None,
+        schema_registry: str | RegistryClient | None = None,
     ) -> None:
+        """``schema_registry`` (a URL or a ``SchemaRegistryClient``; default the setting
+        ``schema_registry_url``) lets the worker read the Confluent framing too."""
         self.settings = settings
         self.stats = WorkerStats()
         self.metrics = WorkerMetrics()
@@ -66,6 +71,11 @@ class Worker:
         """port of the /metrics and /healthz endpoint while :meth:`run` serves it"""
         self._client = client
         self._codec = codec or default_codec()
+        registry = schema_registry if schema_registry is not None else settings.schema_registry_url
+        if registry is not None:
+            self._codec = RegistryCodec.connect(
+                registry, self._codec.registry, timeout=settings.schema_registry_timeout
+            )
         self._keyring = KeyRing.load(settings.keys)
         self._stop = threading.Event()
         self._pending: list[Received] = []
@@ -106,6 +116,8 @@ class Worker:
         s = self.settings
         client = self._client or connect(s.clickhouse_url)
         migrate(client, s.database)
+        if not wait_for_broker(s.bootstrap_servers, s.broker_wait, self._stop):
+            return  # stopped while waiting
         if s.create_topics:
             ensure_topics(
                 s.bootstrap_servers,
@@ -140,6 +152,13 @@ class Worker:
             pending=lambda: len(self._pending),
         )
         self._consumer = consumer = Consumer(s.consumer_config())
+        cluster_id = consumer.list_topics(timeout=10).cluster_id
+        self._gaps.enabled = self._lag.enabled = needed(s.broker_workarounds, cluster_id)
+        log.info(
+            "broker cluster %s: Tansu workarounds %s",
+            cluster_id,
+            "on" if self._gaps.enabled else "off",
+        )
         consumer.subscribe(
             topics,
             on_assign=self._on_assign,

@@ -4,41 +4,95 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from decision_audit.clickhouse.settings import ClickHouseSettings
+from decision_audit.contract.keys import KeyRing
 
 
 class WorkerSettings(ClickHouseSettings):
     """Settings of :class:`decision_audit.worker.loop.Worker`."""
 
-    bootstrap_servers: str = Field("localhost:9092", min_length=1)
-    topic: str = Field("decisions", min_length=1)
-    dlq_topic: str = Field("decisions-dlq", min_length=1)
+    bootstrap_servers: str = Field(
+        "localhost:9092", min_length=1, description="Kafka bootstrap servers (host:port,...)"
+    )
+    broker_wait: float = Field(
+        60.0,
+        ge=0,
+        description="seconds to wait on start for the Kafka broker to answer, retrying with "
+        "backoff, before giving up (0: one try)",
+    )
+    topic: str = Field("decisions", min_length=1, description="topic of decision events")
+    dlq_topic: str = Field(
+        "decisions-dlq", min_length=1, description="dead-letter topic of quarantined messages"
+    )
     model_events_topic: str = Field(
         "model-events", min_length=1, description="topic of model-lifecycle events"
     )
-    group: str = Field("decision-audit", min_length=1)
-    batch_size: int = Field(10_000, ge=1, le=1_000_000)
+    group: str = Field(
+        "decision-audit",
+        min_length=1,
+        description="consumer group id (the workers of one group share the partitions)",
+    )
+    batch_size: int = Field(10_000, ge=1, le=1_000_000, description="max events per insert")
     flush_interval: float = Field(
         0.5, gt=0, description="seconds before a partial batch is written"
     )
     exit_when_idle: float | None = Field(
-        None, gt=0, description="exit once assigned, caught up and idle this many seconds"
+        None,
+        gt=0,
+        description="exit once assigned, caught up and idle this many seconds (backfills)",
     )
-    max_event_bytes: int = Field(1_000_000, gt=0, description="larger messages are quarantined")
-    session_timeout_ms: int = Field(6000, ge=1000)
-    create_topics: bool = Field(True, description="create missing topics on start")
+    max_event_bytes: int = Field(
+        1_000_000, gt=0, description="larger messages are quarantined as oversized"
+    )
+    session_timeout_ms: int = Field(
+        6000, ge=1000, description="consumer group session timeout (ms)"
+    )
+    create_topics: bool = Field(
+        True,
+        description="create missing topics on start; off, a missing model-events topic is "
+        "left out with a warning (subscribed while missing, it slows the decisions fetches)",
+    )
+    broker_workarounds: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="workarounds for Tansu's wrong answers (skipped offsets fetched again, lag "
+        "from the consumer's own view): auto turns them on only when the broker's cluster id "
+        "names Tansu",
+    )
+    group_protocol: Literal["classic", "consumer"] = Field(
+        "classic",
+        description="consumer-group protocol: classic, or consumer (KIP-848: the broker sets "
+        "the session timeout and heartbeat, session_timeout_ms does not apply)",
+    )
     parse_in_clickhouse: bool = Field(
         True,
-        description="let ClickHouse parse and check decision events (off: decode each in Python)",
+        description="let ClickHouse parse and check decision events, or decode each in Python "
+        "(half the throughput, the same checks, no temporary tables)",
     )
-    keys: Path | None = Field(None, description="directory of KEY_ID.pub files to verify with")
-    require_signed: bool = Field(False, description="quarantine events of unsigned chains")
+    keys: Path | None = Field(
+        None,
+        description="directory of trusted KEY_ID.pub keys: checkpoint signatures are verified "
+        "as they arrive",
+    )
+    require_signed: bool = Field(
+        False,
+        description="quarantine events of chains that sign no checkpoints (as unattested), or "
+        "allow them",
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL: read messages framed 00 + schema id too "
+        "(none: single-object encoding only)",
+    )
+    schema_registry_timeout: float = Field(
+        10.0, gt=0, description="seconds per Schema Registry request"
+    )
     topic_partitions: int = Field(4, ge=1, description="partitions for topics the worker creates")
     max_poll_interval_ms: int = Field(
-        300_000, ge=1000, description="the group drops a member that does not poll this long"
+        300_000, ge=1000, description="the group drops a member that does not poll this long (ms)"
     )
     prefetch_kbytes: int = Field(
         65536,
@@ -46,31 +100,44 @@ class WorkerSettings(ClickHouseSettings):
         description="cap on messages fetched ahead of the loop (KiB, all partitions)",
     )
     insert_retry_limit: int = Field(
-        12, ge=1, description="tries of one batch's store on transient errors before stopping"
+        12,
+        ge=1,
+        description="tries of a batch's store on transient ClickHouse errors before stopping",
     )
     insert_retry_budget: float = Field(
         300.0, gt=0, description="seconds of retrying one batch before stopping"
     )
     insert_retry_backoff: float = Field(0.5, gt=0, description="first wait between tries (s)")
-    insert_retry_max_backoff: float = Field(30.0, gt=0, description="longest wait between tries")
+    insert_retry_max_backoff: float = Field(
+        30.0, gt=0, description="longest wait between tries (s)"
+    )
     metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="serve /metrics and /healthz on this port (off: None)"
+        None, ge=0, le=65535, description="serve Prometheus /metrics and /healthz on this port"
     )
     metrics_host: str = Field("0.0.0.0", description="address the metrics endpoint binds")
     health_stall_seconds: float = Field(
-        60.0, gt=0, description="/healthz answers 503 after this long without progress"
+        60.0, gt=0, description="/healthz answers 503 after this long without progress (s)"
     )
+
+    @field_validator("keys")
+    @classmethod
+    def _loadable_keys(cls, keys: Path | None) -> Path | None:
+        KeyRing.load(keys)  # a missing directory or a bad .pub file fails here, named
+        return keys
 
     @model_validator(mode="after")
     def _poll_interval_covers_session(self) -> WorkerSettings:
         if self.max_poll_interval_ms < self.session_timeout_ms:
-            raise ValueError("max_poll_interval_ms must be >= session_timeout_ms")
+            raise ValueError(
+                "max_poll_interval_ms must be >= session_timeout_ms: raise "
+                "--max-poll-interval-ms or lower --session-timeout-ms"
+            )
         return self
 
     def consumer_config(self) -> dict[str, object]:
         """librdkafka consumer settings: manual offset store and commit, bounded prefetch."""
         partition_fetch = max(self.max_event_bytes * 2, 1048576)
-        return {
+        config: dict[str, object] = {
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": self.group,
             "client.id": "decision-audit-worker",
@@ -78,8 +145,6 @@ class WorkerSettings(ClickHouseSettings):
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.session_timeout_ms,
-            "heartbeat.interval.ms": max(self.session_timeout_ms // 3, 500),
             "max.poll.interval.ms": self.max_poll_interval_ms,
             # Prefetch is bounded in bytes across all partitions; one fetch never asks for
             # more than that bound, nor less than one partition's worth.
@@ -87,6 +152,13 @@ class WorkerSettings(ClickHouseSettings):
             "fetch.max.bytes": max(min(52428800, self.prefetch_kbytes * 1024), partition_fetch),
             "max.partition.fetch.bytes": partition_fetch,
         }
+        if self.group_protocol == "consumer":
+            # librdkafka refuses session.timeout.ms and heartbeat.interval.ms here.
+            config["group.protocol"] = "consumer"
+        else:
+            config["session.timeout.ms"] = self.session_timeout_ms
+            config["heartbeat.interval.ms"] = max(self.session_timeout_ms // 3, 500)
+        return config
 
     def dlq_producer_config(self) -> dict[str, object]:
         return {

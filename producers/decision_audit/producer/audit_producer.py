@@ -16,13 +16,23 @@ from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.ids import uuid7_str
 from decision_audit.contract.lineage import ReferenceLike, model_event_chain_id
 from decision_audit.contract.models import JsonObject, Prediction, decision_record
+from decision_audit.contract.registry_codec import (
+    ConfluentFraming,
+    RegistryClient,
+    registry_client,
+    subject_name,
+)
+from decision_audit.contract.schemas import ShippedSchema
 from decision_audit.producer.chain import ChainState, ChainWriter
-from decision_audit.producer.delivery import DeliveryProblem, ProducerStats, make_delivery
+from decision_audit.producer.delivery import Delivery, DeliveryProblem, ProducerStats, Report
+from decision_audit.producer.direct_delivery import DirectDelivery
 from decision_audit.producer.lifecycle import model_event_record
 from decision_audit.producer.redaction import RedactionPolicy, Redactor
+from decision_audit.producer.registry import RegistryIds, Wanted
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.producer.signing import Signer
 from decision_audit.producer.spool import SpoolFull
+from decision_audit.producer.spooled_delivery import SpooledDelivery
 
 log = logging.getLogger("decision_audit.producer")
 
@@ -32,6 +42,14 @@ __all__ = ["EVENT_HASH_HEADER", "AuditProducer", "DeliveryProblem", "ProducerSta
 def _kafka_conf(extra: Mapping[str, Any]) -> dict[str, Any]:
     # Accept librdkafka names either dotted ("linger.ms") or as Python keywords (linger_ms).
     return {k.replace("_", "."): v for k, v in extra.items()}
+
+
+def make_delivery(
+    settings: ProducerSettings, conf: dict[str, Any], stats: ProducerStats, report: Report
+) -> Delivery:
+    """The delivery mode ``settings`` ask for: spooled with ``spool_dir``, else direct."""
+    mode = DirectDelivery if settings.spool_dir is None else SpooledDelivery
+    return mode(settings, conf, stats, report)
 
 
 class AuditProducer:
@@ -51,6 +69,12 @@ class AuditProducer:
     background thread, also by a later producer started on the same directory; see
     :mod:`.spooled_delivery`. ``spool_full_policy="raise"`` makes ``log_decision`` raise
     :class:`~decision_audit.producer.spool.SpoolFull` when the spool is full.
+
+    With ``schema_registry`` (a URL, or a ``confluent_kafka.schema_registry``
+    ``SchemaRegistryClient`` for custom authentication) messages are framed the Confluent
+    way, ``00`` + schema id + the same Avro body; the ids are resolved at construction, and a
+    registry that does not answer within ``schema_registry_timeout`` is retried in the
+    background while the producer logs in single-object framing; see :mod:`.registry`.
     """
 
     def __init__(
@@ -77,6 +101,10 @@ class AuditProducer:
         spool_fsync: str | None = None,
         spool_fsync_interval: float | None = None,
         spool_after: float | None = None,
+        schema_registry: str | RegistryClient | None = None,
+        subject_name_strategy: str | None = None,
+        auto_register_schemas: bool | None = None,
+        schema_registry_timeout: float | None = None,
         **kafka_config: Any,
     ) -> None:
         given: dict[str, Any] = {
@@ -100,6 +128,10 @@ class AuditProducer:
             "spool_fsync": spool_fsync,
             "spool_fsync_interval": spool_fsync_interval,
             "spool_after": spool_after,
+            "schema_registry_url": schema_registry if isinstance(schema_registry, str) else None,
+            "subject_name_strategy": subject_name_strategy,
+            "auto_register_schemas": auto_register_schemas,
+            "schema_registry_timeout": schema_registry_timeout,
         }
         if redaction is not None and not isinstance(redaction, RedactionPolicy):
             given["redaction_policy"] = redaction
@@ -122,6 +154,20 @@ class AuditProducer:
             if st.schema_version is None
             else registry.get("decision_event", st.schema_version)
         )
+        decision_codec = model_event_codec = codec
+        self._registry: RegistryIds | None = None
+        if schema_registry is not None or st.schema_registry_url is not None:
+            decision_codec = ConfluentFraming(registry)
+            model_event_codec = (
+                decision_codec if st.model_events_topic == st.topic else ConfluentFraming(registry)
+            )
+            self._registry = self._resolve_ids(
+                schema_registry,
+                [
+                    (decision_codec, st.topic, schema),
+                    (model_event_codec, st.model_events_topic, registry.latest("model_event")),
+                ],
+            )
         self._checkpoint_due = threading.Event()
         self._on_error = on_error
         self.stats = ProducerStats()
@@ -140,7 +186,7 @@ class AuditProducer:
             ChainState.new(st.producer_id),
             st.topic,
             schema,
-            codec,
+            decision_codec,
             self._delivery,
             self.stats,
             self._report,
@@ -154,7 +200,7 @@ class AuditProducer:
             ChainState.new(model_event_chain_id(st.producer_id)),
             st.model_events_topic,
             registry.latest("model_event"),
-            codec,
+            model_event_codec,
             self._delivery,
             self.stats,
             self._report,
@@ -179,6 +225,13 @@ class AuditProducer:
     @property
     def last_seq(self) -> int:
         return self._decisions.chain.seq
+
+    @property
+    def framing(self) -> str:
+        """How messages are framed now: ``confluent`` (``00`` + schema id) or
+        ``single-object`` (``C3 01`` + fingerprint; also while the registry is unreachable)."""
+        resolved = self._registry is not None and self._registry.resolved
+        return "confluent" if resolved else "single-object"
 
     def log_decision(
         self,
@@ -284,7 +337,10 @@ class AuditProducer:
         # The background thread keeps replaying the spool while we wait.
         self._delivery.flush(timeout)
         self._stop.set()
+        self._checkpoint_due.set()  # wakes the background thread at once
         self._poller.join(timeout=5.0)
+        if self._registry is not None:
+            self._registry.close()
         remaining = self._delivery.close(max(0.0, deadline - time.monotonic()))
         if remaining or self.stats.failed or self.stats.dropped:
             log.warning(
@@ -309,6 +365,31 @@ class AuditProducer:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _resolve_ids(
+        self,
+        given: str | RegistryClient | None,
+        topics: list[tuple[ConfluentFraming, str, ShippedSchema]],
+    ) -> RegistryIds:
+        """Resolve the schema ids of every record written (events, checkpoints) per topic."""
+        st = self.settings
+        source = given if given is not None else st.schema_registry_url
+        assert source is not None
+        checkpoint = topics[0][0].registry.latest("checkpoint")
+        wanted = [
+            Wanted(framing, subject_name(st.subject_name_strategy, topic, s), s)
+            for framing, topic, schema in topics
+            for s in (schema, checkpoint)
+        ]
+        ids = RegistryIds(
+            registry_client(source, timeout=st.schema_registry_timeout),
+            wanted,
+            auto_register=st.auto_register_schemas,
+            where=source if isinstance(source, str) else type(source).__name__,
+            owned=isinstance(source, str),
+        )
+        ids.start(st.schema_registry_timeout)
+        return ids
+
     def _report(self, problem: DeliveryProblem) -> None:
         log.error(
             "audit event %s: %s (producer %s)", problem.kind, problem.reason, problem.producer_id
@@ -325,7 +406,9 @@ class AuditProducer:
         while not self._stop.is_set():
             try:
                 if self._signer is None:
-                    self._delivery.service(0.05)
+                    # Waits on the event, so that close() need not wait out a tick.
+                    self._checkpoint_due.wait(0.05)
+                    self._delivery.service(0)
                     continue
                 # Wake at once when the hot path says a checkpoint is due; serve callbacks and
                 # the spool either way.

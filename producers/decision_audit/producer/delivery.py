@@ -3,7 +3,8 @@
 Without ``spool_dir`` the producer uses :class:`~.direct_delivery.DirectDelivery` (hand each
 message to librdkafka, count what it drops or fails); with one,
 :class:`~.spooled_delivery.SpooledDelivery` (spool to disk while the broker is unavailable,
-replay in chain order; its module docstring is the design). :func:`make_delivery` picks one.
+replay in chain order; its module docstring is the design). the producer picks one
+(:func:`.audit_producer.make_delivery`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from confluent_kafka import KafkaError, Producer
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.producer.spool import Spool, SpoolRecord
 
-__all__ = ["Delivery", "DeliveryProblem", "ProducerStats", "make_delivery"]
+__all__ = ["Delivery", "DeliveryProblem", "ProducerStats"]
 
 
 @dataclass
@@ -158,17 +159,3 @@ class Delivery(ABC):
                 self._poll(0.0002)
                 if not self.direct:  # only ever False with a spool
                     return "delivery failing"
-
-
-def make_delivery(
-    settings: ProducerSettings, conf: dict[str, Any], stats: ProducerStats, report: Report
-) -> Delivery:
-    """The delivery mode ``settings`` ask for: spooled with ``spool_dir``, else direct."""
-    # Imported here: both modes import this module.
-    if settings.spool_dir is not None:
-        from decision_audit.producer.spooled_delivery import SpooledDelivery
-
-        return SpooledDelivery(settings, conf, stats, report)
-    from decision_audit.producer.direct_delivery import DirectDelivery
-
-    return DirectDelivery(settings, conf, stats, report)

@@ -65,8 +65,36 @@ class ProducerSettings(AuditSettings):
         "producer moves it, and everything after it, to the spool",
     )
 
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL: frame messages 00 + schema id (Confluent "
+        "wire format) instead of single-object encoding; none: single-object",
+    )
+    subject_name_strategy: Literal["topic", "record", "topic_record"] = Field(
+        "topic",
+        description="registry subjects: <topic>-value (checkpoints <topic>-<record name>), "
+        "<record name>, or <topic>-<record name>",
+    )
+    auto_register_schemas: bool = Field(
+        True,
+        description="register the schemas at start; off: look them up only (a governed "
+        "registry where the subjects are registered beforehand)",
+    )
+    schema_registry_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds the constructor waits for the registry; unreachable by then: "
+        "single-object framing, the registry retried in the background",
+    )
+
     def kafka_config(self) -> dict[str, object]:
-        """librdkafka settings: idempotent, acks=all, lz4, a short linger."""
+        """librdkafka settings: idempotent, acks=all, lz4, a short linger.
+
+        Idempotence costs a new producer 0.5-1 s before its first delivery (librdkafka asks
+        for a producer id on a 500 ms timer), which a short-lived producer pays in ``flush``.
+        Turning it off (``enable_idempotence=False``) was measured to lose events across a
+        broker kill -9 with a spool (tests/faults/test_broker_kill9.py), so it stays on.
+        """
         return {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": f"decision-audit-producer-{self.producer_id}",

@@ -1,7 +1,8 @@
 """The contract shared by producers and consumers: Avro schemas, field declarations, models,
 codec, reasons, header names and value rules, DDL.
 
-Nothing in this package talks to a network.
+Nothing in this package talks to a network, except the Schema Registry framing
+(:mod:`.registry_codec`), through the registry client it is given or builds from a URL.
 """
 
 from decision_audit.contract.codec import (

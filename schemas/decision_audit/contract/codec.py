@@ -1,8 +1,9 @@
 """The wire codec: Avro single-object encoding (``C3 01`` + 8-byte fingerprint + body).
 
 Readers look the writer schema up by fingerprint among the shipped schemas and resolve it
-to the latest version of the same record, so old events stay readable. A Confluent Schema
-Registry framing (``00`` + 4-byte id) would be a second implementation of :class:`Codec`.
+to the latest version of the same record, so old events stay readable. The Confluent Schema
+Registry framing (``00`` + 4-byte schema id + the same body) is the second implementation,
+in :mod:`decision_audit.contract.registry_codec`; what the trail stores is always this one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from decision_audit.contract.schemas import SchemaRegistry, ShippedSchema, shipp
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = 10
+CONFLUENT_MAGIC = b"\x00"
+"""first byte of the Confluent Schema Registry framing (then the schema id, 4 bytes, big-endian)"""
+CONFLUENT_HEADER_SIZE = 5
 
 
 class CodecError(DecisionAuditError, ValueError):
@@ -72,16 +76,23 @@ class SingleObjectCodec:
 
     def decode(self, data: bytes) -> DecodedRecord:
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
-            raise CodecError(
-                Reason.BAD_MAGIC, "not Avro single-object encoding (expected C3 01 header)"
-            )
+            detail = "not Avro single-object encoding (expected C3 01 header)"
+            if len(data) > CONFLUENT_HEADER_SIZE and data[:1] == CONFLUENT_MAGIC:
+                detail += (
+                    f"; 00 + schema id {int.from_bytes(data[1:5], 'big')} looks like Confluent "
+                    "Schema Registry framing, but no schema registry is configured to read it"
+                )
+            raise CodecError(Reason.BAD_MAGIC, detail)
         writer = self.registry.by_fingerprint(data[2:HEADER_SIZE])
         if writer is None:
             raise CodecError(
                 Reason.UNKNOWN_SCHEMA,
                 f"no shipped schema has fingerprint {data[2:HEADER_SIZE].hex()}",
             )
-        body = data[HEADER_SIZE:]
+        return self.read(writer, data[HEADER_SIZE:])
+
+    def read(self, writer: ShippedSchema, body: bytes) -> DecodedRecord:
+        """Decode an Avro ``body`` written with ``writer``, as the latest version of its record."""
         reader = self.registry.latest(writer.name)
         buf = io.BytesIO(body)
         try:

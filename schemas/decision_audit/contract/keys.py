@@ -27,7 +27,12 @@ class KeyRing:
             raise ValueError(f"--keys {path}: not a directory of KEY_ID.pub files")
         keys: dict[str, Ed25519PublicKey] = {}
         for pub in sorted(path.glob(f"*{PUBLIC_SUFFIX}")):
-            key = serialization.load_pem_public_key(pub.read_bytes())
+            try:
+                key = serialization.load_pem_public_key(pub.read_bytes())
+            except ValueError:
+                raise ValueError(
+                    f"{pub} is not a PEM public key (decision-audit keygen writes one)"
+                ) from None
             if not isinstance(key, Ed25519PublicKey):
                 raise ValueError(f"{pub} is not an Ed25519 public key")
             keys[pub.name.removesuffix(PUBLIC_SUFFIX)] = key

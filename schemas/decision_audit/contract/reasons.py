@@ -30,10 +30,17 @@ class Reason(Code):
 
     EMPTY_VALUE = "empty_value", "message has no value"
     OVERSIZED = "oversized", "message larger than max_event_bytes"
-    BAD_MAGIC = "bad_magic", "not Avro single-object encoding"
+    BAD_MAGIC = (
+        "bad_magic",
+        "not Avro single-object encoding (nor, with a schema registry, Confluent framing)",
+    )
     UNKNOWN_SCHEMA = (
         "unknown_schema",
-        "writer schema fingerprint is not one of the shipped schemas",
+        "writer schema (by fingerprint, or registered under its schema id) is not a shipped one",
+    )
+    UNKNOWN_SCHEMA_ID = (
+        "unknown_schema_id",
+        "Confluent-framed message whose schema id the schema registry does not know",
     )
     MALFORMED_AVRO = "malformed_avro", "body does not decode with its writer schema"
     UNEXPECTED_RECORD = "unexpected_record", "a record type this topic does not carry"

@@ -16,7 +16,8 @@ RELEASED = {
     Reason: (
         "empty_value oversized bad_magic unknown_schema malformed_avro unexpected_record "
         "missing_hash hash_mismatch key_mismatch invalid_event invalid_timestamp unattested "
-        "unknown_key bad_signature checkpoint_mismatch chain_break chain_fork late_event"
+        "unknown_key bad_signature checkpoint_mismatch chain_break chain_fork late_event "
+        "unknown_schema_id"
     ),
     IncidentKind: "seq_gap unapproved_promotion",
     ProblemKind: (

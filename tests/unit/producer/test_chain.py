@@ -22,8 +22,9 @@ from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.lineage import Reference
 from decision_audit.contract.models import decision_record
 from decision_audit.devtools.tansu_broker import free_port
+from decision_audit.producer.audit_producer import make_delivery
 from decision_audit.producer.chain import EVENT_HASH_HEADER, ChainState, ChainWriter
-from decision_audit.producer.delivery import Delivery, make_delivery
+from decision_audit.producer.delivery import Delivery
 from decision_audit.producer.lifecycle import model_event_record
 from decision_audit.producer.signing import Signer, generate_keypair
 from decision_audit.producer.spool import Spool, SpoolRecord

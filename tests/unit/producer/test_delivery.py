@@ -23,7 +23,8 @@ import pytest
 
 from decision_audit import DeliveryProblem, ProducerSettings, ProducerStats
 from decision_audit.devtools.tansu_broker import LocalBroker, free_port
-from decision_audit.producer.delivery import Delivery, make_delivery
+from decision_audit.producer.audit_producer import make_delivery
+from decision_audit.producer.delivery import Delivery
 from decision_audit.producer.direct_delivery import DirectDelivery
 from decision_audit.producer.spool import Spool, SpoolFull, SpoolLocked, SpoolRecord
 from decision_audit.producer.spooled_delivery import SpooledDelivery

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from decision_audit.worker.broker_workarounds import GAP_REFETCHES, OffsetGapGuard
+import pytest
+
+from decision_audit.worker.broker_workarounds import GAP_REFETCHES, OffsetGapGuard, needed
 from decision_audit.worker.metrics import WorkerMetrics
 from decision_audit.worker.received import Received
 
@@ -58,3 +60,19 @@ def test_switched_off_the_guard_lets_everything_through() -> None:
     guard.admit(_msgs("d", 0, range(3)))
     jumped = _msgs("d", 0, [40, 41])
     assert guard.admit(jumped) == (jumped, {})
+
+
+@pytest.mark.parametrize(
+    ("setting", "cluster_id", "on"),
+    [
+        ("auto", "tansu_cluster", True),
+        ("auto", "q_TaWoMSQWygexUENUcQ8g", False),  # an Apache Kafka KRaft cluster id
+        ("auto", None, False),
+        ("on", "q_TaWoMSQWygexUENUcQ8g", True),
+        ("off", "tansu_cluster", False),
+    ],
+)
+def test_workarounds_are_needed_for_tansu_only(
+    setting: str, cluster_id: str | None, on: bool
+) -> None:
+    assert needed(setting, cluster_id) is on
