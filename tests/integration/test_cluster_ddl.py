@@ -151,7 +151,13 @@ def test_single_node_and_cluster_tables_have_the_same_columns_and_keys(
     many = tables(ch, cluster_replay)
     views = {n for n, t in single.items() if t["engine"] == "MaterializedView"}
     stored = set(single) - views - {TRACKING_TABLE}
-    assert stored >= {"decisions", "checkpoints", "decisions_hourly"}, sorted(single)
+    assert stored >= {
+        "decisions",
+        "checkpoints",
+        "decisions_hourly",
+        "chain_heads",
+        "verify_runs",
+    }, sorted(single)
     assert set(many) == set(single) | {f"{t}_local" for t in stored}
     for table in stored:
         expected = columns(ch, database, table)
@@ -247,6 +253,8 @@ def test_the_tools_query_tables_that_exist_in_both_layouts(
         "decisions_hourly",
         "quarantine_hourly",
         "incidents_hourly",
+        "chain_heads",
+        "verify_runs",
         TRACKING_TABLE,
     }, sorted(queried)
     single = set(tables(ch, database))

@@ -312,6 +312,23 @@ def test_a_chain_with_more_than_the_returned_events_is_checked_in_python(
     assert in_python == 1 and len(report.chains[0].problems) == 15  # 14 gaps + no checkpoint
 
 
+def test_a_chain_with_more_checkpoint_events_than_returned_is_checked_in_python(
+    ch: Any, database: str, keys: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = _chain("signed", 12)
+    _store(ch, database, events)
+    # Heads at 4, 8 and 12, the one at 8 not the stored event's hash.
+    _sign(ch, database, signer, "signed", 1, {4: events[3][2], 8: b"\x08" * 32, 12: events[11][2]})
+    report, in_python = _both(ch, database, keys)
+    assert in_python == 0
+    expected = {("signed", "checkpoint_mismatch", 8)}
+    assert {(p[0], p[1], p[3]) for p in _problems(report)} == expected
+    monkeypatch.setattr(engine_walk, "MAX_CHECKPOINT_EVENTS", 2)
+    report, in_python = _both(ch, database, keys)
+    assert in_python == 1
+    assert {(p[0], p[1], p[3]) for p in _problems(report)} == expected
+
+
 # -- the engine's Avro encoding ------------------------------------------------------------------
 
 

@@ -104,3 +104,9 @@ def test_a_chain_is_judged_exactly_only_when_nothing_was_left_out(
     assert not engine_walk._chain(_row(irregular=1)).exact
     monkeypatch.setattr(engine_walk, "MAX_INTERESTING", 0)
     assert not engine_walk._chain(_row()).exact
+    monkeypatch.undo()
+    # the events at a checkpoint's seq come back apart, under a cap of their own
+    monkeypatch.setattr(engine_walk, "MAX_CHECKPOINT_EVENTS", 1)
+    assert engine_walk._chain(_row()).exact
+    monkeypatch.setattr(engine_walk, "MAX_CHECKPOINT_EVENTS", 0)
+    assert not engine_walk._chain(_row()).exact
