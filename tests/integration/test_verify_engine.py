@@ -555,5 +555,18 @@ def test_chain_heads_are_kept_on_insert_and_backfilled_by_the_migration(ch: Any)
         assert reader.chain_heads(set()) == {}
         stored = reader.stored_hashes({("b0", 1, 3), ("b0", 1, 99)})
         assert stored == {("b0", 1, 3): before["b0"][2][2]}
+        # A worker killed between the insert's part and the view's leaves events above the
+        # kept head (the view is dropped here to leave them so): they are found, not taken
+        # for new events to store again.
+        ch.command(f"DROP VIEW {db}.decision_heads_mv")
+        later = _chain("b1", 9)
+        _store(ch, db, later[6:])
+        fresh = _chain("fresh", 2)
+        _store(ch, db, fresh)
+        assert reader.chain_heads({("b1", 1), ("b2", 1), ("fresh", 1), ("never", 1)}) == {
+            ("b1", 1): (9, later[-1][2]),
+            ("b2", 1): (7, before["b2"][-1][2]),
+            ("fresh", 1): (2, fresh[-1][2]),
+        }
     finally:
         ch.command(f"DROP DATABASE IF EXISTS {db}")
