@@ -10,8 +10,11 @@
 --    materialized view (one row per chain and insert block, merged by
 --    AggregatingMergeTree). A worker recovers its chains' heads from here after every
 --    partition assignment instead of aggregating over `decisions` (at 10M rows / 10k
---    chains: worker assignment to first insert 8.1 s -> 0.9 s, bench/RESULTS.md). Read with
---    max(seq), argMaxMerge(event_hash) GROUP BY chain.
+--    chains: worker assignment to first insert 8.1 s -> 0.9 s; with the confirmation below,
+--    in a later and more loaded run, 4.8 s -> 1.4 s; bench/RESULTS.md). Read with
+--    max(seq), argMaxMerge(event_hash) GROUP BY chain. The views write after the insert has
+--    written its table, not atomically with it, so the worker confirms each head (nothing
+--    stored at the next seq) before it relies on it (worker/chain_heads.py).
 --    Rows removed from `decisions` by a mutation are not taken back here: the head stays
 --    the highest seq ever stored, which is what the chain followed.
 CREATE TABLE IF NOT EXISTS {database}.chain_heads
