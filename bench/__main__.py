@@ -3,6 +3,7 @@
 python -m bench                 # full sizes (several minutes)
 python -m bench --quick         # small sizes, for CI (well under 90 s)
 python -m bench --only worker --json out.json
+python -m bench --only worker --only latency --brokers tansu,kafka   # both brokers, one run
 """
 
 from __future__ import annotations
@@ -431,6 +432,26 @@ def flat_values(results: dict[str, Any]) -> dict[str, float]:
 
 # -- running ----------------------------------------------------------------------------------
 
+BROKERS = {"tansu": "Tansu", "kafka": "Apache Kafka"}
+
+
+def start_broker(name: str, workdir: Path) -> Any:
+    """A broker on free loopback ports, as a context manager (the tests' own launchers)."""
+    if name == "kafka":
+        from decision_audit.devtools.kafka_broker import KafkaBroker
+
+        return KafkaBroker(log_dir=workdir / "kafka-logs")
+    from decision_audit.devtools.tansu_broker import LocalBroker
+
+    return LocalBroker()
+
+
+def on_broker(figures: list[Figure], broker: str) -> list[Figure]:
+    """The same figures measured on another broker: keys ``…@kafka``, labels say which."""
+    return [
+        replace(f, key=f"{f.key}@{broker}", label=f"{f.label} [{BROKERS[broker]}]") for f in figures
+    ]
+
 
 def run_backlog(events: int) -> dict[str, Any]:
     timeout = 60 + events / 2000
@@ -453,6 +474,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=BENCHES,
         metavar="NAME",
         help=f"run only this benchmark (repeatable): {', '.join(BENCHES)}",
+    )
+    p.add_argument(
+        "--brokers",
+        default="tansu",
+        metavar="LIST",
+        help="comma-separated brokers for the worker and latency benchmarks: tansu (embedded, "
+        "the default), kafka (Apache Kafka, jars from `make kafka-jars`); the other "
+        "benchmarks run on the first",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="write the figures here as JSON")
     p.add_argument(
@@ -481,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     sizes = replace(sizes, **overrides)
     selected = set(a.only or BENCHES)
+    brokers = [b.strip() for b in a.brokers.split(",") if b.strip()]
+    unknown = set(brokers) - set(BROKERS)
+    if unknown or not brokers:
+        p.error(f"--brokers: choose from {', '.join(BROKERS)} (got {a.brokers!r})")
 
     info = machine()
     print(
@@ -495,7 +528,6 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
 
     from bench import integrity_bench, latency_bench, lifecycle_bench, producer_bench, worker_bench
-    from decision_audit.devtools.tansu_broker import LocalBroker
 
     def step(name: str, fn: Any, *args: Any) -> Any:
         t = time.perf_counter()
@@ -507,10 +539,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="decision-audit-bench-") as tmp,
-        LocalBroker() as broker,
+        start_broker(brokers[0], Path(tmp)) as broker,
     ):
         workdir = Path(tmp)
         bootstrap = broker.bootstrap_servers
+        results["broker"] = brokers[0]
         if "producer" in selected:
             results["producer"] = step(
                 "producer",
@@ -553,6 +586,31 @@ def main(argv: list[str] | None = None) -> int:
                 sizes.rounds,
             )
             figures += integrity_figures(results["integrity"])
+    for other in brokers[1:]:  # the same worker and latency runs on each further broker
+        if not selected & {"worker", "latency"}:
+            break
+        with (
+            tempfile.TemporaryDirectory(prefix=f"decision-audit-bench-{other}-") as tmp,
+            step(f"start {other}", start_broker, other, Path(tmp)) as broker,
+        ):
+            workdir, bootstrap = Path(tmp), broker.bootstrap_servers
+            if "worker" in selected:
+                r = step(
+                    f"worker@{other}", worker_bench.run, bootstrap, sizes.worker_events, workdir
+                )
+                results[f"worker@{other}"] = r
+                figures += on_broker(worker_figures(r), other)
+            if "latency" in selected:
+                r = step(
+                    f"latency@{other}",
+                    latency_bench.run,
+                    bootstrap,
+                    sizes.latency_rate,
+                    sizes.latency_seconds,
+                    workdir,
+                )
+                results[f"latency@{other}"] = r
+                figures += on_broker(latency_figures(r), other)
     if "footprint" in selected:
         results["backlog"] = step("backlog", run_backlog, sizes.backlog_events)
         figures += footprint_figures(results["worker"], results["backlog"])

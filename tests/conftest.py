@@ -32,13 +32,15 @@ from tests.helpers import Broker, BrokerFactory, migrated_database
 ROOT = Path(__file__).resolve().parents[1]
 BROKERS = ("kafka", "tansu")
 # The smoke set the embedded broker is held to, beside Kafka: the end-to-end path, the
-# ClickHouse-side staging, the integrity checks and verify, hostile input, a group of two
-# workers. Kept here, in one place, rather than as marks spread over the modules.
+# ClickHouse-side staging, the integrity checks and verify, erasure (the key filer's own
+# topic and group), hostile input, a group of two workers. Kept here, in one place, rather
+# than as marks spread over the modules.
 TANSU_SMOKE = frozenset(
     {
         "integration/test_pipeline.py",
         "integration/test_staging.py",
         "integration/test_integrity.py",
+        "integration/test_erasure.py",
         "faults/test_hostile.py",
         "faults/test_two_workers.py",
     }

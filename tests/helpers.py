@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Producer
 
 from decision_audit.clickhouse.migrate import migrate
 from decision_audit.contract import chain_hash, default_codec, genesis_hash, uuid7
-from decision_audit.contract.fields import DECISION_EVENT
+from decision_audit.contract.fields import DECISION_EVENT, OUTCOME, REVIEW
 from decision_audit.contract.models import utc_now
 from decision_audit.worker.loop import Worker, WorkerStats
 from decision_audit.worker.settings import WorkerSettings
@@ -40,8 +40,8 @@ BrokerFactory = Callable[..., Broker]
 def event_record(
     producer_id: str, epoch: int, seq: int, prev_hash: bytes, **fields: Any
 ) -> dict[str, Any]:
-    # Every declared field; the optional ones not named here stay None.
-    rec: dict[str, Any] = dict.fromkeys(DECISION_EVENT.names)
+    # Every declared field; the optional ones not named here keep their default (None).
+    rec: dict[str, Any] = {f.name: f.default for f in DECISION_EVENT}
     rec.update(
         event_id=str(uuid7()),
         occurred_at=utc_now(),
@@ -60,16 +60,64 @@ def event_record(
     return rec
 
 
+def outcome_record(
+    producer_id: str, epoch: int, seq: int, prev_hash: bytes, **fields: Any
+) -> dict[str, Any]:
+    """An ``outcome`` record (every declared field) of the chain ``producer_id``."""
+    now = utc_now()
+    rec: dict[str, Any] = {f.name: f.default for f in OUTCOME}
+    rec.update(
+        event_id=str(uuid7()),
+        occurred_at=now,
+        decision_id="r-1",
+        actual="yes",
+        actual_is_json=False,
+        observed_at=now,
+        producer_id=producer_id,
+        producer_epoch=epoch,
+        seq=seq,
+        prev_hash=prev_hash,
+    )
+    rec.update(fields)
+    return rec
+
+
+def review_record(
+    producer_id: str, epoch: int, seq: int, prev_hash: bytes, **fields: Any
+) -> dict[str, Any]:
+    """A ``review`` record (every declared field) of the chain ``producer_id``."""
+    rec: dict[str, Any] = {f.name: f.default for f in REVIEW}
+    rec.update(
+        event_id=str(uuid7()),
+        occurred_at=utc_now(),
+        decision_id="r-1",
+        reviewer="j.doe",
+        verdict="confirm",
+        final_decision_is_json=False,
+        producer_id=producer_id,
+        producer_epoch=epoch,
+        seq=seq,
+        prev_hash=prev_hash,
+    )
+    rec.update(fields)
+    return rec
+
+
+RECORDS = {"decision_event": event_record, "outcome": outcome_record, "review": review_record}
+"""a record builder per chained kind (model events: decision_audit.producer.lifecycle)"""
+
+
 def craft_chain(
-    producer_id: str, count: int, epoch: int = 1, **fields: Any
+    producer_id: str, count: int, epoch: int = 1, record: str = "decision_event", **fields: Any
 ) -> list[tuple[bytes, bytes]]:
-    """``count`` valid chained messages as ``(value, event_hash)``."""
+    """``count`` valid chained messages of ``record`` as ``(value, event_hash)``."""
     codec = default_codec()
-    schema = codec.registry.latest("decision_event")
+    schema = codec.registry.latest(record)
+    build = RECORDS[record]
     prev = genesis_hash(producer_id, epoch)
     out = []
     for seq in range(1, count + 1):
-        body = codec.encode_body(schema, event_record(producer_id, epoch, seq, prev, **fields))
+        body = codec.encode_body(schema, build(producer_id, epoch, seq, prev, **fields))
         h = chain_hash(prev, body)
         out.append((codec.frame(schema, body), h))
         prev = h

@@ -64,3 +64,26 @@ def test_bench_quick_reports_every_figure(tmp_path: Path) -> None:
             assert row["status"] in ("PASS", "MISS")
     assert doc["mode"] == "quick"
     assert "ours" in proc.stdout and "baseline" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_bench_runs_the_worker_and_latency_figures_on_both_brokers(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench", "--quick", "--json", str(out)),
+            *("--only", "worker", "--only", "latency", "--brokers", "tansu,kafka"),
+            *("--worker-events", "5000", "--latency-seconds", "3"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
+    figures = json.loads(out.read_text())["figures"]
+    for key in ("worker.events_per_s", "worker.speedup_vs_naive", "latency.e2e_p99_ms"):
+        assert positive(figures[key]), key
+        assert positive(figures[f"{key}@kafka"]), f"{key}@kafka"
+    assert "[Apache Kafka]" in proc.stdout

@@ -77,6 +77,7 @@ def filled(ch: Any, database: str) -> tuple[str, datetime, datetime]:
                 "p",
                 1,
                 i + 1,
+                "error" if i % 10 == 0 else "ok",
             ]
         )
     ch.insert(
@@ -84,9 +85,23 @@ def filled(ch: Any, database: str) -> tuple[str, datetime, datetime]:
         rows,
         column_names=[
             "event_id", "occurred_at", "model_name", "model_version", "prediction", "score",
-            "latency_ms", "producer_id", "producer_epoch", "seq",
+            "latency_ms", "producer_id", "producer_epoch", "seq", "status",
         ],
     )  # fmt: skip
+    # An outcome and a review of every third decision.
+    for table, value in (("outcomes", "actual"), ("reviews", "verdict")):
+        ch.insert(
+            f"{database}.{table}",
+            [
+                [uuid7(), now, str(r[0]), "override" if table == "reviews" else "approve",
+                 f"p/{table}", 1, n + 1]
+                for n, r in enumerate(rows[::3])
+            ],
+            column_names=[
+                "event_id", "occurred_at", "decision_id", value, "producer_id", "producer_epoch",
+                "seq",
+            ],
+        )  # fmt: skip
     ch.insert(
         f"{database}.quarantine",
         [

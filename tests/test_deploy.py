@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 
 import decision_audit
 from decision_audit.cli.main import main as cli_main
+from decision_audit.clickhouse import grants
 from decision_audit.clickhouse.settings import ClickHouseSettings, MigrateSettings
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.worker.settings import WorkerSettings
@@ -51,6 +52,7 @@ SETTINGS_CLASSES: tuple[type[Any], ...] = (
 FAKE_ENV = {
     "CLICKHOUSE_PASSWORD": "writer-secret",
     "CLICKHOUSE_AUDITOR_PASSWORD": "reader-secret",
+    "CLICKHOUSE_ADMIN_PASSWORD": "admin-secret",
     "CLICKHOUSE_CLUSTER_SECRET": "cluster-secret",
 }
 ENV_VAR_RE = re.compile(r"\bDECISION_AUDIT_[A-Z0-9_]+\b")
@@ -303,7 +305,10 @@ def test_service_env_builds_its_settings(
     prefix = cls.model_config["env_prefix"]
     for var, value in ours.items():
         field = var[len(prefix) :].lower()
-        expected = TypeAdapter(cls.model_fields[field].annotation).validate_python(value)
+        if value == "":  # empty variables are ignored: the field keeps its default
+            expected = cls.model_fields[field].default
+        else:
+            expected = TypeAdapter(cls.model_fields[field].annotation).validate_python(value)
         got = getattr(settings, field)
         assert got == expected, f"{service}: {var}={value!r} read as {got!r}"
 
@@ -403,6 +408,32 @@ def test_bootstrap_servers_match_kafka_listeners(
 # ---------------------------------------------------------------- ClickHouse config
 
 
+def test_schema_registry_profile(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The optional registry stores its schemas in the stack's Kafka, and the worker given
+    SCHEMA_REGISTRY_URL as the compose header says reads the registry's address."""
+    reg = services["schema-registry"]
+    assert reg.get("profiles") == ["registry"]
+    env = env_of(reg)
+    assert env["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == "PLAINTEXT://kafka:9092"
+    assert int(env["SCHEMA_REGISTRY_KAFKASTORE_TOPIC_REPLICATION_FACTOR"]) == 1
+    port = urlsplit(env["SCHEMA_REGISTRY_LISTENERS"]).port
+    assert f"127.0.0.1:{port}:{port}" in reg["ports"]
+    assert reg["depends_on"]["kafka"]["condition"] == "service_healthy"
+    dep = services["worker"]["depends_on"]["schema-registry"]
+    assert dep == {"condition": "service_healthy", "required": False}
+
+    url = f"http://schema-registry:{port}"
+    assert f"SCHEMA_REGISTRY_URL={url} docker compose --profile registry up" in COMPOSE.read_text()
+    raw = env_of(services["worker"])["DECISION_AUDIT_SCHEMA_REGISTRY_URL"]
+    given = {**FAKE_ENV, "SCHEMA_REGISTRY_URL": url}
+    monkeypatch.setenv("DECISION_AUDIT_SCHEMA_REGISTRY_URL", interpolate(raw, given))
+    assert WorkerSettings().schema_registry_url == url
+    monkeypatch.setenv("DECISION_AUDIT_SCHEMA_REGISTRY_URL", interpolate(raw))
+    assert WorkerSettings().schema_registry_url is None
+
+
 def test_deploy_xml_files_parse() -> None:
     files = xml_files()
     assert {p.parent for p in files} >= {CH_CONFIG_D, CH_USERS_D}, files
@@ -440,15 +471,46 @@ def test_clickhouse_users(
         assert dsn.password == FAKE_ENV[var]
         assert profiles[user.findtext("profile", "")].findtext("readonly", "0") == "0"
 
-    # The dashboard account is read-only and may read the worker's database.
+    # The dashboard account may read the worker's database (and append to its access log:
+    # not readonly, which would forbid that insert) but not raise its own limits.
     auditor = defined["auditor"]
-    assert profiles[auditor.findtext("profile", "")].findtext("readonly") == "1"
-    database = interpolate(env_of(services["worker"]).get("DECISION_AUDIT_DATABASE", "audit"))
-    grants = [q.text or "" for q in auditor.findall("grants/query")]
-    assert any(re.search(rf"\bON\s+{database}\.\*", g) for g in grants), grants
+    profile = profiles[auditor.findtext("profile", "")]
+    assert profile.findtext("readonly", "0") == "0"
+    for setting in ("max_memory_usage", "max_execution_time"):
+        assert profile.find(f"constraints/{setting}/readonly") is not None, setting
     # `default` (empty password) must not be reachable from the network.
     nets = [ip.text for ip in defined["default"].findall("networks/ip")]
     assert nets and all(n in {"::1", "127.0.0.1"} for n in nets), nets
+
+
+def xml_grants(user: ET.Element) -> list[str]:
+    return [" ".join((q.text or "").split()) for q in user.findall("grants/query")]
+
+
+def test_users_d_grants_are_the_rendered_roles(
+    services: dict[str, dict[str, Any]],
+    app_services: dict[str, dict[str, Any]],
+    users: ET.Element,
+) -> None:
+    """Each users.d user holds exactly its roles' grants (decision_audit.clickhouse.grants,
+    as `migrate --print-grants` renders them); the worker logs in as the writer, migrate as
+    the admin; no user manages access."""
+    database = interpolate(env_of(services["worker"]).get("DECISION_AUDIT_DATABASE", "audit"))
+    declared = {u.name: u for u in grants.USERS}
+    defined = {u.tag: u for u in users.findall("users/*") if u.tag != "default"}
+    assert set(defined) <= set(declared), sorted(set(defined) - set(declared))
+    for name, user in defined.items():
+        assert xml_grants(user) == list(grants.user_grants(declared[name], database)), (
+            f"{name}: run python -m decision_audit.clickhouse.grants "
+            f"{CH_USERS_D}/decision-audit.xml"
+        )
+        assert user.findtext("access_management") == "0", name
+        password = user.find("password")
+        assert password is not None and password.get("from_env") == declared[name].password_env
+    roles = {"worker": (grants.WRITER,), "migrate": (grants.ADMIN,)}
+    for service, wanted in roles.items():
+        user = urlsplit(interpolate(clickhouse_dsn(app_services[service]))).username
+        assert declared[str(user)].roles == wanted, (service, user)
 
 
 @pytest.mark.integration
@@ -457,7 +519,9 @@ def test_clickhouse_settings_exist_in_the_engine(
 ) -> None:
     settings = set(engine["settings"])
     for profile in users.findall("profiles/*"):
-        unknown = {s.tag for s in profile if s.tag != "profile"} - settings
+        named = {s.tag for s in profile if s.tag not in ("profile", "constraints")}
+        named |= {s.tag for s in profile.findall("constraints/*")}
+        unknown = named - settings
         assert not unknown, f"profile {profile.tag}: no such settings {sorted(unknown)}"
     server_settings = set(engine["server_settings"])
     leaves = {
@@ -820,6 +884,27 @@ def test_cluster_profile_makes_distributed_inserts_mean_stored(
     assert writer.findtext("distributed_foreground_insert") == "1"
     replicas = {len(s.findall("replica")) for s in remote_shards(cluster_config, cluster_name)}
     assert writer.findtext("insert_quorum") == str(max(replicas)), replicas
+
+
+def test_cluster_users_d_grants_are_the_rendered_cluster_roles(
+    cluster_services: dict[str, dict[str, Any]], cluster_name: str
+) -> None:
+    """The cluster file replaces each user's grants with the cluster rendering (the
+    ``*_local`` tables, CLUSTER for the admin) of the same roles."""
+    database = env_of(cluster_services["migrate"]).get("DECISION_AUDIT_DATABASE", "audit")
+    declared = {u.name: u for u in grants.USERS}
+    single = {u.tag for u in merged_clickhouse(CH_USERS_D).findall("users/*")} - {"default"}
+    overrides = {u.tag: u for u in merged_clickhouse(CLUSTER_USERS_D).findall("users/*")}
+    assert set(overrides) == single, (sorted(overrides), sorted(single))
+    for name, user in overrides.items():
+        assert user.find("grants").get("replace") == "replace", name  # type: ignore[union-attr]
+        wanted = list(grants.user_grants(declared[name], database, cluster_name))
+        assert xml_grants(user) == wanted, (
+            f"{name}: run python -m decision_audit.clickhouse.grants "
+            f"{CLUSTER_USERS_D}/cluster.xml --cluster {cluster_name}"
+        )
+    user = urlsplit(interpolate(clickhouse_dsn(cluster_services["migrate"]))).username
+    assert declared[str(user)].roles == (grants.ADMIN,)
 
 
 @pytest.mark.integration

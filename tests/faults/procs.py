@@ -100,12 +100,20 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
 class Load:
     """Real ``AuditProducer``s logging decisions from a background thread, one chain each.
 
-    ``ids`` holds every event id the producers accepted; ``check()`` asserts the broker
-    acknowledged each of them.
+    ``ids`` holds every event id the producers accepted; ``wait()`` asserts the broker
+    acknowledged each of them. With ``hold_at`` the load pauses after that many events until
+    :meth:`release`, so a test can be sure it is still running at a given step however slow
+    the machine is.
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, events: int, producers: int, rate: float | None = None
+        self,
+        bootstrap: str,
+        topic: str,
+        events: int,
+        producers: int,
+        rate: float | None = None,
+        hold_at: int | None = None,
     ) -> None:
         self.ids: list[str] = []
         self._producers = [
@@ -115,6 +123,8 @@ class Load:
         self._events = events
         self._rate = rate
         self._error: BaseException | None = None
+        self._hold_at = hold_at
+        self._released = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> Load:
@@ -126,6 +136,11 @@ class Load:
             started = time.monotonic()
             n = len(self._producers)
             for i in range(self._events):
+                if i == self._hold_at:
+                    if not self._released.wait(300):
+                        raise AssertionError("the load was never released")
+                    if self._rate:  # go on at the rate, not in a burst to catch up
+                        started = time.monotonic() - i / self._rate
                 p = self._producers[i % n]
                 self.ids.append(p.log_decision("m", "1", {"i": i}, "yes", score=i / self._events))
                 if self._rate and i % 1000 == 999:
@@ -137,12 +152,17 @@ class Load:
         except BaseException as exc:  # surfaced by wait()
             self._error = exc
 
+    def release(self) -> None:
+        """Let a held load go on."""
+        self._released.set()
+
     @property
     def done(self) -> bool:
         return not self._thread.is_alive()
 
     def wait(self, timeout: float = 120) -> list[str]:
         """Join, close the producers and check every event was acknowledged; the ids."""
+        self._released.set()
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "producers did not finish"
         if self._error is not None:
@@ -154,3 +174,26 @@ class Load:
             assert st.delivered == st.logged, st
         assert len(self.ids) == self._events == len(set(self.ids))
         return self.ids
+
+
+def missing_on_topic(bootstrap: str, topic: str, ids: list[str], timeout: float = 60.0) -> str:
+    """Which of ``ids`` the topic lacks, each with its chain and seq and its neighbours' offsets:
+    the evidence to look for when a log end falls short of what the producers were told."""
+    from decision_audit.contract.codec import default_codec
+    from tests.helpers import consume_all
+
+    msgs = consume_all(bootstrap, topic, len(ids), timeout)
+    on_topic: dict[str, tuple[str, int, int, int]] = {}
+    for m in msgs:
+        r = default_codec().decode(m.value()).record
+        on_topic[str(r["event_id"])] = (r["producer_id"], r["seq"], m.partition(), m.offset())
+    missing = [i for i in ids if i not in on_topic]
+    seqs: dict[str, list[int]] = {}
+    for pid, seq, _, _ in on_topic.values():
+        seqs.setdefault(pid, []).append(seq)
+    gaps = {pid: [s for s in range(1, max(ss) + 1) if s not in set(ss)] for pid, ss in seqs.items()}
+    return (
+        f"{len(msgs)} of {len(ids)} events on {topic}; missing ids {missing[:10]}; "
+        f"seq gaps per chain { ({p: g[:10] for p, g in gaps.items() if g}) }; "
+        f"highest seq per chain { ({p: max(ss) for p, ss in seqs.items()}) }"
+    )

@@ -37,7 +37,7 @@ def test_killed_member_partitions_move_without_loss_or_doubles(
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
     args = ("--batch-size", "2000", "--flush-interval", "0.3")
 
-    load = Load(bs, topic, EVENTS, producers=8, rate=6000).start()
+    load = Load(bs, topic, EVENTS, producers=8, rate=6000, hold_at=EVENTS * 3 // 4).start()
     a = start_worker(bs, dsn_a, topic, group, log_a, *args)
     b = start_worker(bs, dsn_b, topic, group, log_b, *args, "--exit-when-idle", "5")
     try:
@@ -55,6 +55,7 @@ def test_killed_member_partitions_move_without_loss_or_doubles(
         # A's last commits, read before B takes A's partitions over (a session timeout later).
         at_kill = committed(bs, group, topic, PARTITIONS)
         assert not load.done, "load finished before the kill: not mid-run"
+        load.release()  # held at three quarters until the kill, however slow the machine
         ids = load.wait()
         assert b.wait(180) == 0, log_b.read_text()[-3000:]
     finally:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from decision_audit.clickhouse.migrate import TRACKING_TABLE, load_migrations, migration_script
+from decision_audit.contract.fields import RECORD_KINDS
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +33,7 @@ DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 CLUSTER = "c"
 CLI = [sys.executable, "-m", "decision_audit.cli.main"]
 
+JOIN_WORDS = "ANY|ALL|ASOF|SEMI|ANTI|INNER|LEFT|RIGHT|FULL|CROSS|OUTER|PASTE"
 ON_CLUSTER_RE = re.compile(r" ON CLUSTER (?:`(?:[^`\\]|\\.)*`|\w+)")
 REPLICATED_RE = re.compile(r"ENGINE = Replicated(\w+)\('(?:[^'\\]|\\.)*', '(?:[^'\\]|\\.)*'(?:, )?")
 DISTRIBUTED_RE = re.compile(r"ENGINE = Distributed\('[^']*', '(\w+)', '(\w+)'(?:, .*)?\)$", re.S)
@@ -149,7 +151,7 @@ def test_single_node_and_cluster_tables_have_the_same_columns_and_keys(
 ) -> None:
     single = tables(ch, database)
     many = tables(ch, cluster_replay)
-    views = {n for n, t in single.items() if t["engine"] == "MaterializedView"}
+    views = {n for n, t in single.items() if t["engine"] in ("MaterializedView", "View")}
     stored = set(single) - views - {TRACKING_TABLE}
     assert stored >= {
         "decisions",
@@ -157,6 +159,10 @@ def test_single_node_and_cluster_tables_have_the_same_columns_and_keys(
         "decisions_hourly",
         "chain_heads",
         "verify_runs",
+        "subject_keys",
+        "erasures",
+        "legal_holds",
+        "retention_prunings",
     }, sorted(single)
     assert set(many) == set(single) | {f"{t}_local" for t in stored}
     for table in stored:
@@ -167,20 +173,41 @@ def test_single_node_and_cluster_tables_have_the_same_columns_and_keys(
         assert many[f"{table}_local"]["engine"] == single[table]["engine"], table
         assert many[table]["engine"] == "Merge"  # the stand-in of Distributed
     for view in views:
-        select = many[view]["select"]
-        assert select == re.sub(r"\bDB\.(\w+)", r"DB.\1_local", single[view]["select"]), view
+        select, engine = many[view]["select"], single[view]["engine"]
+        assert many[view]["engine"] == engine, view
+        if engine == "MaterializedView":  # between the local tables, on every shard
+            assert select == re.sub(r"\bDB\.(\w+)", r"DB.\1_local", single[view]["select"]), view
+            continue
+        # A plain view reads the Distributed tables; its JOINs over them are GLOBAL (the rows
+        # to match may be on any shard), and it runs.
+        assert select.replace("GLOBAL ", "") == single[view]["select"], view
+        joins = re.findall(rf"\b(GLOBAL )?(?:(?:{JOIN_WORDS}) )*JOIN DB\.(\w+)", select)
+        assert joins, view
+        assert all(g for g, t in joins if t in stored), (view, joins)
+        ch.query(f"SELECT count() FROM {cluster_replay}.{view}")
     assert columns(ch, cluster_replay, TRACKING_TABLE) == columns(ch, database, TRACKING_TABLE)
 
 
 # ------------------------------------------------------------- the tools' queries
 
 
+CONTRACT_TABLES = {
+    t
+    for k in RECORD_KINDS
+    for t in (*k.tables, *((k.chain.checkpoints,) if k.chain is not None else ()))
+}
+"""the tables of the contract's record kinds (decision_audit.contract.fields)"""
+
+
 def _sql_tables_in_python(path: Path) -> set[str]:
-    """Tables the SQL in ``path`` names: ``FROM {db}.x``, ``INTO {db}.x``, ``"{db}.x"``, and
-    for ``{db}.{table}`` the constants its functions' ``table`` parameter receives."""
+    """Tables the SQL in ``path`` names: ``FROM {db}.x``, ``INTO {db}.x``, ``"{db}.x"``, for
+    ``{db}.{table}`` the constants its functions' ``table`` parameter receives, and for
+    ``{db}.{kind.table}`` or ``{db}.{kind.chain.checkpoints}`` every record kind's tables."""
     text = path.read_text(encoding="utf-8")
     found = set(re.findall(r"\b(?:FROM|INTO|JOIN|TABLE)\s+\{[^{}]+\}\.([A-Za-z_]\w*)", text))
     found |= set(re.findall(r"[\"']\{[^{}]+\}\.([A-Za-z_]\w*)[\"']", text))
+    if re.search(r"\{[^{}]+\}\.\{\w+\.(?:table|chain\.checkpoints)\}", text):
+        found |= CONTRACT_TABLES
     return found
 
 
@@ -249,12 +276,22 @@ def test_the_tools_query_tables_that_exist_in_both_layouts(
         "quarantine",
         "model_events",
         "model_event_checkpoints",
+        "outcomes",
+        "outcome_checkpoints",
+        "reviews",
+        "review_checkpoints",
+        "decision_outcomes",
+        "decision_reviews",
         "access_log",
         "decisions_hourly",
         "quarantine_hourly",
         "incidents_hourly",
         "chain_heads",
         "verify_runs",
+        "subject_keys",
+        "erasures",
+        "legal_holds",
+        "retention_prunings",
         TRACKING_TABLE,
     }, sorted(queried)
     single = set(tables(ch, database))
@@ -263,3 +300,27 @@ def test_the_tools_query_tables_that_exist_in_both_layouts(
         assert not table.endswith("_local"), f"{sorted(where)} address a shard's table {table}"
         assert table in single, f"{table} ({sorted(where)}) is no single-node table"
         assert table in many, f"{table} ({sorted(where)}) is no cluster table"
+
+
+# ------------------------------------------------------------- the tools' mutations
+
+
+def test_erasure_deletes_keys_on_every_shard_of_a_cluster(ch: Any) -> None:
+    """erase and the key filer delete through ``delete_keys``: on a cluster, an ON CLUSTER
+    mutation of every shard's local table (a Distributed table takes no DELETE)."""
+    from datetime import UTC, datetime
+
+    from decision_audit.worker.keystore import delete_keys_statements
+
+    sub = "ab" * 32
+    at = datetime(2026, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    one = delete_keys_statements("audit", sub, at)
+    many = delete_keys_statements("audit", sub, at, CLUSTER)
+    assert len(one) == len(many) == 1
+    single, cluster = parse(ch, one[0]), parse(ch, many[0])
+    assert single.startswith("ALTER TABLE audit.subject_keys\n"), single
+    assert cluster.startswith(f"ALTER TABLE audit.subject_keys_local ON CLUSTER {CLUSTER}\n")
+    assert single.split("\n", 1)[1] == cluster.split("\n", 1)[1]  # the same DELETE
+    assert f"'{sub}'" in single and "2026-05-01 12:00:00.123" in single
+    with pytest.raises(ValueError, match="not a subject hash"):
+        delete_keys_statements("audit", "x' OR 1 = 1 --", at)

@@ -30,20 +30,25 @@ def test_the_migrated_table_has_exactly_the_declared_columns(
     ch: Any, database: str, kind: RecordKind, table: str
 ) -> None:
     rows = ch.query(
-        "SELECT name, type, default_kind FROM system.columns "
+        "SELECT name, type, default_kind, default_expression FROM system.columns "
         "WHERE database = {db:String} AND table = {t:String} ORDER BY position",
         parameters={"db": database, "t": table},
     ).result_rows
     assert rows, f"no table {table} after the migrations"
     where = f"the migrated {table} table"
-    found = [(name, type_) for name, type_, _ in rows]
+    found = [(name, type_) for name, type_, _, _ in rows]
     problems = disagreements([(c.name, c.type) for c in kind.columns], found, where, "column")
-    defaults = {name for name, _, default in rows if default}
+    defaults = {name: expr for name, _, kind_, expr in rows if kind_ == "DEFAULT"}
     problems += [
-        f"column {c.name!r}: declared {'written by the worker' if c.written else 'a DEFAULT'}, "
-        f"{where} {'has a DEFAULT' if c.name in defaults else 'has none'}"
+        f"column {c.name!r}: declared DEFAULT {c.default!r}, {where} has "
+        f"{'DEFAULT ' + repr(defaults[c.name]) if c.name in defaults else 'none'}"
         for c in kind.columns
-        if c.name in dict(found) and c.written == (c.name in defaults)
+        if c.name in dict(found) and defaults.get(c.name) != c.default
+    ]
+    problems += [
+        f"column {c.name!r} is declared unwritten: it needs a DEFAULT"
+        for c in kind.columns
+        if not c.written and c.default is None
     ]
     assert not problems, "\n".join(problems)
 

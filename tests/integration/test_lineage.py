@@ -341,7 +341,9 @@ def _check_rollups(ch: Any, db: str) -> None:
         (m, v, h): (n, dict(mix), list(sq), list(lq), avg)
         for m, v, h, n, mix, sq, lq, avg in ch.query(
             "SELECT model_name, model_version, toStartOfHour(occurred_at) AS hour, count(), "
-            "sumMap(map(prediction, toUInt64(1))), quantiles(0.5, 0.9, 0.99)(score), "
+            # A prediction is nullable (decision_event v4): the mix counts the ones made.
+            "sumMapIf(map(assumeNotNull(prediction), toUInt64(1)), prediction IS NOT NULL), "
+            "quantiles(0.5, 0.9, 0.99)(score), "
             "quantiles(0.5, 0.9, 0.99)(latency_ms), avg(score) "
             f"FROM {db}.decisions FINAL GROUP BY model_name, model_version, hour"
         ).result_rows

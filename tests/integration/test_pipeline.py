@@ -94,7 +94,7 @@ def test_schema_v1_events_are_read_as_the_latest_version(
     codec = default_codec()
     v1 = codec.registry.get("decision_event", 1)
     latest = codec.registry.latest("decision_event")
-    assert latest.version == 3
+    assert latest.version == 4
     bs, topic = broker.bootstrap_servers, worker_settings.topic
     with AuditProducer(bs, producer_id="old", topic=topic, schema_version=1) as old:
         old_id = old.log_decision("m", "1", {"a": 1}, "yes", code_commit="abc123")

@@ -63,10 +63,17 @@ def keys(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(broker: LocalBroker, worker_settings: WorkerSettings) -> WorkerSettings:
-    """The worker's settings with a model-events topic of the test's own."""
-    me_topic = f"{worker_settings.topic}-me"
-    ensure_topics(broker.bootstrap_servers, {me_topic: 1})
-    return worker_settings.model_copy(update={"model_events_topic": me_topic})
+    """The worker's settings with model-events, outcomes and reviews topics of the test's own."""
+    topics = {
+        name: f"{worker_settings.topic}-{suffix}"
+        for name, suffix in (
+            ("model_events_topic", "me"),
+            ("outcomes_topic", "outcomes"),
+            ("reviews_topic", "reviews"),
+        )
+    }
+    ensure_topics(broker.bootstrap_servers, dict.fromkeys(topics.values(), 1))
+    return worker_settings.model_copy(update=topics)
 
 
 def _closed_port() -> int:
@@ -81,6 +88,8 @@ def _producer(broker: LocalBroker, s: WorkerSettings, pid: str, **kw: Any) -> Au
         producer_id=pid,
         topic=s.topic,
         model_events_topic=s.model_events_topic,
+        outcomes_topic=s.outcomes_topic,
+        reviews_topic=s.reviews_topic,
         **kw,
     )
 
@@ -91,6 +100,12 @@ def _log(p: AuditProducer, n: int) -> list[str]:
     ]
     p.log_model_event("deploy", {"type": "model_version", "id": "m:1"}, actor="ci")
     return ids
+
+
+def _follow_up(p: AuditProducer, decision: str) -> None:
+    """An outcome and a review of ``decision``, each on its own topic and chain."""
+    p.log_outcome(decision, "yes", source="labels")
+    p.log_review(decision, "j.doe", "override", final_decision="no", reason="policy")
 
 
 def _run(s: WorkerSettings, ch: Any, registry: Any = None, **update: Any) -> WorkerStats:
@@ -111,19 +126,30 @@ def test_registry_framed_trail_is_stored_and_verifies(
     ) as p:
         assert p.framing == "confluent"
         ids = _log(p, 50)
+        _follow_up(p, ids[0])
         p.checkpoint()
     on_topic = consume_all(broker.bootstrap_servers, settings.topic, expect=51)
     assert {m.value()[:1] for m in on_topic} == {b"\x00"}  # events and checkpoints
+    for side in (settings.model_events_topic, settings.outcomes_topic, settings.reviews_topic):
+        # Every topic: its record and the checkpoint of its chain.
+        framed = consume_all(broker.bootstrap_servers, side, expect=2)
+        assert [m.value()[:1] for m in framed] == [b"\x00", b"\x00"], side
     stats = _run(settings, ch, sr, keys=keys, parse_in_clickhouse=parse_in_clickhouse)
     assert stats.quarantined_total == 0 and stats.inserted == len(ids) and stats.checkpoints >= 1
     db = settings.database
-    raws = ch.query(f"SELECT raw FROM {db}.decisions", column_formats={"raw": "bytes"})
     # The trail stores single-object encoding: verify and trace need no registry.
-    assert {bytes(r[0])[:2] for r in raws.result_rows} == {MAGIC}
-    assert count(ch, f"SELECT count() FROM {db}.model_events") == 1
+    for table, rows in (("decisions", 50), ("model_events", 1), ("outcomes", 1), ("reviews", 1)):
+        raws = ch.query(f"SELECT raw FROM {db}.{table}", column_formats={"raw": "bytes"})
+        assert [bytes(r[0])[:2] for r in raws.result_rows] == [MAGIC] * rows, table
     report = TrailVerifier(ch, db, KeyRing.load(keys)).run()
-    assert report.ok and report.events == len(ids)
-    assert [(c.events, c.attested_to) for c in report.chains] == [(50, 50)]
+    # verify walks every chained kind: the decisions and each follow-up on its own chain
+    assert report.ok and report.events == len(ids) + 3
+    assert [(c.producer_id, c.events, c.attested_to) for c in report.chains] == [
+        ("framed", 50, 50),
+        ("framed/model-events", 1, 1),
+        ("framed/outcomes", 1, 1),
+        ("framed/reviews", 1, 1),
+    ]
 
 
 def test_one_topic_carries_both_framings(
@@ -151,7 +177,8 @@ def test_confluent_avro_deserializer_reads_our_topic(
     with _producer(
         broker, settings, "interop", schema_registry=sr, signing_key=keys / "serving-1.key"
     ) as p:
-        _log(p, 20)
+        ids = _log(p, 20)
+        _follow_up(p, ids[0])
         p.checkpoint()
     messages = consume_all(broker.bootstrap_servers, settings.topic, expect=21)
     deserialize = AvroDeserializer(sr)  # what Flink, ksqlDB or a plain consumer would use
@@ -171,6 +198,17 @@ def test_confluent_avro_deserializer_reads_our_topic(
     read = [deserialize(m.value(), ctx) for m in lifecycle]
     assert [r.get("action") for r in read] == ["deploy", None]
     assert read == [ours.decode(m.value()).record for m in lifecycle]
+    # Outcomes and reviews: each topic its record and its chain's checkpoint.
+    for topic, field, value in (
+        (settings.outcomes_topic, "actual", "yes"),
+        (settings.reviews_topic, "verdict", "override"),
+    ):
+        follow_ups = consume_all(broker.bootstrap_servers, topic, expect=2)
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        read = [deserialize(m.value(), ctx) for m in follow_ups]
+        assert [r.get(field) for r in read] == [value, None], topic
+        assert read[0]["decision_id"] == ids[0]
+        assert read == [ours.decode(m.value()).record for m in follow_ups]
 
 
 def test_lookup_only_needs_the_subjects_registered_and_names_the_missing_one(
@@ -178,13 +216,19 @@ def test_lookup_only_needs_the_subjects_registered_and_names_the_missing_one(
 ) -> None:
     with pytest.raises(SubjectNotRegistered, match=f"'{settings.topic}-value'"):
         _producer(broker, settings, "governed", schema_registry=sr, auto_register_schemas=False)
-    # The platform team registers the shipped schemas under the producer's subjects.
-    for topic, record in (
-        (settings.topic, "decision_event"),
-        (settings.model_events_topic, "model_event"),
-    ):
+
+    # The platform team registers the shipped schemas under the producer's subjects: every
+    # topic it writes, the follow-ups' too.
+    def register(topic: str, record: str) -> None:
         for schema in (SHIPPED.latest(record), SHIPPED.latest("checkpoint")):
             sr.register_schema(subject_name("topic", topic, schema), Schema(schema_text(schema)))
+
+    register(settings.topic, "decision_event")
+    register(settings.model_events_topic, "model_event")
+    with pytest.raises(SubjectNotRegistered, match=f"'{settings.outcomes_topic}-value'"):
+        _producer(broker, settings, "governed", schema_registry=sr, auto_register_schemas=False)
+    register(settings.outcomes_topic, "outcome")
+    register(settings.reviews_topic, "review")
     with _producer(
         broker, settings, "governed", schema_registry=sr, auto_register_schemas=False
     ) as p:

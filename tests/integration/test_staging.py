@@ -92,7 +92,13 @@ def test_staged_rows_equal_what_the_python_path_stores(
         "code_commit": "abc123",
         "redaction_policy": "p@2",
     }
-    messages = [*_chain("stage-a", 40, **rich), *_chain("stage-old", 25, version=1)]
+    failed = {"prediction": None, "status": "timeout", "error_type": "TimeoutError",
+              "error_message": "no answer in 250 ms ✗"}  # fmt: skip
+    messages = [
+        *_chain("stage-a", 40, **rich),
+        *_chain("stage-old", 25, version=1),
+        *_chain("stage-failed", 5, **failed),
+    ]
     stager = _stager(ch)
     staged = [stager.screen(v, k, h, 3, 1000 + i) for i, (v, k, h) in enumerate(messages)]
     assert all(s is not None for s in staged)
@@ -100,6 +106,7 @@ def test_staged_rows_equal_what_the_python_path_stores(
     assert [(s.record["seq"], s.record["producer_epoch"]) for s in staged if s] == [
         *((n, 7) for n in range(1, 41)),
         *((n, 7) for n in range(1, 26)),
+        *((n, 7) for n in range(1, 6)),
     ]
     accepted = [s.index for s in staged if s]
     Store(ch, database).copy_staged(stager.selection(accepted, len(stager)), "tok")
@@ -118,7 +125,14 @@ def test_staged_rows_equal_what_the_python_path_stores(
         ).result_rows
 
     fast, slow = rows(database), rows(second_database)
-    assert len(fast) == 65 and fast == slow
+    assert len(fast) == 70 and fast == slow
+    # v1 events read status 'ok' (the Avro default), not the column type's ''.
+    statuses = ch.query(
+        "SELECT producer_id, status, count(), countIf(prediction IS NULL) "
+        f"FROM {database}.decisions GROUP BY ALL ORDER BY producer_id"
+    ).result_rows
+    assert statuses == [("stage-a", "ok", 40, 0), ("stage-failed", "timeout", 5, 5),
+                        ("stage-old", "ok", 25, 0)]  # fmt: skip
 
 
 def _flagged_cases(keyring_dir: Path) -> dict[str, Message]:
@@ -151,6 +165,8 @@ def _flagged_cases(keyring_dir: Path) -> dict[str, Message]:
         "key": (plain[0], b"someone-else", plain[2]),
         "hash": (plain[0][:-40] + bytes([plain[0][-40] ^ 1]) + plain[0][-39:], *plain[1:]),
         "unknown_key": _message(pid, rec(key_id="not-a-known-key")),
+        "value": _message(pid, rec(status="exploded")),
+        "required": _message(pid, rec(prediction=None)),  # an ok decision needs a prediction
     }
 
 
@@ -175,6 +191,7 @@ def test_clickhouse_flags_every_event_the_verifier_rejects(ch: Any, tmp_path: Pa
     assert by_name["not_finite"] == by_name["not_finite_latency"] == "not_finite"
     assert by_name["inputs"] == by_name["inputs_text"] == "inputs"
     assert by_name["timestamp"] == by_name["future"] == "timestamp"
+    assert by_name["value"] == "value" and by_name["required"] == "required"
     # The worker checks flagged events again in Python: each one is rejected there too.
     verifier = EventVerifier(default_codec(), max_event_bytes=1_000_000, keyring=keyring)
     for name, (v, k, h) in cases.items():

@@ -34,6 +34,7 @@ class Fault(enum.Enum):
     REPEATED = "a second event claims the previous event's seq"
     BREAK = "prev_hash is not the hash of the previous event"
     HEAD_MISMATCH = "a signed checkpoint names another head than the event at its seq"
+    OFF_BOUNDARY = "the first kept event does not link to the recorded retention boundary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,10 @@ class ChainWalk:
 
     ``signed_heads`` maps a checkpoint's seq to the chain head it signs (only checkpoints
     whose signature the caller accepted). A walk from ``start`` > 1 takes its first event
-    on trust: its own link is not checked.
+    on trust: its own link is not checked, unless ``start_hash`` is given — a retention
+    boundary (:func:`decision_audit.audit.retention.chain_starts`): then the event at
+    ``start`` must link to it, the events below ``start`` (pruned, or still being pruned)
+    are skipped, and no checkpoint is owed for them.
     """
 
     def __init__(
@@ -69,10 +73,12 @@ class ChainWalk:
         signed_heads: Mapping[int, bytes] | None = None,
         *,
         start: int = 1,
+        start_hash: bytes | None = None,
     ) -> None:
         self.genesis = genesis_hash(producer_id, producer_epoch)
         self.signed: Mapping[int, bytes] = signed_heads or {}
         self.start = start
+        self.start_hash = start_hash
         self.prev: ChainRow | None = None
         self.expected = start
         """the seq the next event should have"""
@@ -80,10 +86,14 @@ class ChainWalk:
         self.last_seq: int | None = None
         self.attested_to = 0
         """the highest seq whose event hash a signed head matched"""
+        if start_hash is not None:
+            self.attested_to = start - 1
 
     def step(self, row: ChainRow) -> tuple[Finding, ...]:
         """Take the next event; what it breaks (usually nothing)."""
         prev = self.prev
+        if self.start_hash is not None and row.seq < self.start:
+            return _NOTHING
         if self.first_seq is None:
             self.first_seq = row.seq
         found = _NOTHING
@@ -93,6 +103,8 @@ class ChainWalk:
                     found = (Finding(Fault.OFF_GENESIS, 1, 1, row, None),)
             elif row.seq != self.start:
                 found = (Finding(Fault.MISSING, self.start, row.seq - 1, row, None),)
+            elif self.start_hash is not None and row.prev_hash != self.start_hash:
+                found = (Finding(Fault.OFF_BOUNDARY, row.seq, row.seq, row, None),)
         elif row.seq == prev.seq:
             # The first event of a seq stays the one the chain continues from.
             return (Finding(Fault.REPEATED, row.seq, row.seq, row, prev),)
@@ -113,7 +125,10 @@ class ChainWalk:
 
     def end(self) -> Finding | None:
         """After the last event: the events a signed head vouches for that never came."""
-        last = self.last_seq or 0
+        if self.last_seq is not None:
+            last = self.last_seq
+        else:
+            last = self.start - 1 if self.start_hash is not None else 0
         beyond = [s for s in self.signed if s > last]
         if not beyond:
             return None

@@ -3,13 +3,19 @@
 Charts (inline SVG, :mod:`.charts`) of volume per model, prediction mix, score
 and latency quantiles per hour (read from the rollups), incidents and quarantine by reason;
 a shift alert per model when its prediction mix or score distribution moved against the
-previous window of the same length; and the integrity summary of the window from
+previous window of the same length; per model version the failed inferences (error rate,
+charted per hour when there are any, an alert when it rose), the outcomes (share, accuracy
+or error, calibration by score decile) and the human reviews (override rate), from
+:mod:`.version_stats`; and the integrity summary of the window from
 :class:`decision_audit.audit.verify.TrailVerifier`. The file needs no network to open.
 
 Shift is measured with the population stability index,
 ``PSI = Σ (cur_i - prev_i) · ln(cur_i / prev_i)`` over shares of prediction labels, or of
 score bins (deciles of the previous window). A PSI of :data:`PSI_ALERT` (0.2) or more raises
-an alert; 0.1-0.2 is reported as a moderate shift.
+an alert; 0.1-0.2 is reported as a moderate shift. A model's error rate (the share of its
+decisions whose status is not ``ok``) that rose by :data:`.version_stats.Z_ALERT` standard
+errors or more (two-proportion z-test) is an alert, by :data:`.version_stats.Z_MODERATE` a
+moderate shift: PSI hardly moves for a rare category (1 % → 5 % errors is PSI 0.07).
 """
 
 from __future__ import annotations
@@ -23,6 +29,18 @@ from typing import Any
 
 from decision_audit.audit import charts
 from decision_audit.audit.verify import TrailReport, TrailVerifier
+from decision_audit.audit.version_stats import (
+    Z_ALERT,
+    Z_MODERATE,
+    VersionErrors,
+    VersionOutcomes,
+    VersionReviews,
+    error_rate_z,
+    unlinked,
+    version_errors,
+    version_outcomes,
+    version_reviews,
+)
 from decision_audit.contract.keys import KeyRing
 
 PSI_ALERT = 0.2
@@ -51,10 +69,13 @@ def psi(previous: Mapping[str, float], current: Mapping[str, float]) -> float:
 class ShiftAlert:
     model: str
     measure: str
-    """``prediction mix`` or ``score distribution``"""
-    psi: float
+    """``prediction mix``, ``score distribution`` or ``error rate``"""
+    value: float
     level: str
-    """``alert`` (≥ PSI_ALERT) or ``moderate``"""
+    """``alert`` (≥ PSI_ALERT, or z ≥ Z_ALERT) or ``moderate``"""
+    statistic: str = "PSI"
+    """``PSI``, or ``z`` (the error rate's rise in standard errors)"""
+    detail: str = ""
 
 
 @dataclass
@@ -65,6 +86,8 @@ class ModelSeries:
     mix: dict[str, dict[str, int]] = field(default_factory=dict)
     score_q: dict[str, list[float]] = field(default_factory=dict)
     latency_q: dict[str, list[float]] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    """decisions whose status is not ok, per hour"""
 
 
 @dataclass
@@ -81,6 +104,11 @@ class ReportData:
     quarantine: dict[str, int]
     alerts: list[ShiftAlert]
     trail: TrailReport
+    errors: list[VersionErrors] = field(default_factory=list)
+    outcomes: list[VersionOutcomes] = field(default_factory=list)
+    reviews: list[VersionReviews] = field(default_factory=list)
+    unlinked: dict[str, int] = field(default_factory=dict)
+    """outcomes and reviews made in the window whose decision is not in the store"""
 
     @property
     def total_decisions(self) -> int:
@@ -114,7 +142,8 @@ def build_report(
     model_cond = "AND model_name = {model:String}" if model else ""
     hourly = client.query(
         "SELECT model_name, hour, countMerge(decisions), sumMapMerge(predictions), "
-        "quantilesMerge(0.5, 0.9, 0.99)(score_q), quantilesMerge(0.5, 0.9, 0.99)(latency_q) "
+        "quantilesMerge(0.5, 0.9, 0.99)(score_q), quantilesMerge(0.5, 0.9, 0.99)(latency_q), "
+        "sumMapMerge(statuses) "
         f"FROM {db}.decisions_hourly "
         "WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')}) "
         "AND hour < {until:DateTime64(3, 'UTC')} "
@@ -128,11 +157,12 @@ def build_report(
         hours.append(h)
         h += timedelta(hours=1)
     models: dict[str, ModelSeries] = {}
-    for name, hour, n, mix, score_q, latency_q in hourly:
+    for name, hour, n, mix, score_q, latency_q, statuses in hourly:
         series = models.setdefault(str(name), ModelSeries())
         label = _hour_label(hour)
         series.volume[label] = int(n)
         series.mix[label] = {str(k): int(v) for k, v in mix.items()}
+        series.failed[label] = sum(int(v) for k, v in statuses.items() if k != "ok")
         if not any(math.isnan(x) for x in score_q):
             series.score_q[label] = [float(x) for x in score_q]
         if not any(math.isnan(x) for x in latency_q):
@@ -154,6 +184,8 @@ def build_report(
         ).result_rows
     )
     alerts = _shift_alerts(client, db, since, until, model)
+    errors = version_errors(client, db, since, until, model)
+    alerts += _error_alerts(errors)
     trail = TrailVerifier(client, db, keyring or KeyRing()).run(since=since, until=until)
     return ReportData(
         db,
@@ -166,7 +198,32 @@ def build_report(
         {str(k): int(v) for k, v in quarantine.items()},
         alerts,
         trail,
+        errors,
+        version_outcomes(client, db, since, until, model),
+        version_reviews(client, db, since, until, model),
+        {t: unlinked(client, db, t, since, until) for t in ("outcomes", "reviews")},
     )
+
+
+def _error_alerts(errors: list[VersionErrors]) -> list[ShiftAlert]:
+    """An alert per model whose error rate rose against the previous window."""
+    by_model: dict[str, list[int]] = {}
+    for v in errors:
+        t = by_model.setdefault(v.model, [0, 0, 0, 0])
+        t[0] += v.previous_failed
+        t[1] += v.previous_decisions
+        t[2] += sum(v.failed.values())
+        t[3] += v.decisions
+    alerts = []
+    for name, (f1, n1, f2, n2) in sorted(by_model.items()):
+        if n1 < MIN_EVENTS or n2 < MIN_EVENTS:
+            continue
+        z = error_rate_z((f1, n1), (f2, n2))
+        level = "alert" if z >= Z_ALERT else "moderate" if z >= Z_MODERATE else None
+        if level is not None:
+            detail = f"{f1 / n1:.1%} → {f2 / n2:.1%} of decisions failed"
+            alerts.append(ShiftAlert(name, "error rate", z, level, "z", detail))
+    return alerts
 
 
 def _shift_alerts(
@@ -266,15 +323,18 @@ def render_html(data: ReportData) -> str:
         f"<b>{data.total_decisions}</b> decisions from {len(data.models)} model(s).</p>",
         "<h2>Shift alerts</h2>",
         f"<p>Population stability index against the previous window of the same length; "
-        f"alert at PSI ≥ {PSI_ALERT}, moderate at ≥ {PSI_MODERATE}; models with fewer than "
-        f"{MIN_EVENTS} decisions in either window are not tested.</p>",
+        f"alert at PSI ≥ {PSI_ALERT}, moderate at ≥ {PSI_MODERATE}; an error rate that rose "
+        f"by z ≥ {Z_ALERT} standard errors is an alert, z ≥ {Z_MODERATE} moderate; models "
+        f"with fewer than {MIN_EVENTS} decisions in either window are not tested.</p>",
     ]
     if data.alerts:
         for a in data.alerts:
+            detail = f": {escape(a.detail)}" if a.detail else ""
             parts.append(
-                f'<div class="{a.level} shift-alert" data-model="{escape(a.model)}">'
-                f"<b>{escape(a.model)}</b>: {escape(a.measure)} moved, PSI {a.psi:.3f} "
-                f"({a.level})</div>"
+                f'<div class="{a.level} shift-alert" data-model="{escape(a.model)}" '
+                f'data-measure="{escape(a.measure)}">'
+                f"<b>{escape(a.model)}</b>: {escape(a.measure)} moved, {a.statistic} "
+                f"{a.value:.3f} ({a.level}){detail}</div>"
             )
     else:
         parts.append('<p class="ok">No shift above the thresholds.</p>')
@@ -308,6 +368,20 @@ def render_html(data: ReportData) -> str:
                     },
                 )
             )
+        if any(s.failed.values()):
+            parts.append(
+                charts.line_chart(
+                    f"{name}: error rate per hour (share of decisions that failed)",
+                    labels,
+                    {
+                        "error rate": [
+                            s.failed.get(lbl, 0) / s.volume[lbl] if s.volume.get(lbl) else None
+                            for lbl in labels
+                        ]
+                    },
+                )
+            )
+    parts += _versions_html(data)
     parts.append("<h2>Integrity</h2>")
     parts.append(charts.bar_chart("Integrity incidents by kind", data.incidents))
     parts.append(charts.bar_chart("Quarantined messages by reason", data.quarantine))
@@ -319,6 +393,112 @@ def render_html(data: ReportData) -> str:
         + "\n".join(parts)
         + "</body></html>"
     )
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _table(css: str, head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table class='{css}'><tr>{th}</tr>{body}</table>"
+
+
+def _versions_html(data: ReportData) -> list[str]:
+    """Failed inferences, outcomes and reviews per model version."""
+    parts = ["<h2>Failed inferences</h2>"]
+    parts.append(
+        _table(
+            "errors",
+            ["model", "version", "decisions", "failed", "error rate", "previous window"],
+            [
+                [
+                    escape(v.model),
+                    escape(v.version),
+                    str(v.decisions),
+                    escape(", ".join(f"{k} {n}" for k, n in sorted(v.failed.items())) or "0"),
+                    _pct(v.rate),
+                    _pct(v.previous_rate),
+                ]
+                for v in data.errors
+            ],
+        )
+    )
+    parts.append("<h2>Outcomes</h2>")
+    linked = [o for o in data.outcomes if o.with_outcome]
+    if not linked:
+        parts.append('<p class="no-outcomes">No outcome recorded for the window\'s decisions.</p>')
+    parts.append(
+        _table(
+            "outcomes",
+            ["model", "version", "decisions", "with outcome", "accuracy", "mean abs. error"],
+            [
+                [
+                    escape(o.model),
+                    escape(o.version),
+                    str(o.decisions),
+                    f"{o.with_outcome} ({_pct(o.share)})",
+                    f"{_pct(o.accuracy)} of {o.judged}" if o.judged else "-",
+                    f"{o.mean_abs_error:.4g} over {o.numeric}"
+                    if o.mean_abs_error is not None
+                    else "-",
+                ]
+                for o in data.outcomes
+            ],
+        )
+    )
+    for o in linked:
+        if not o.deciles:
+            continue
+        labels = [f"D{d.decile}" for d in o.deciles]
+        parts.append(
+            charts.line_chart(
+                f"{o.model}@{o.version}: calibration by score decile "
+                f"(mean score vs {o.calibrated_against})",
+                labels,
+                {
+                    "mean score": [d.mean_score for d in o.deciles],
+                    o.calibrated_against: [d.observed for d in o.deciles],
+                },
+            )
+        )
+    for table, n in data.unlinked.items():
+        if n:
+            parts.append(
+                f'<p class="bad unlinked">{n} {table} recorded in the window name a decision '
+                "that is not in the store (see the unknown_decision incidents).</p>"
+            )
+    parts.append("<h2>Human review</h2>")
+    parts.append(
+        _table(
+            "reviews",
+            [
+                "model",
+                "version",
+                "decisions",
+                "reviewed",
+                "confirmed",
+                "overridden",
+                "escalated",
+                "override rate",
+            ],
+            [
+                [
+                    escape(r.model),
+                    escape(r.version),
+                    str(r.decisions),
+                    str(r.reviewed),
+                    str(r.verdicts.get("confirm", 0)),
+                    str(r.verdicts.get("override", 0)),
+                    str(r.verdicts.get("escalate", 0)),
+                    _pct(r.override_rate),
+                ]
+                for r in data.reviews
+            ],
+        )
+    )
+    return parts
 
 
 def _trail_html(trail: TrailReport) -> str:

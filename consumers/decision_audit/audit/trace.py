@@ -1,7 +1,8 @@
 """``decision-audit trace``: one decision, its lineage and the proof that its record is intact.
 
 Given an event id, request id or prediction id (``request_id`` or ``tags['prediction_id']``)
-the trace prints the decision, then walks deployment → model version → training run →
+the trace prints the decision, what followed it (its human reviews and its outcomes, each
+with the proof of its own record), then walks deployment → model version → training run →
 dataset version / code commit / environment through ``audit.model_events`` (who registered,
 approved, promoted, deployed, rolled back, and when), and proves the decision's record:
 its hash recomputed from the stored ``raw`` bytes, its columns equal to what those bytes
@@ -18,19 +19,39 @@ from datetime import datetime
 from typing import Any
 
 from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
+from decision_audit.audit.keystore import (
+    EncryptedInput,
+    KeystoreKey,
+    encrypted_inputs,
+    print_encrypted,
+    to_dicts,
+)
 from decision_audit.audit.verify import COMPARED
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
 from decision_audit.contract.errors import DecisionAuditError
-from decision_audit.contract.fields import DECISION_EVENT
+from decision_audit.contract.fields import DECISION_EVENT, OUTCOME, REVIEW, RecordKind
 from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.lineage import model_version_id
+from decision_audit.contract.models import decode_value
 
-# What a trace shows of the decision (decision_audit.contract.fields).
+# What a trace shows of the decision and what followed it (decision_audit.contract.fields).
 DECISION_FIELDS = tuple(f.name for f in DECISION_EVENT if f.traced)
+FOLLOW_UP_FIELDS = {k.schema: tuple(f.name for f in k if f.traced) for k in (REVIEW, OUTCOME)}
 # Which lifecycle actions put a model version into service on a deployment.
 SERVING_ACTIONS = ("deploy", "rollback")
+# Which lifecycle actions of a model version its lineage link sums up.
+VERSION_ACTIONS = (
+    "train",
+    "evaluate",
+    "attest",
+    "approve",
+    "reject",
+    "promote",
+    "retire",
+    "retrain",
+)
 MAX_MATCHES = 20
 
 
@@ -68,6 +89,30 @@ class Link:
 
 
 @dataclass
+class FollowUp:
+    """A review or an outcome of the decision, as the trace shows it."""
+
+    kind: str
+    """``review`` or ``outcome``"""
+    event_id: str
+    occurred_at: datetime
+    summary: str
+    """what it says, for people ("overridden to 'approve' by j.doe at …: reason")"""
+    record: dict[str, Any]
+    """its traced fields (decision_audit.contract.fields)"""
+    hash_ok: bool
+    columns_ok: bool
+    checkpoint_seq: int | None = None
+    """the first signed checkpoint of its chain at or after it (None: none yet, or unsigned)"""
+    checkpoint_ok: bool | None = None
+    """the checkpoint's signature (checked with --keys, else as the worker checked it)"""
+
+    @property
+    def ok(self) -> bool:
+        return self.hash_ok and self.columns_ok and self.checkpoint_ok is not False
+
+
+@dataclass
 class Integrity:
     """The proof of one decision's record."""
 
@@ -77,12 +122,20 @@ class Integrity:
     checkpoint_seq: int | None = None
     checkpoint_ok: bool | None = None
     """None: no checkpoint covers the decision (unsigned chain or not yet signed)"""
+    follow_ups_ok: bool = True
+    """every review and outcome of the decision is intact"""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.hash_ok and self.columns_ok and self.link_ok and self.checkpoint_ok is not False
+        return (
+            self.hash_ok
+            and self.columns_ok
+            and self.link_ok
+            and self.checkpoint_ok is not False
+            and self.follow_ups_ok
+        )
 
 
 @dataclass
@@ -94,6 +147,10 @@ class Trace:
     matches: int
     integrity: Integrity
     links: list[Link]
+    encrypted: list[EncryptedInput] = field(default_factory=list)
+    """the encrypted inputs: opened, sealed or erased (audit/keystore.py)"""
+    reviews: list[FollowUp] = field(default_factory=list)
+    outcomes: list[FollowUp] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -112,6 +169,9 @@ class Trace:
             "lineage_complete": self.complete,
             "missing_links": self.missing,
             "links": [asdict(link) for link in self.links],
+            "encrypted_inputs": to_dicts(self.encrypted),
+            "reviews": [{**asdict(r), "ok": r.ok} for r in self.reviews],
+            "outcomes": [{**asdict(o), "ok": o.ok} for o in self.outcomes],
         }
 
 
@@ -124,11 +184,13 @@ class Tracer:
         database: str,
         keyring: KeyRing | None = None,
         codec: SingleObjectCodec | None = None,
+        keystore_key: KeystoreKey | None = None,
     ) -> None:
         self.client = client
         self.db = database
         self.keyring = keyring or KeyRing()
         self.codec = codec or default_codec()
+        self.keystore_key = keystore_key
 
     def trace(self, ident: str) -> Trace:
         """Trace the decision named by ``ident``; raises :class:`TraceNotFound`."""
@@ -143,7 +205,24 @@ class Tracer:
         decision["event_id"] = str(decision["event_id"])
         if len(rows) > 1:
             decision["other_matches"] = [str(r["event_id"]) for r in rows[1:]]
-        return Trace(ident, decision, len(rows), self._integrity(row), self._lineage(row))
+        encrypted = encrypted_inputs(self.client, self.db, row, self.keystore_key)
+        integrity = self._integrity(row)
+        reviews = self._follow_ups(REVIEW, decision)
+        outcomes = self._follow_ups(OUTCOME, decision)
+        for f in (*reviews, *outcomes):
+            if not f.ok:
+                integrity.follow_ups_ok = False
+                integrity.problems.append(f"{f.kind} {f.event_id}: {_broken(f)}")
+        return Trace(
+            ident,
+            decision,
+            len(rows),
+            integrity,
+            self._lineage(row),
+            encrypted=encrypted,
+            reviews=reviews,
+            outcomes=outcomes,
+        )
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -284,6 +363,79 @@ class Tracer:
             )
         return cp_seq, bytes(head), problems
 
+    # -- what followed ----------------------------------------------------------------------
+
+    def _follow_ups(self, kind: RecordKind, decision: dict[str, Any]) -> list[FollowUp]:
+        """The decision's reviews or outcomes (named by its event id or its request id), each
+        with the proof of its record: hash, columns, the signed checkpoint covering it."""
+        names = [
+            decision["event_id"],
+            *([decision["request_id"]] if decision["request_id"] else []),
+        ]
+        traced = FOLLOW_UP_FIELDS[kind.schema]
+        cols = ", ".join(("event_hash", "raw", *dict.fromkeys((*traced, *kind.compared))))
+        result = self.client.query(
+            f"SELECT {cols} FROM {self.db}.{kind.table} FINAL "
+            "WHERE decision_id IN {names:Array(String)} ORDER BY occurred_at, event_id",
+            parameters={"names": names},
+            column_formats={"event_hash": "bytes", "raw": "bytes", "prev_hash": "bytes"},
+        )
+        out = []
+        for values in result.result_rows:
+            row = dict(zip(result.column_names, values, strict=True))
+            row["event_id"] = str(row["event_id"])
+            hash_ok = columns_ok = False
+            try:
+                decoded = self.codec.decode(bytes(row["raw"]))
+            except CodecError:
+                pass
+            else:
+                rec = decoded.record
+                hash_ok = chain_hash(rec["prev_hash"], decoded.body) == bytes(row["event_hash"])
+                columns_ok = rec["seq"] == row["seq"] and all(
+                    row[c] == rec[c] for c in kind.compared
+                )
+            record = {k: row[k] for k in traced}
+            f = FollowUp(
+                kind.schema,
+                row["event_id"],
+                row["occurred_at"],
+                _summary(kind.schema, record, decision),
+                record,
+                hash_ok,
+                columns_ok,
+            )
+            self._covering_checkpoint(kind, f, row)
+            out.append(f)
+        return out
+
+    def _covering_checkpoint(self, kind: RecordKind, f: FollowUp, row: dict[str, Any]) -> None:
+        assert kind.chain is not None
+        pid, epoch = str(row["producer_id"]), int(row["producer_epoch"])
+        found = self.client.query(
+            f"SELECT seq, chain_head, key_id, signature, signature_verified "
+            f"FROM {self.db}.{kind.chain.checkpoints} FINAL "
+            "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} AND seq >= {s:UInt64} "
+            "ORDER BY seq LIMIT 1",
+            parameters={"p": pid, "e": epoch, "s": int(row["seq"])},
+            column_formats={"chain_head": "bytes", "signature": "bytes"},
+        ).result_rows
+        if not found:
+            return
+        seq, head, key_id, signature, verified = found[0]
+        f.checkpoint_seq = int(seq)
+        if self.keyring:
+            msg = checkpoint_message(pid, epoch, int(seq), bytes(head))
+            f.checkpoint_ok = self.keyring.verify(str(key_id), bytes(signature), msg)
+        else:
+            f.checkpoint_ok = bool(verified) or None
+        if (
+            f.checkpoint_ok
+            and int(seq) == int(row["seq"])
+            and bytes(head) != bytes(row["event_hash"])
+        ):
+            f.checkpoint_ok = False
+
     # -- lineage ----------------------------------------------------------------------------
 
     def _events(self, refs: set[tuple[str, str]]) -> list[LifecycleEvent]:
@@ -370,12 +522,8 @@ class Tracer:
         else:
             summary = [f"registered by {register.actor} at {register.occurred_at.isoformat()}"]
             for e in version_events:
-                if e.action in ("approve", "reject", "promote", "retire") and e.occurred_at <= at:
-                    stage = e.metadata.get("stage") or e.metadata.get("to_stage")
-                    summary.append(
-                        f"{e.action}{' to ' + str(stage) if stage else ''} by {e.actor} at "
-                        f"{e.occurred_at.isoformat()}"
-                    )
+                if e.action in VERSION_ACTIONS and e.occurred_at <= at:
+                    summary.append(f"{_event_words(e)} by {e.actor} at {e.occurred_at.isoformat()}")
             links.append(
                 Link(
                     "model_version",
@@ -394,9 +542,10 @@ class Tracer:
             for t in ("dataset", "commit", "environment"):
                 recorded[t] = recorded[t] or _related_id(e, t)
         for step in ("run", "dataset", "commit", "environment"):
-            links.append(
-                _id_link(step, given[step], recorded[step], run_events if step == "run" else [])
-            )
+            events_of = run_events if step == "run" else []
+            if step == "dataset" and (given[step] or recorded[step]):
+                events_of = about(f"dataset:{given[step] or recorded[step]}")
+            links.append(_id_link(step, given[step], recorded[step], events_of))
         return links
 
     def _deployment_link(self, deployment: Any, version: str, at: datetime, about: Any) -> Link:
@@ -430,6 +579,78 @@ class Tracer:
                 events,
             )
         return Link("deployment", ref, "ok", f"serving {version} since the {what}", events)
+
+
+def _event_words(e: LifecycleEvent) -> str:
+    """What a lifecycle event of a model version says, in a few words (its details)."""
+    m = e.metadata
+    if e.action in ("promote", "approve", "reject", "retire"):
+        stage = m.get("stage") or m.get("to_stage")
+        return f"{e.action}{' to ' + str(stage) if stage else ''}"
+    if e.action == "attest":
+        return (
+            f"attest {m.get('predicate')} {m.get('result')} "
+            f"(evidence sha256 {str(m.get('artifact_sha256'))[:12]}…)"
+        )
+    if e.action == "evaluate":
+        metrics = ", ".join(f"{k}={v}" for k, v in dict(m.get("metrics") or {}).items())
+        limits = ", ".join(f"{k}={v}" for k, v in dict(m.get("thresholds") or {}).items())
+        on = next((r for r in e.related if r.startswith("dataset:")), None)
+        return f"evaluate {metrics} (thresholds {limits}){' on ' + on if on else ''}"
+    if e.action == "train":
+        run = e.subject if e.subject.startswith("run:") else None
+        run = run or next((r for r in e.related if r.startswith("run:")), "run ?")
+        return f"train {run}"
+    if e.action == "retrain":
+        trigger = f" (trigger {m['trigger']})" if m.get("trigger") else ""
+        return f"retrain: {m.get('reason')}{trigger}"
+    return e.action
+
+
+_VERDICT_WORDS = {"confirm": "confirmed", "override": "overridden", "escalate": "escalated"}
+
+
+def _summary(kind: str, rec: dict[str, Any], decision: dict[str, Any]) -> str:
+    """One line saying what a review or an outcome says about the decision."""
+    at = rec["occurred_at"].isoformat()
+    if kind == "review":
+        verdict = str(rec["verdict"])
+        what = _VERDICT_WORDS.get(verdict, verdict)
+        if verdict == "override":
+            final = decode_value(rec["final_decision"], rec["final_decision_is_json"])
+            what += f" to {final!r}"
+        line = f"{what} by {rec['reviewer']} at {at}"
+        return f"{line}: {rec['reason']}" if rec["reason"] else line
+    actual = decode_value(rec["actual"], rec["actual_is_json"])
+    line = f"outcome {actual!r} observed at {rec['observed_at'].isoformat()}"
+    by = ", ".join(
+        x
+        for x in (
+            rec["source"] and f"source {rec['source']}",
+            rec["actor"] and f"by {rec['actor']}",
+        )
+        if x
+    )
+    if by:
+        line += f" ({by})"
+    predicted = decode_value(decision["prediction"], decision["prediction_is_json"])
+    if predicted is None:
+        return f"{line}; the decision has no prediction ({decision['status']})"
+    if (
+        isinstance(actual, int | float)
+        and isinstance(predicted, int | float)
+        and not (isinstance(actual, bool) or isinstance(predicted, bool))
+    ):
+        return f"{line}; prediction {predicted!r} is off by {abs(actual - predicted):.6g}"
+    return f"{line}; the prediction {predicted!r} was {'right' if actual == predicted else 'wrong'}"
+
+
+def _broken(f: FollowUp) -> str:
+    if not f.hash_ok:
+        return "its hash differs from SHA-256 of its stored bytes"
+    if not f.columns_ok:
+        return "its columns differ from its stored bytes"
+    return f"checkpoint {f.checkpoint_seq} of its chain does not verify"
 
 
 def _covered_problem(f: Finding, cp_seq: int) -> str:
@@ -489,13 +710,25 @@ def print_trace(trace: Trace, fmt: str, console: Any) -> None:
         return
     d = trace.decision
     console.print(f"[bold]Decision {d['event_id']}[/] at {d['occurred_at'].isoformat()}")
+    answer = f"prediction {decode_value(d['prediction'], d['prediction_is_json'])!r}"
+    if d["status"] != "ok":
+        error = ": ".join(str(x) for x in (d["error_type"], d["error_message"]) if x)
+        answer = f"[red]{d['status']}[/]{' (' + error + ')' if error else ''}" + (
+            f", {answer}" if d["prediction"] is not None else ""
+        )
     console.print(
         f"  {d['model_name']}@{d['model_version']} on deployment {d['deployment_id'] or '-'}: "
-        f"prediction {d['prediction']!r} score {d['score']} (request {d['request_id'] or '-'}, "
+        f"{answer} score {d['score']} (request {d['request_id'] or '-'}, "
         f"actor {d['actor'] or '-'})"
     )
     if trace.matches > 1:
         console.print(f"  [yellow]{trace.matches} decisions match; showing the latest[/]")
+    for title, items in (("Reviews", trace.reviews), ("Outcomes", trace.outcomes)):
+        if items:
+            console.print(f"[bold]{title}[/]")
+        for f in items:
+            mark = "" if f.ok else f" [red]({_broken(f)})[/]"
+            console.print(f"  {f.summary}{mark}")
     i = trace.integrity
     mark = "[green]ok[/]" if i.ok else "[red]FAILED[/]"
     console.print(
@@ -511,6 +744,7 @@ def print_trace(trace: Trace, fmt: str, console: Any) -> None:
         console.print(f"  note: {note}")
     for problem in i.problems:
         console.print(f"  [red]problem[/]: {problem}")
+    print_encrypted(trace.encrypted, console)
     console.print("[bold]Lineage[/]")
     colour = {"ok": "green", "missing": "yellow", "mismatch": "red"}
     for link in trace.links:

@@ -3,20 +3,27 @@
 For every chain ``(producer_id, producer_epoch)`` each stored event's hash is recomputed from
 its original Avro bytes, its columns are compared with what those bytes say, the chain links
 are walked in seq order, and every stored checkpoint signature is checked against the
-trusted public keys.
+trusted public keys. Every chained record kind (decisions, model events, outcomes, reviews:
+``CHAINED_KINDS`` in decision_audit.contract.fields) is verified, each from its own table and
+checkpoint table; a chain pruned by retention is walked from its recorded boundary
+(:func:`.retention.chain_starts`): its first kept event must link to the boundary's hash,
+and the events below it are neither read nor owed a checkpoint.
 
-The per-event work runs in ClickHouse, set-based (:mod:`.engine_walk`): one query hashes,
-re-encodes and links every event of every chain and returns, per chain, a summary and the
-few events the walk must look at. Python keeps what is per chain or per checkpoint: the
-Ed25519 signatures, the walk over those events (:mod:`.chain_walk`, shared with ``trace``)
-and the report. A chain the query cannot judge exactly (an event whose columns differ from
-its bytes, bytes it cannot read, a seq claimed twice) is checked event by event in Python
-(:meth:`TrailVerifier._python_chain`, also the whole of ``engine=False``), which names each
-difference; either way the same problems are reported with the same seqs and event ids.
+For decisions the per-event work runs in ClickHouse, set-based (:mod:`.engine_walk`): one
+query hashes, re-encodes and links every event of every chain and returns, per chain, a
+summary and the few events the walk must look at. Python keeps what is per chain or per
+checkpoint: the Ed25519 signatures, the walk over those events (:mod:`.chain_walk`, shared
+with ``trace``) and the report. A chain the query cannot judge exactly (an event whose
+columns differ from its bytes, bytes it cannot read, a seq claimed twice) is checked event
+by event in Python (:meth:`TrailVerifier._python_chain`, also the whole of
+``engine=False``), which names each difference; either way the same problems are reported
+with the same seqs and event ids.
+The other kinds' chains (far fewer events than decisions) are checked in Python.
 
 ``incremental=True`` checks, per chain, only the events above the seq the last recorded run
 proved (:mod:`.verify_runs`), linked to that run's last proven event, and the checkpoints
-not yet relied on. Every run is recorded in ``verify_runs``.
+not yet relied on, for every kind (chain ids never repeat across kinds: a side kind's
+producer id is suffixed, ``<pid>/outcomes``). Every run is recorded in ``verify_runs``.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ from typing import Any
 
 from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
 from decision_audit.audit.engine_walk import ABOVE_BOUND, EngineChain, EngineWalk, bound_parameters
+from decision_audit.audit.retention import ChainStart, chain_starts
 from decision_audit.audit.verify_runs import Boundary, RunRecorder, boundaries
 from decision_audit.contract.checkpoint import checkpoint_message
-from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
-from decision_audit.contract.fields import DECISION_EVENT
+from decision_audit.contract.codec import HEADER_SIZE, CodecError, SingleObjectCodec, default_codec
+from decision_audit.contract.fields import CHAINED_KINDS, DECISION_EVENT, RecordKind
 from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.reasons import ProblemKind
@@ -41,7 +49,7 @@ from decision_audit.contract.reasons import ProblemKind
 log = logging.getLogger("decision_audit.verify")
 
 # Columns that must equal what the original Avro bytes say (decision_audit.contract.fields).
-COMPARED = tuple(f.name for f in DECISION_EVENT if f.compared)
+COMPARED = DECISION_EVENT.compared
 REORDER_WINDOW = 10_000
 
 Chain = tuple[str, int]
@@ -129,6 +137,7 @@ class TrailVerifier:
         codec: SingleObjectCodec | None = None,
         checkpoint_grace: timedelta = timedelta(minutes=5),
         engine: bool = True,
+        kinds: tuple[RecordKind, ...] = CHAINED_KINDS,
     ) -> None:
         self.client = client
         self.db = database
@@ -137,8 +146,11 @@ class TrailVerifier:
         self.grace = checkpoint_grace
         self.engine = engine
         """False: every event decoded and compared in Python (the reference path)"""
+        self.kinds = kinds
+        """the chained record kinds verified (each its table and its checkpoint table)"""
         self.python_chains = 0
-        """chains the last run checked event by event in Python"""
+        """decision chains the last run checked event by event in Python (the other kinds'
+        chains always are)"""
 
     def _where(
         self, producer: str | None, since: datetime | None, until: datetime | None
@@ -163,9 +175,10 @@ class TrailVerifier:
         until: datetime | None = None,
     ) -> int:
         where, params = self._where(producer, since, until)
-        rows = self.client.query(
-            f"SELECT count() FROM {self.db}.decisions WHERE {where}", parameters=params
+        counts = " + ".join(
+            f"(SELECT count() FROM {self.db}.{kind.table} WHERE {where})" for kind in self.kinds
         )
+        rows = self.client.query(f"SELECT {counts}", parameters=params)
         return int(rows.result_rows[0][0])
 
     def run(
@@ -191,37 +204,13 @@ class TrailVerifier:
         previous = boundaries(self.client, self.db, producer) if incremental or record else {}
         bounds = previous if incremental else {}
         where, params = self._where(producer, since, until)
-        signed = self._checkpoints(producer, bounds)
-        late = self._late_events(signed, bounds)
         self.python_chains = 0
         reports: list[ChainReport] = []
         recorder = RunRecorder(self.client, self.db, started, actor=actor) if record else None
-        for chain, result in self._chains(where, params, signed, bounds):
-            rep = ChainReport(*chain)
-            cps = signed.get(chain, _Signed())
-            rep.checkpoints = cps.count
-            rep.problems.extend(cps.problems)
-            bound = bounds.get(chain)
-            if bound is not None:
-                rep.key_id = bound.key_id
-            walk = _Walk(rep, cps.heads, windowed, attest=bool(self.keyring), boundary=bound)
-            for event in late.get(chain, ()):
-                walk.check_head(event)
-            if isinstance(result, EngineChain) and result.exact:
-                outcome = self._engine_chain(rep, walk, result)
-                if on_rows is not None:
-                    on_rows(rep.events)
-            elif result is None:  # checkpoints only
-                outcome = _Outcome(walk.boundary_row)
-            else:
-                self.python_chains += 1
-                outcome = self._python_chain(rep, walk, where, params, on_rows)
-            if bound is not None and bound.latest is not None:
-                outcome.latest = max(bound.latest, outcome.latest or bound.latest)
-            walk.finish(outcome.latest, self.grace)
-            reports.append(rep)
-            if recorder is not None:
-                recorder.chain(rep, outcome.last, outcome.latest, sorted(walk.relied_on))
+        for kind in self.kinds:
+            reports += self._kind(
+                kind, producer, where, params, windowed, bounds, recorder, on_rows
+            )
         report = TrailReport(self.db, bool(self.keyring), reports, incremental)
         if recorder is not None:
             scope = ", ".join(
@@ -238,13 +227,74 @@ class TrailVerifier:
             )
         return report
 
+    def _kind(
+        self,
+        kind: RecordKind,
+        producer: str | None,
+        where: str,
+        params: dict[str, Any],
+        windowed: bool,
+        bounds: dict[Chain, Boundary],
+        recorder: RunRecorder | None,
+        on_rows: Callable[[int], None] | None,
+    ) -> list[ChainReport]:
+        """The chains of one record kind, each checked and reported (and recorded)."""
+        starts = chain_starts(self.client, self.db, kind.table)
+        # A chain retention pruned past its proven events is walked from the boundary again.
+        bounds = {c: b for c, b in bounds.items() if c not in starts or b.seq >= starts[c].seq - 1}
+        # Only the events above these seqs are read: the proven ones, the pruned ones.
+        floors = {c: b.seq for c, b in bounds.items()}
+        for c, start in starts.items():
+            floors[c] = max(floors.get(c, 0), start.seq - 1)
+        signed = self._checkpoints(kind, producer, bounds)
+        late = self._late_events(kind, signed, bounds, starts)
+        engine = self.engine and kind is DECISION_EVENT
+        reports: list[ChainReport] = []
+        for chain, result in self._chains(kind, engine, where, params, signed, floors, bounds):
+            rep = ChainReport(*chain)
+            cps = signed.get(chain, _Signed())
+            rep.checkpoints = cps.count
+            rep.problems.extend(cps.problems)
+            bound = bounds.get(chain)
+            if bound is not None:
+                rep.key_id = bound.key_id
+            walk = _Walk(
+                rep,
+                cps.heads,
+                windowed,
+                attest=bool(self.keyring),
+                boundary=bound,
+                start=starts.get(chain),
+            )
+            for event in late.get(chain, ()):
+                walk.check_head(event)
+            if isinstance(result, EngineChain) and result.exact:
+                outcome = self._engine_chain(rep, walk, result)
+                if on_rows is not None:
+                    on_rows(rep.events)
+            elif result is None:  # checkpoints only
+                outcome = _Outcome(walk.boundary_row)
+            else:
+                if kind is DECISION_EVENT:
+                    self.python_chains += 1
+                above = floors.get(chain, 0)
+                outcome = self._python_chain(kind, rep, walk, where, params, above, on_rows)
+            if bound is not None and bound.latest is not None:
+                outcome.latest = max(bound.latest, outcome.latest or bound.latest)
+            walk.finish(outcome.latest, self.grace)
+            reports.append(rep)
+            if recorder is not None:
+                recorder.chain(rep, outcome.last, outcome.latest, sorted(walk.relied_on))
+        return reports
+
     # -- what is stored -----------------------------------------------------------------------
 
     def _checkpoints(
-        self, producer: str | None, bounds: dict[Chain, Boundary]
+        self, kind: RecordKind, producer: str | None, bounds: dict[Chain, Boundary]
     ) -> dict[Chain, _Signed]:
         """Every stored checkpoint (past each chain's attested seq, when incremental), its
         signature checked."""
+        assert kind.chain is not None
         conds = ["1"]
         params: dict[str, Any] = {}
         if producer is not None:
@@ -255,7 +305,7 @@ class TrailVerifier:
             params.update(bound_parameters({c: b.attested_to for c, b in bounds.items()}))
         sql = (
             f"SELECT producer_id, producer_epoch, seq, chain_head, key_id, signature "
-            f"FROM {self.db}.checkpoints FINAL WHERE {' AND '.join(conds)} "
+            f"FROM {self.db}.{kind.chain.checkpoints} FINAL WHERE {' AND '.join(conds)} "
             "ORDER BY producer_id, producer_epoch, seq"
         )
         out: dict[Chain, _Signed] = {}
@@ -296,31 +346,36 @@ class TrailVerifier:
 
     def _chains(
         self,
+        kind: RecordKind,
+        engine: bool,
         where: str,
         params: dict[str, Any],
         signed: dict[Chain, _Signed],
+        floors: dict[Chain, int],
         bounds: dict[Chain, Boundary],
     ) -> Iterator[tuple[Chain, EngineChain | bool | None]]:
-        """Every chain with events in ``where`` or with checkpoints, in order: the engine's
-        judgement of it, None (no events to check), or True (to be checked in Python)."""
-        if self.engine:
+        """Every chain with events in ``where`` above its floor or with checkpoints, in
+        order: the engine's judgement of it (``engine``: decisions only), None (no events to
+        check), or True (to be checked in Python)."""
+        if engine:
             # Read to the end first (one client streams one result at a time, and the chains
             # checked in Python query again); a chain's summary is small.
             # An incremental run reads without FINAL: its narrow PREWHERE then skips the
             # proven events at a few bytes each (FINAL reads every sorting key), and a chain
             # FINAL would have collapsed rows of is checked in Python, with FINAL.
-            engine = EngineWalk(self.client, self.db).run(
+            found = EngineWalk(self.client, self.db).run(
                 where,
                 params,
                 checkpoints=any(s.heads for s in signed.values()),
-                bounds={chain: b.seq for chain, b in bounds.items()},
+                bounds=floors,
                 final=not bounds,
             )
             judged: Iterator[tuple[Chain, EngineChain | bool]] = (
-                ((c.producer_id, c.producer_epoch), c) for c in engine
+                ((c.producer_id, c.producer_epoch), c) for c in found
             )
         else:
-            judged = ((chain, True) for chain in self._stored_chains(where, params, bounds))
+            stored = self._stored_chains(kind, where, params, floors)
+            judged = ((chain, True) for chain in stored)
         with_events = iter(judged)
         pending = sorted(signed)
         nxt = next(with_events, None)
@@ -336,13 +391,13 @@ class TrailVerifier:
                 i += 1
 
     def _stored_chains(
-        self, where: str, params: dict[str, Any], bounds: dict[Chain, Boundary]
+        self, kind: RecordKind, where: str, params: dict[str, Any], floors: dict[Chain, int]
     ) -> list[Chain]:
-        if bounds:
+        if floors:
             where = f"{where} AND {ABOVE_BOUND}"
-            params = {**params, **bound_parameters({c: b.seq for c, b in bounds.items()})}
+            params = {**params, **bound_parameters(floors)}
         rows = self.client.query(
-            f"SELECT DISTINCT producer_id, producer_epoch FROM {self.db}.decisions "
+            f"SELECT DISTINCT producer_id, producer_epoch FROM {self.db}.{kind.table} "
             f"WHERE {where} ORDER BY producer_id, producer_epoch",
             parameters=params,
         ).result_rows
@@ -375,23 +430,29 @@ class TrailVerifier:
         return _Outcome(chain.last, chain.latest)
 
     def _late_events(
-        self, signed: dict[Chain, _Signed], bounds: dict[Chain, Boundary]
+        self,
+        kind: RecordKind,
+        signed: dict[Chain, _Signed],
+        bounds: dict[Chain, Boundary],
+        starts: dict[Chain, ChainStart],
     ) -> dict[Chain, list[ChainRow]]:
         """The stored events at the seqs of checkpoints that came after the run that proved
-        those seqs (incremental): one query for all chains."""
+        those seqs (incremental; none below a retention boundary): one query for all
+        chains."""
         late = [
             (chain[0], chain[1], seq)
             for chain, cps in signed.items()
             if chain in bounds
             for seq in cps.heads
-            if seq <= bounds[chain].seq
+            if seq <= bounds[chain].seq and (chain not in starts or seq >= starts[chain].seq)
         ]
         out: dict[Chain, list[ChainRow]] = {}
         if not late:
             return out
         rows = self.client.query(
             f"SELECT producer_id, producer_epoch, seq, toString(event_id) AS eid, prev_hash, "
-            f"SHA256(concat(prev_hash, substring(raw, 11))) AS h FROM {self.db}.decisions "
+            f"SHA256(concat(prev_hash, substring(raw, {HEADER_SIZE + 1}))) AS h "
+            f"FROM {self.db}.{kind.table} "
             "WHERE (producer_id, producer_epoch, seq) "
             "IN {late:Array(Tuple(String, UInt64, UInt64))} "
             "ORDER BY producer_id, producer_epoch, seq, eid "
@@ -408,11 +469,12 @@ class TrailVerifier:
     # -- one chain, event by event in Python --------------------------------------------------
 
     def _rows(
-        self, rep: ChainReport, where: str, params: dict[str, Any], above: int
+        self, kind: RecordKind, rep: ChainReport, where: str, params: dict[str, Any], above: int
     ) -> Iterator[tuple[Any, ...]]:
-        cols = ", ".join(("seq", "toString(event_id) AS eid", "event_hash", "raw", *COMPARED[1:]))
+        compared = kind.compared
+        cols = ", ".join(("seq", "toString(event_id) AS eid", "event_hash", "raw", *compared[1:]))
         sql = (
-            f"SELECT {cols} FROM {self.db}.decisions FINAL PREWHERE {where} "
+            f"SELECT {cols} FROM {self.db}.{kind.table} FINAL PREWHERE {where} "
             "AND producer_id = {p:String} AND producer_epoch = {e:UInt64} "
             "AND seq > {above:UInt64} ORDER BY seq, eid"
         )
@@ -427,17 +489,20 @@ class TrailVerifier:
 
     def _python_chain(
         self,
+        kind: RecordKind,
         rep: ChainReport,
         walk: _Walk,
         where: str,
         params: dict[str, Any],
+        above: int,
         on_rows: Callable[[int], None] | None,
     ) -> _Outcome:
+        """The chain's events above seq ``above``, each decoded and compared in Python."""
+        compared = kind.compared
         heap: list[ChainRow] = []
         latest: datetime | None = None
         done = 0
-        above = walk.bound.seq if walk.bound is not None else 0
-        for row in self._rows(rep, where, params, above):
+        for row in self._rows(kind, rep, where, params, above):
             seq_col, eid, stored_hash, raw = row[0], row[1], bytes(row[2]), bytes(row[3])
             rep.events += 1
             done += 1
@@ -470,8 +535,8 @@ class TrailVerifier:
                         [eid],
                     )
                 )
-            stored = dict(zip(COMPARED, (eid, *row[4:]), strict=True))
-            changed = [c for c in COMPARED if stored[c] != rec[c]]
+            stored = dict(zip(compared, (eid, *row[4:]), strict=True))
+            changed = [c for c in compared if stored[c] != rec[c]]
             if changed:
                 rep.problems.append(
                     Problem(
@@ -498,7 +563,8 @@ class _Walk:
     """The chain's links walked in seq order (:mod:`.chain_walk`), reported as problems.
 
     From a recorded boundary (incremental), the walk starts after the last proven event,
-    which the first event checked must link to.
+    which the first event checked must link to. From a retention boundary (``start``), the
+    first kept event must link to the boundary's hash, and nothing below it is owed.
     """
 
     def __init__(
@@ -508,12 +574,24 @@ class _Walk:
         windowed: bool,
         attest: bool,
         boundary: Boundary | None = None,
+        start: ChainStart | None = None,
     ) -> None:
         self.attest = attest
         self.rep = rep
         self.windowed = windowed
         self.bound = boundary
-        self.links = ChainWalk(rep.producer_id, rep.producer_epoch, signed_heads)
+        self.start = start
+        """the chain's retention boundary: the walk starts after it, linked to its hash"""
+        if start is None:
+            self.links = ChainWalk(rep.producer_id, rep.producer_epoch, signed_heads)
+        else:
+            self.links = ChainWalk(
+                rep.producer_id,
+                rep.producer_epoch,
+                signed_heads,
+                start=start.seq,
+                start_hash=start.prev_hash,
+            )
         self.relied_on: set[int] = set()
         self.boundary_row: ChainRow | None = None
         if boundary is not None and boundary.seq > 0:
@@ -521,7 +599,7 @@ class _Walk:
             self.links.prev = self.boundary_row
             self.links.expected = boundary.seq + 1
             self.links.last_seq = boundary.seq
-            self.links.attested_to = boundary.attested_to
+            self.links.attested_to = max(self.links.attested_to, boundary.attested_to)
 
     def step(self, row: ChainRow) -> None:
         for finding in self.links.step(row):
@@ -568,6 +646,15 @@ class _Walk:
                 [prev.event_id, row.event_id],
             )
         assert row is not None
+        if f.fault is Fault.OFF_BOUNDARY:
+            assert self.start is not None
+            return Problem(
+                ProblemKind.CHAIN_BREAK,
+                row.seq,
+                f"first kept event does not link to the retention boundary recorded at seq "
+                f"{row.seq - 1} (head {self.start.prev_hash.hex()[:16]}…)",
+                [row.event_id],
+            )
         if f.fault is Fault.OFF_GENESIS:
             return Problem(
                 ProblemKind.CHAIN_BREAK,

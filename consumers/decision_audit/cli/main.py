@@ -19,8 +19,10 @@ from decision_audit.cli.paths import OutputDir, OutputFile
 from decision_audit.cli.store import open_store
 from decision_audit.clickhouse.connect import chdb_path, connect
 from decision_audit.clickhouse.settings import ClickHouseSettings, MigrateSettings
+from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.settings import ENV_PREFIX
 from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.worker.keystore import KeyFilerSettings
 from decision_audit.worker.settings import WorkerSettings
 
 ENV = ENV_PREFIX
@@ -80,6 +82,21 @@ actor_option = click.option(
     help=f"who is reading, for the access log. [env: {ENV}ACTOR; default: the OS user]",
 )
 
+KEYSTORE_KEY = click.Path(dir_okay=False, path_type=Path)
+
+
+def _keystore_key(path: Path | None) -> Any:
+    """The key store's private key of --keystore-key (None without the flag)."""
+    if path is None:
+        return None
+    from decision_audit.audit.keystore import KeystoreKey
+    from decision_audit.contract.sealing import SealingError
+
+    try:
+        return KeystoreKey(path)
+    except SealingError as exc:
+        raise click.BadParameter(str(exc), param_hint="--keystore-key") from None
+
 
 @click.group(
     cls=AuditGroup,
@@ -128,16 +145,29 @@ def broker(port: int, host: str) -> None:
     help="print the DDL (every statement, as run on an empty database) instead of running "
     "it; connects to nothing",
 )
-def migrate(print_only: bool, **flags: Any) -> None:
+@click.option(
+    "--print-grants",
+    is_flag=True,
+    help="print the roles, grants and users a deployment needs (SQL; passwords hashed from "
+    "$CLICKHOUSE_PASSWORD, $CLICKHOUSE_KEYS_PASSWORD, $CLICKHOUSE_AUDITOR_PASSWORD, "
+    "$CLICKHOUSE_ADMIN_PASSWORD, placeholders when unset); connects to nothing",
+)
+def migrate(print_only: bool, print_grants: bool, **flags: Any) -> None:
     """Create or upgrade the audit tables (idempotent: safe to run on every deploy).
 
     With --cluster, the same migrations as ON CLUSTER DDL: Replicated tables (NAME_local) on
     every shard, Distributed tables under the names the worker and the tools query.
+    Run it as the admin user; --print-grants shows what each user may do.
     """
     from decision_audit.clickhouse.migrate import ClusterNeedsServer, migration_script
     from decision_audit.clickhouse.migrate import migrate as apply
 
     s = build_settings(MigrateSettings, flags)
+    if print_grants:
+        from decision_audit.clickhouse.grants import grants_script
+
+        click.echo(grants_script(s.database, s.cluster), nl=False)
+        return
     if print_only:
         click.echo(migration_script(s.database, s.cluster), nl=False)
         return
@@ -318,9 +348,21 @@ def query(fmt: str, actor: str | None, sql: str, **flags: Any) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--keystore-key",
+    type=KEYSTORE_KEY,
+    help="the key store's private KEY_ID.key: show the decision's encrypted inputs opened",
+)
 @actor_option
 @click.argument("ident", metavar="ID")
-def trace(keys: Path | None, fmt: str, actor: str | None, ident: str, **flags: Any) -> None:
+def trace(
+    keys: Path | None,
+    fmt: str,
+    keystore_key: Path | None,
+    actor: str | None,
+    ident: str,
+    **flags: Any,
+) -> None:
     """Trace one decision (by event id, request id or prediction id) through its lineage.
 
     Prints the decision, the deployment that served it, the model version (who registered,
@@ -333,15 +375,77 @@ def trace(keys: Path | None, fmt: str, actor: str | None, ident: str, **flags: A
 
     s = build_settings(ClickHouseSettings, flags)
     keyring = _keyring(keys)
+    opener = _keystore_key(keystore_key)
     client = open_store(s)
     try:
-        result = Tracer(client, s.database, keyring).trace(ident)
+        result = Tracer(client, s.database, keyring, keystore_key=opener).trace(ident)
     except TraceNotFound:
         record_access(client, s.database, "trace", ident, actor=actor, status="not_found")
         raise
     record_access(client, s.database, "trace", ident, actor=actor)
     print_trace(result, fmt, Console())
     sys.exit(0 if result.integrity.ok else 1)
+
+
+@main.command()
+@store_options
+@click.option(
+    "--model-version",
+    "model_version",
+    required=True,
+    metavar="NAME@VERSION",
+    help="the model version to promote",
+)
+@click.option("--to", "stage", default="production", show_default=True, help="the target stage")
+@click.option(
+    "--promoter",
+    help="who will promote (an approval by them does not count, unless the policy allows it)",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"TOML file of the promotion policy [env: {ENV}PROMOTION_POLICY_FILE]; "
+    f"{ENV}PROMOTION_* variables override its settings",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@actor_option
+def gate(
+    model_version: str,
+    stage: str,
+    promoter: str | None,
+    policy_file: Path | None,
+    fmt: str,
+    actor: str | None,
+    **flags: Any,
+) -> None:
+    """May MODEL_VERSION be promoted to --to now? Exit 0 if so, 1 printing what is missing.
+
+    Asks what the worker asks of a promote event (the approvals from distinct actors, the
+    separation of duties and the attestation predicates the promotion policy names) of
+    what audit.model_events holds, so a CI/CD pipeline can call it before promoting.
+    """
+    from decision_audit.audit.access_log import record_access
+    from decision_audit.audit.gate import check_gate, print_gate
+    from decision_audit.worker.model_events import PromotionPolicy
+
+    if "@" not in model_version.strip("@"):
+        raise click.BadParameter("expected NAME@VERSION", param_hint="--model-version")
+    try:
+        policy = PromotionPolicy.load(policy_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policy") from None
+    s = build_settings(ClickHouseSettings, flags)
+    client = open_store(s)
+    answer = check_gate(client, s.database, model_version, stage, policy=policy, promoter=promoter)
+    status = "ok" if answer.ok else "blocked"
+    record_access(
+        client, s.database, "gate", f"{model_version} -> {stage}", actor=actor, status=status
+    )
+    print_gate(answer, fmt, Console())
+    sys.exit(0 if answer.ok else 1)
 
 
 @main.command()
@@ -427,6 +531,347 @@ def demo(events: int, producers: int, data_dir: Path) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_demo(events=events, producers=producers, data_dir=data_dir, console=Console())
+
+
+# -- crypto-shredding: the key store and erasure ---------------------------------------------
+
+
+@main.group()
+def keystore() -> None:
+    """The key store of encrypted input fields: its key pair and the key filer.
+
+    Producers seal each event's data key to the key store's public key; the filer files the
+    sealed keys in ClickHouse (subject_keys); holders of the private key read the fields
+    (trace --keystore-key, decrypt) until `erase` destroys a subject's keys.
+    """
+
+
+@keystore.command("keygen")
+@click.option(
+    "--out",
+    type=OutputDir(mode=0o700),
+    required=True,
+    help="directory to write KEY_ID.key (private, mode 0600) and KEY_ID.pub into",
+)
+@click.option("--key-id", default=None, help="key id [default: keystore-<random>]")
+def keystore_keygen(out: Path, key_id: str | None) -> None:
+    """Create the key store's X25519 key pair.
+
+    Give the .pub file to producers (keystore_public_key=, DECISION_AUDIT_KEYSTORE_PUBLIC_KEY);
+    keep the .key file with the auditors who may read encrypted fields and erase subjects.
+    Losing it makes every encrypted field unreadable.
+    """
+    import secrets
+
+    from decision_audit.contract.sealing import SealingError, generate_keystore_keypair
+
+    kid = key_id or f"keystore-{secrets.token_hex(4)}"
+    try:
+        private, public = generate_keystore_keypair(out, kid)
+    except SealingError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key-id") from None
+    except FileExistsError as exc:
+        raise ErrorLine(str(exc)) from None
+    click.echo(f"key id:      {kid}\nprivate key: {private}\npublic key:  {public}")
+
+
+@keystore.command("file")
+@settings_options(KeyFilerSettings)
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def keystore_file(verbose: bool, **flags: Any) -> None:
+    """File the sealed data keys of the keys topic in the key store table (subject_keys).
+
+    Opens nothing (it has no private key). Keys of subjects erased after their decision are
+    refused. SIGINT/SIGTERM finish the batch, commit and exit 0.
+    """
+    from decision_audit.worker.keystore import KeyFiler
+
+    _setup_logging(verbose)
+    filer = KeyFiler(build_settings(KeyFilerSettings, flags))
+    previous = {sig: signal.signal(sig, lambda *_: filer.stop()) for sig in STOP_SIGNALS}
+    try:
+        stats = filer.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(
+        f"filed {stats.filed} keys, refused {stats.refused} of erased subjects, "
+        f"{stats.malformed} malformed",
+        err=True,
+    )
+
+
+@main.command()
+@settings_options(MigrateSettings)
+@click.option("--subject", help="the data subject's id, as the producers saw it")
+@click.option(
+    "--subject-hash",
+    help="the subject's keyed hash instead (as in audit.erasures; needs no secret), e.g. to "
+    "erase again after restoring a backup",
+)
+@click.option("--reason", required=True, help="why (e.g. the erasure request's reference)")
+@click.option(
+    "--actor", help=f"who erases, for the record. [env: {ENV}ACTOR; default: the OS user]"
+)
+@click.option(
+    "--keystore-key",
+    type=KEYSTORE_KEY,
+    required=True,
+    help="the key store's private KEY_ID.key: nothing is erased unless it opens every key",
+)
+def erase(
+    subject: str | None,
+    subject_hash: str | None,
+    reason: str,
+    actor: str | None,
+    keystore_key: Path,
+    **flags: Any,
+) -> None:
+    """Erase a data subject: destroy the keys of its encrypted input fields.
+
+    The decisions stay (verify still passes: the hash covers the ciphertext); their
+    encrypted fields become unreadable by anyone, every other field still queries. The
+    erasure is recorded in the erasures table (who, when, why, the subject's keyed hash, how
+    many decisions). The subject's keyed hash needs the producers' redaction secret in
+    DECISION_AUDIT_REDACTION_SECRET. Erasing an erased subject again does nothing. On
+    tables created with migrate --cluster, pass the same --cluster: the keys are deleted on
+    every shard.
+    """
+    from decision_audit.audit.access_log import AccessSettings
+    from decision_audit.audit.erasure import SubjectSecret, erase_subject
+    from decision_audit.clickhouse.migrate import ClusterNeedsServer
+    from decision_audit.contract.sealing import SUBJECT_HASH_RE
+    from decision_audit.contract.sealing import subject_hash as keyed_hash
+
+    s = build_settings(MigrateSettings, flags)
+    if s.cluster is not None and chdb_path(s.clickhouse_url) is not None:
+        raise ClusterNeedsServer(
+            f"--cluster {s.cluster} needs a ClickHouse server of that cluster: "
+            f"{s.clickhouse_url} is the embedded engine, which has no clusters"
+        )
+    if (subject is None) == (subject_hash is None):
+        raise click.UsageError("name the subject with either --subject or --subject-hash")
+    key = _keystore_key(keystore_key)
+    if subject_hash is not None:
+        if not SUBJECT_HASH_RE.match(subject_hash):
+            raise click.BadParameter("64 lowercase hex digits", param_hint="--subject-hash")
+        sub = subject_hash
+    else:
+        secret = SubjectSecret().redaction_secret
+        if secret is None or not secret.get_secret_value():
+            raise click.UsageError(
+                f"set {ENV}REDACTION_SECRET to the producers' redaction secret: a subject's "
+                "keys are filed under the keyed hash of its id (or pass --subject-hash)"
+            )
+        assert subject is not None
+        sub = keyed_hash(secret.get_secret_value().encode(), subject)
+    who = actor or AccessSettings().actor
+    client = open_store(s)
+    outcome = erase_subject(
+        client, s.database, sub, key, actor=who, reason=reason, cluster=s.cluster
+    )
+    e = outcome.erasure
+    if outcome.already:
+        click.echo(
+            f"subject {sub[:12]}… was already {e.describe()}, {e.records} decision(s); "
+            "nothing to do"
+        )
+        return
+    click.echo(
+        f"erased subject {sub[:12]}…: destroyed the keys of {e.records} decision(s); "
+        f"erasure {e.erasure_id} recorded in {s.database}.erasures by {e.actor}. "
+        "Copies of recent keys in the keys topic expire with its retention."
+    )
+
+
+@main.command()
+@store_options
+@click.option(
+    "--keystore-key",
+    type=KEYSTORE_KEY,
+    required=True,
+    help="the key store's private KEY_ID.key",
+)
+@actor_option
+@click.argument("event_id")
+def decrypt(keystore_key: Path, actor: str | None, event_id: str, **flags: Any) -> None:
+    """Print one decision's inputs with its encrypted fields opened (JSON).
+
+    Needs the key store's private key; the read is recorded in the access log. Exit 1 when
+    the subject was erased or the key is not on file.
+    """
+    import json
+
+    from decision_audit.audit.access_log import record_access
+    from decision_audit.audit.keystore import decrypt_inputs
+
+    s = build_settings(ClickHouseSettings, flags)
+    key = _keystore_key(keystore_key)
+    client = open_store(s)
+    try:
+        inputs, _ = decrypt_inputs(client, s.database, event_id, key)
+    except DecisionAuditError:
+        record_access(client, s.database, "decrypt", event_id, actor=actor, status="refused")
+        raise
+    record_access(client, s.database, "decrypt", event_id, actor=actor)
+    click.echo(json.dumps(inputs, indent=2, ensure_ascii=False))
+
+
+def _retention_settings() -> Any:
+    from decision_audit.audit.retention import RetentionSettings
+
+    return RetentionSettings
+
+
+def _no_cluster_on_chdb(s: MigrateSettings) -> None:
+    from decision_audit.clickhouse.migrate import ClusterNeedsServer
+
+    if s.cluster is not None and chdb_path(s.clickhouse_url) is not None:
+        raise ClusterNeedsServer(
+            f"--cluster {s.cluster} needs a ClickHouse server of that cluster: "
+            f"{s.clickhouse_url} is the embedded engine, which has no clusters"
+        )
+
+
+who_option = click.option(
+    "--actor", help=f"who does it, for the record. [env: {ENV}ACTOR; default: the OS user]"
+)
+
+
+@main.command()
+@settings_options(_retention_settings())
+@click.option(
+    "--below-eu-ai-act-floor",
+    is_flag=True,
+    help="allow a decisions window under 183 days (the EU AI Act's six-month floor): only "
+    "for systems outside its scope",
+)
+@click.option("--dry-run", is_flag=True, help="say what would be pruned; change nothing")
+@who_option
+def retention(below_eu_ai_act_floor: bool, dry_run: bool, actor: str | None, **flags: Any) -> None:
+    """Prune records older than their kind's window, except what a legal hold keeps.
+
+    Run it as the admin (a cron job or a Kubernetes CronJob). Chains are pruned from their
+    start only, up to the first event inside the window or held; each chain's boundary (seq
+    and head hash) is recorded in retention_prunings before its rows are deleted, and verify
+    walks the chain from there. Kinds without a window are kept.
+    """
+    from decision_audit.audit.access_log import AccessSettings
+    from decision_audit.audit.retention import RetentionSettings, check_floor, prune
+
+    s = build_settings(RetentionSettings, flags)
+    _no_cluster_on_chdb(s)
+    windows = s.windows()
+    check_floor(windows, below_eu_ai_act_floor)
+    if not windows:
+        raise click.UsageError(
+            "no retention window is set: give e.g. --retention-decisions-days 365 or "
+            f"{ENV}RETENTION_DECISIONS_DAYS=365"
+        )
+    client = open_store(s)
+    who = actor or AccessSettings().actor
+    results = prune(
+        client,
+        s.database,
+        windows,
+        actor=who,
+        below_floor=below_eu_ai_act_floor,
+        cluster=s.cluster,
+        dry_run=dry_run,
+    )
+    verb = "would prune" if dry_run else "pruned"
+    for r in results:
+        chains = f" in {r.chains} chain(s)" if r.skipped is not None else ""
+        click.echo(f"{r.kind}: {verb} {r.rows} row(s){chains} before {r.horizon.isoformat()}")
+        for why in r.skipped or ():
+            click.echo(f"  skipped {why}", err=True)
+
+
+@main.group()
+def hold() -> None:
+    """Legal holds: records retention never removes (recorded in legal_holds)."""
+
+
+@hold.command("add")
+@settings_options(MigrateSettings, ["clickhouse_url", "database"])
+@click.option("--model", help="only decisions of this model_name")
+@click.option("--deployment", help="only decisions of this deployment_id")
+@click.option("--producer", help="only records of this producer_id")
+@click.option("--since", help="only records at or after this ISO time (UTC if no zone)")
+@click.option("--until", help="only records before this ISO time")
+@click.option("--reason", required=True, help="why (e.g. the case or request reference)")
+@who_option
+def hold_add(
+    model: str | None,
+    deployment: str | None,
+    producer: str | None,
+    since: str | None,
+    until: str | None,
+    reason: str,
+    actor: str | None,
+    **flags: Any,
+) -> None:
+    """Place a legal hold. Without filters it holds everything; a filter a record kind has
+    no column for (--model on the access log) holds all of that kind in the time range."""
+    from decision_audit.audit.access_log import AccessSettings
+    from decision_audit.audit.retention import add_hold
+
+    s = build_settings(ClickHouseSettings, flags)
+    client = open_store(s)
+    h = add_hold(
+        client,
+        s.database,
+        actor=actor or AccessSettings().actor,
+        reason=reason,
+        model=model,
+        deployment=deployment,
+        producer=producer,
+        since=_parse_ts(since, "--since"),
+        until=_parse_ts(until, "--until"),
+    )
+    click.echo(f"hold {h.hold_id} placed by {h.actor} on {h.describe()}")
+
+
+@hold.command("list")
+@store_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def hold_list(fmt: str, **flags: Any) -> None:
+    """The active legal holds, oldest first."""
+    import json
+    from dataclasses import asdict
+
+    from decision_audit.audit.retention import active_holds
+
+    s = build_settings(ClickHouseSettings, flags)
+    holds = active_holds(open_store(s), s.database)
+    if fmt == "json":
+        click.echo(json.dumps([asdict(h) for h in holds], default=str, indent=2))
+        return
+    if not holds:
+        click.echo("no active holds")
+    for h in holds:
+        click.echo(
+            f"{h.hold_id}  {h.recorded_at.isoformat()}  {h.actor}: {h.describe()} — {h.reason}"
+        )
+
+
+@hold.command("release")
+@store_options
+@click.argument("hold_id")
+@click.option("--reason", required=True, help="why the hold ends (e.g. the case closed)")
+@who_option
+def hold_release(hold_id: str, reason: str, actor: str | None, **flags: Any) -> None:
+    """Release a legal hold (recorded as a release row; the hold's own row stays)."""
+    from decision_audit.audit.access_log import AccessSettings
+    from decision_audit.audit.retention import release_hold
+
+    s = build_settings(ClickHouseSettings, flags)
+    h = release_hold(
+        open_store(s), s.database, hold_id, actor=actor or AccessSettings().actor, reason=reason
+    )
+    click.echo(f"hold {h.hold_id} on {h.describe()} released")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ later is rendered too:
 * A materialized view reads the local table of its source and writes the local table of its
   target, on every server: rollups are kept per shard and read through the target's
   Distributed table (the ``-Merge`` functions combine the shards' states).
+* A plain view reads the Distributed tables. Its ``JOIN`` or ``IN`` over a sharded table is
+  made ``GLOBAL``: the rows to match may be on any shard (an outcome's chain is not its
+  decision's), and a JOIN of two Distributed tables is refused by ClickHouse
+  (``distributed_product_mode = 'deny'``).
 * ``ALTER TABLE T`` alters ``T_local``; its column commands alter ``T`` as well.
 * ``INSERT`` (a backfill) goes through the Distributed table, synchronously
   (``distributed_foreground_insert``), so the migration is done when the rows are stored.
@@ -65,6 +69,9 @@ _CLAUSES = (
 _COLUMN_COMMANDS = {"ADD", "DROP", "MODIFY", "ALTER", "RENAME", "COMMENT"}
 """``<verb> COLUMN …``: commands a Distributed table takes too (``CLEAR COLUMN`` is a mutation)"""
 _NOT_COLUMNS = {"INDEX", "PROJECTION", "CONSTRAINT"}
+_JOIN_WORDS = {"INNER", "LEFT", "RIGHT", "FULL", "CROSS", "OUTER", "SEMI", "ANTI", "ANY", "ALL"}
+_JOIN_WORDS |= {"ASOF", "PASTE"}
+"""what may stand between ``GLOBAL`` and ``JOIN``"""
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOKEN_RE = re.compile(
     r"\s+"
@@ -191,6 +198,9 @@ class _Statement:
 
     def after(self, i: int, text: str) -> None:
         self._edits.append((self.toks[i].end, self.toks[i].end, text))
+
+    def before(self, i: int, text: str) -> None:
+        self._edits.append((self.toks[i].start, self.toks[i].start, text))
 
     def text(self) -> str:
         out = self.sql
@@ -369,8 +379,44 @@ class ClusterRenderer:
                 )
             self._to_local(st, at + 2, query)
             self._to_local(st, query + 1, len(st.toks))
+        else:
+            self._global(st, query + 1)
         st.after(at, self.on_cluster)
         return st.text()
+
+    def _global(self, st: _Statement, i: int) -> None:
+        """``JOIN`` and ``IN`` from ``i`` whose right side reads a sharded table: ``GLOBAL``."""
+        for k in range(i, len(st.toks)):
+            word = st.toks[k].word()
+            if word == "JOIN":
+                first = k
+                while first - 1 >= i and st.toks[first - 1].word() in _JOIN_WORDS:
+                    first -= 1
+            elif word == "IN":
+                first = k - 1 if st.words(k - 1, "NOT") else k
+            else:
+                continue
+            if st.toks[first - 1].word() in ("GLOBAL", "LOCAL") or not self._reads_sharded(
+                st, k + 1
+            ):
+                continue
+            st.before(first, "GLOBAL ")
+
+    def _reads_sharded(self, st: _Statement, i: int) -> bool:
+        """The table expression at ``i`` (a name or a subquery) reads a sharded table."""
+        if i >= len(st.toks):
+            return False
+        if st.is_open(i):
+            end = st.close(i)
+            return any(self._names_sharded(st, k) for k in range(i + 1, end))
+        return self._names_sharded(st, i)
+
+    def _names_sharded(self, st: _Statement, k: int) -> bool:
+        """Tokens from ``k`` name a sharded table of this database (``db.t``)."""
+        if k > 0 and st.toks[k - 1].text == ".":
+            return False
+        db, table, _ = st.name(k)
+        return db == self.database and table in self.sharded
 
     def _to_local(self, st: _Statement, i: int, j: int) -> None:
         """Qualified names of sharded tables from ``i`` to ``j`` name their local tables."""

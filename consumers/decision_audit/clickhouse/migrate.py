@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -26,6 +27,10 @@ TRACKING_TABLE = "schema_migrations"
 
 class ClusterNeedsServer(DecisionAuditError, ValueError):
     """``--cluster`` given with the embedded engine, which has no clusters."""
+
+
+class MigrationDenied(DecisionAuditError, PermissionError):
+    """Migrations are pending and this ClickHouse user has no DDL grants."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,37 @@ def migrate(client: Any, database: str = "audit", cluster: str | None = None) ->
     ``cluster``, its ``ON CLUSTER`` rendering, from the server ``client`` talks to.
 
     Statements are ``IF NOT EXISTS``, so re-running after a partial failure is safe.
-    Returns the migrations applied by this call.
+    Returns the migrations applied by this call. A store already up to date is only read
+    (the worker's and the key filer's start): a user without DDL grants (:mod:`.grants`)
+    can call this; one that has migrations to apply is told to run ``decision-audit migrate``.
     """
+    if _up_to_date(client, database):
+        return []
+    try:
+        return _apply(client, database, cluster)
+    except Exception as exc:
+        if getattr(exc, "name", None) != "ACCESS_DENIED":
+            raise
+        raise MigrationDenied(
+            f"{database} needs migrations this ClickHouse user may not run ({exc}): run "
+            "`decision-audit migrate` as the admin user (decision_audit_admin, "
+            "see `decision-audit migrate --print-grants`) first"
+        ) from exc
+
+
+def _up_to_date(client: Any, database: str) -> bool:
+    """Every shipped migration is recorded (False if the tracking table cannot be read)."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    try:
+        rows = client.query(f"SELECT version FROM {database}.{TRACKING_TABLE}").result_rows
+    except DatabaseError:
+        return False
+    applied = {int(r[0]) for r in rows}
+    return all(m.version in applied for m in load_migrations(database))
+
+
+def _apply(client: Any, database: str, cluster: str | None) -> list[Migration]:
     done = applied_versions(client, database, cluster)
     applied = []
     for mig in load_migrations(database, cluster):
@@ -113,6 +147,20 @@ def migrate(client: Any, database: str = "audit", cluster: str | None = None) ->
         )
         applied.append(mig)
     return applied
+
+
+@cache
+def cluster_statements(sql: str, database: str, cluster: str | None) -> tuple[str, ...]:
+    """A tool's statement on the tables (e.g. ``ALTER TABLE {database}.T DELETE WHERE …``) as
+    it runs where the migrations laid them out: ``sql`` itself on one server; on a
+    ``cluster``, rendered as :mod:`.cluster` renders a migration (a mutation addresses the
+    local tables ``ON CLUSTER``: a Distributed table takes none)."""
+    if cluster is None:
+        return (sql,)
+    renderer = ClusterRenderer(database, cluster)
+    for mig in load_migrations(database):
+        render_statements(renderer, mig.statements)  # learns which tables are sharded
+    return render_statements(renderer, (sql,))
 
 
 def migration_script(database: str, cluster: str | None = None) -> str:

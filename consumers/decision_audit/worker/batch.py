@@ -3,7 +3,9 @@
 Decision events are checked by ClickHouse when it can parse them (:mod:`.staging`, the
 fast path), the rest and anything ClickHouse flags by the Python verifier
 (:class:`.checks.EventVerifier`); then the chains (:func:`.chains.judge`) sort the batch
-into rows, incidents, rejections and dropped duplicates: a :class:`PreparedBatch`.
+into rows, incidents, rejections and dropped duplicates: a :class:`PreparedBatch`. The
+messages of the side topics (model events, outcomes, reviews) follow their own chains
+(:mod:`.side_chains`).
 
 With a schema registry, messages in the Confluent framing (``00`` + schema id) are first
 re-framed as single-object encoding (the same Avro body, so the same hash), which both
@@ -21,6 +23,7 @@ from typing import Any
 import prometheus_client
 
 from decision_audit.contract.codec import CodecError, SingleObjectCodec
+from decision_audit.contract.fields import OUTCOME, REVIEW
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.reasons import IncidentKind, Reason
 from decision_audit.contract.registry_codec import RegistryCodec, RegistryUnavailable
@@ -33,11 +36,13 @@ from decision_audit.worker.checks import (
     VerifiedCheckpoint,
     VerifiedEvent,
 )
-from decision_audit.worker.model_events import ModelEventBatch, ModelEventIngest
+from decision_audit.worker.followups import FollowUpIngest
+from decision_audit.worker.model_events import ModelEventIngest
 from decision_audit.worker.received import Received
 from decision_audit.worker.retry import classify
 from decision_audit.worker.rows import QuarantineRow, checkpoint_row
 from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.side_chains import SideBatch, SideChainIngest
 from decision_audit.worker.staging import Stager, StagingMismatch
 from decision_audit.worker.store import DecisionColumns
 
@@ -58,7 +63,8 @@ class PreparedBatch:
     incidents: list[list[Any]] = field(default_factory=list)
     rejected: list[QuarantineRow] = field(default_factory=list)
     duplicates: int = 0
-    model_events: ModelEventBatch = field(default_factory=ModelEventBatch)
+    sides: list[tuple[SideChainIngest, SideBatch]] = field(default_factory=list)
+    """each side topic's rows and checkpoints (their incidents and rejections are above)"""
 
     @property
     def inserted(self) -> int:
@@ -73,25 +79,24 @@ class BatchChecker:
         self,
         verifier: EventVerifier,
         chains: ChainTracker,
-        model_events: ModelEventIngest,
+        sides: dict[str, SideChainIngest],
         stager: Stager | None,
         *,
         topic: str,
-        model_events_topic: str,
         staging_fallbacks: prometheus_client.Counter,
         codec: SingleObjectCodec | None = None,
         max_event_bytes: int | None = None,
     ) -> None:
-        """``codec``: the verifier's; a :class:`RegistryCodec` turns the re-framing of
+        """``sides``: the ingest of each side topic (model events, outcomes, reviews).
+        ``codec``: the verifier's; a :class:`RegistryCodec` turns the re-framing of
         Confluent-framed messages on (those over ``max_event_bytes`` are left as they are,
         for the verifier to reject)."""
         self._chains = chains
         self._stager = stager
         """the fast path, None when the worker parses in Python"""
         self._verifier = verifier
-        self._model_events = model_events
+        self._sides = sides
         self._topic = topic
-        self._model_events_topic = model_events_topic
         self._staging_fallbacks = staging_fallbacks
         self._reframer = codec if isinstance(codec, RegistryCodec) else None
         self._max_bytes = max_event_bytes
@@ -128,10 +133,13 @@ class BatchChecker:
         return cls(
             verifier,
             ChainTracker(stored.chain_heads, stored.stored_hashes),
-            ModelEventIngest(stored),
+            {
+                s.model_events_topic: ModelEventIngest(stored),
+                s.outcomes_topic: FollowUpIngest(OUTCOME, stored),
+                s.reviews_topic: FollowUpIngest(REVIEW, stored),
+            },
             stager,
             topic=s.topic,
-            model_events_topic=s.model_events_topic,
             staging_fallbacks=staging_fallbacks,
             codec=codec,
             max_event_bytes=s.max_event_bytes,
@@ -189,11 +197,13 @@ class BatchChecker:
     def follow(self, checked: list[tuple[Received, Checked]]) -> PreparedBatch:
         """Follow the chains through the batch: what to insert, drop and quarantine."""
         topic = self._topic
-        # Lifecycle events follow their own chains (decision_audit.worker.model_events).
-        me_topic = self._model_events_topic
-        lifecycle = [c for c in checked if c[0].topic == me_topic]
-        if lifecycle:
-            checked = [c for c in checked if c[0].topic != me_topic]
+        # Side kinds follow their own chains (decision_audit.worker.side_chains).
+        side: dict[str, list[tuple[Received, Checked]]] = {}
+        if any(c[0].topic != topic for c in checked):
+            for c in checked:
+                if c[0].topic != topic:
+                    side.setdefault(c[0].topic, []).append(c)
+            checked = [c for c in checked if c[0].topic == topic]
         j = judge(checked, self._chains)
         out = PreparedBatch(duplicates=j.duplicates)
         if self._stager is not None:
@@ -225,11 +235,13 @@ class BatchChecker:
                     topic, msg.partition, msg.offset, msg.key, rejection, msg.value or b""
                 )
             )
-        if lifecycle:
-            out.model_events = me = self._model_events.process(lifecycle)
-            out.incidents += me.incidents
-            out.rejected += me.rejected
-            out.duplicates += me.duplicates
+        for side_topic, messages in side.items():
+            ingest = self._sides[side_topic]
+            sb = ingest.process(messages)
+            out.sides.append((ingest, sb))
+            out.incidents += sb.incidents
+            out.rejected += sb.rejected
+            out.duplicates += sb.duplicates
         if self._originals:  # a re-framed message is quarantined as it was received
             received = self._originals
             out.rejected = [
@@ -240,19 +252,34 @@ class BatchChecker:
             ]
         return out
 
+    def linked(self, batch: PreparedBatch) -> list[list[Any]]:
+        """The ``unknown_decision`` incidents of the batch's outcomes and reviews (once its
+        decisions are stored: decision_audit.worker.followups)."""
+        out: list[list[Any]] = []
+        for ingest, sb in batch.sides:
+            if isinstance(ingest, FollowUpIngest):
+                out += ingest.unknown_decisions(sb)
+        return out
+
     def commit_chains(self) -> None:
         """The batch is stored: its chains advance (and the staged events are let go)."""
         self._chains.commit()
+        for ingest in self._sides.values():
+            ingest.chains.commit()
         if self._stager is not None:
             self._stager.reset()
 
     def abort_chains(self) -> None:
         """The batch was not stored: forget how its chains would have advanced."""
         self._chains.abort()
+        for ingest in self._sides.values():
+            ingest.chains.abort()
 
     def reset_chains(self) -> None:
         """Forget every chain head (after a rebalance another worker may have moved them)."""
         self._chains.reset()
+        for ingest in self._sides.values():
+            ingest.chains.reset()
 
     def staged_rows(self, batch: PreparedBatch) -> str:
         """The ``SELECT`` of the batch's accepted staged events as decisions rows."""
@@ -297,7 +324,8 @@ class BatchChecker:
             if received is not None:
                 size = len(received)
         try:
-            record = "model_event" if msg.topic == self._model_events_topic else "decision_event"
+            side = self._sides.get(msg.topic) if msg.topic != self._topic else None
+            record = "decision_event" if side is None else side.kind.schema
             return self._verifier.check(msg.value, msg.key, msg.headers, record=record, size=size)
         except RegistryUnavailable:
             raise  # transient: the batch is retried, nothing is quarantined

@@ -23,6 +23,10 @@ from decision_audit.worker.chains import Chain, Head, Link
 
 log = logging.getLogger("decision_audit.worker")
 
+KEPT_HEADS = frozenset({"decisions", "model_events"})
+"""the tables whose heads ``chain_heads`` keeps (migration 0007's views); the other chained
+tables (outcomes, reviews: far fewer events) have their heads aggregated"""
+
 
 class ChainReader:
     """Queries ``{database}.chain_heads`` and ``decisions`` (or ``model_events``)."""
@@ -34,10 +38,12 @@ class ChainReader:
     def chain_heads(self, chains: set[Chain], table: str = "decisions") -> dict[Chain, Head]:
         """Highest stored seq and its event hash, per chain (absent: no rows).
 
-        ``table`` is any chained table: ``decisions`` or ``model_events``.
+        ``table`` is any chained table (``decisions``, ``model_events``, ``outcomes``…).
         """
         if not chains:
             return {}
+        if table not in KEPT_HEADS:
+            return self.aggregated_heads(chains, table)
         result = self.client.query(
             f"SELECT producer_id, producer_epoch, max(seq), argMaxMerge(event_hash) AS head "
             f"FROM {self.database}.chain_heads "

@@ -11,7 +11,7 @@ import orjson
 
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, DecodedRecord, SingleObjectCodec
-from decision_audit.contract.fields import DECISION_EVENT, Check
+from decision_audit.contract.fields import DECISION_EVENT, Check, RecordKind, chained_kind
 from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.keys import KeyRing
@@ -33,6 +33,12 @@ __all__ = [
 # The fields the field checks cover (decision_audit.contract.fields), in declaration order.
 _FINITE = DECISION_EVENT.with_check(Check.FINITE)
 _NON_EMPTY = DECISION_EVENT.with_check(Check.NON_EMPTY)
+_ONE_OF = tuple((f.name, frozenset(f.values)) for f in DECISION_EVENT if Check.ONE_OF in f.checks)
+_REQUIRED_WHEN = tuple(
+    (f.name, *f.required_when)
+    for f in DECISION_EVENT
+    if Check.REQUIRED_WHEN in f.checks and f.required_when is not None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +97,7 @@ def header_value(headers: Headers, name: str) -> bytes | None:
 
 
 class EventVerifier:
-    """Checks one Kafka message of the decisions topic."""
+    """Checks one Kafka message of a chained record kind's topic (decisions by default)."""
 
     def __init__(
         self,
@@ -161,7 +167,12 @@ class EventVerifier:
             )
         if key_id is not None and self._keyring and key_id not in self._keyring:
             return Rejection(Reason.UNKNOWN_KEY, f"key id {key_id!r} is not a known public key")
-        problem = self._field_problem(rec) if record == "decision_event" else _model_problem(rec)
+        if record == "decision_event":
+            problem = self._field_problem(rec)
+        elif record == "model_event":
+            problem = _model_problem(rec)
+        else:
+            problem = declared_problem(chained_kind(record), rec, self._max_future_skew)
         if problem is not None:
             return problem
         return VerifiedEvent(decoded, event_hash)
@@ -209,6 +220,12 @@ class EventVerifier:
         for name in _NON_EMPTY:
             if not rec[name]:
                 return Rejection(Reason.INVALID_EVENT, f"empty {name}")
+        for name, values in _ONE_OF:
+            if rec[name] not in values:
+                return _not_one_of(name, rec[name], values)
+        for name, other, when in _REQUIRED_WHEN:
+            if rec[name] is None and rec[other] in when:
+                return _required(name, other, rec[other])
         try:
             inputs = orjson.loads(rec["inputs"])  # strict JSON: no NaN, bounded nesting
         except RecursionError:
@@ -230,4 +247,52 @@ def _model_problem(rec: dict[str, Any]) -> Rejection | None:
     ts = rec["occurred_at"]
     if ts < MIN_TIME or ts > datetime.now(UTC) + MAX_FUTURE_SKEW:
         return Rejection(Reason.INVALID_TIMESTAMP, f"occurred_at={ts.isoformat()}")
+    return None
+
+
+def _not_one_of(name: str, value: Any, values: frozenset[str] | tuple[str, ...]) -> Rejection:
+    return Rejection(
+        Reason.INVALID_EVENT,
+        f"{name} {str(value)[:64]!r} is not one of {', '.join(sorted(values))}",
+    )
+
+
+def _required(name: str, other: str, value: Any) -> Rejection:
+    return Rejection(Reason.INVALID_EVENT, f"{name} is missing, which {other} {value!r} requires")
+
+
+def declared_problem(
+    kind: RecordKind, rec: dict[str, Any], max_future_skew: timedelta = MAX_FUTURE_SKEW
+) -> Rejection | None:
+    """The first of ``kind``'s declared field checks (decision_audit.contract.fields) that
+    ``rec`` fails, or None. UTF-8 needs no check here: text that is not fails to decode."""
+    for f in kind:
+        v = rec[f.name]
+        for check in f.checks:
+            if (check is Check.POSITIVE and v < 1) or (check is Check.NON_NEGATIVE and v < 0):
+                return Rejection(Reason.INVALID_EVENT, f"{f.name}={v}")
+            if check is Check.UUID and not UUID_RE.match(v):
+                return Rejection(
+                    Reason.INVALID_EVENT, f"{f.name} {v[:64]!r} is not a lowercase UUID"
+                )
+            if check is Check.FINITE and v is not None and not math.isfinite(v):
+                return Rejection(Reason.INVALID_EVENT, f"{f.name} is {v}")
+            if check is Check.NON_EMPTY and not v:
+                return Rejection(Reason.INVALID_EVENT, f"empty {f.name}")
+            if check is Check.ONE_OF and v not in f.values:
+                return _not_one_of(f.name, v, f.values)
+            if check is Check.REQUIRED_WHEN and v is None and f.required_when is not None:
+                other, when = f.required_when
+                if rec[other] in when:
+                    return _required(f.name, other, rec[other])
+            if check is Check.JSON_OBJECT:
+                try:
+                    if not isinstance(orjson.loads(v), dict):
+                        return Rejection(Reason.INVALID_EVENT, f"{f.name} is not a JSON object")
+                except (ValueError, RecursionError) as exc:
+                    return Rejection(Reason.INVALID_EVENT, f"{f.name} is not JSON: {exc}")
+            if check is Check.PLAUSIBLE_TIME and (
+                v < MIN_TIME or v > datetime.now(UTC) + max_future_skew
+            ):
+                return Rejection(Reason.INVALID_TIMESTAMP, f"{f.name}={v.isoformat()}")
     return None

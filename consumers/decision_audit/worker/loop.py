@@ -42,7 +42,8 @@ log = logging.getLogger("decision_audit.worker")
 
 
 class Worker:
-    """Consumes the decisions topic in a consumer group and stores it in ClickHouse.
+    """Consumes the decisions topic (and the model-events, outcomes and reviews topics) in a
+    consumer group and stores them in ClickHouse.
 
     Offsets are committed only after the batch's rows (and its rejections, in the quarantine
     table and the DLQ) are stored, so a crash redelivers; redeliveries are dropped by the
@@ -118,18 +119,19 @@ class Worker:
         migrate(client, s.database)
         if not wait_for_broker(s.bootstrap_servers, s.broker_wait, self._stop):
             return  # stopped while waiting
+        side_topics = {
+            s.model_events_topic: "model-lifecycle events",
+            s.outcomes_topic: "outcomes",
+            s.reviews_topic: "reviews",
+        }
         if s.create_topics:
             ensure_topics(
                 s.bootstrap_servers,
-                {
-                    s.topic: s.topic_partitions,
-                    s.dlq_topic: s.topic_partitions,
-                    s.model_events_topic: s.topic_partitions,
-                },
+                dict.fromkeys((s.topic, s.dlq_topic, *side_topics), s.topic_partitions),
             )
-            topics = [s.topic, s.model_events_topic]
+            topics = [s.topic, *side_topics]
         else:
-            topics = self._topics_to_consume()
+            topics = self._topics_to_consume(side_topics)
         dlq = DeadLetters(s.dlq_producer_config(), s.dlq_topic, s.max_event_bytes)
         self._checker = BatchChecker.for_settings(
             s, client, self._codec, self._keyring, self.metrics.staging_fallbacks
@@ -195,23 +197,24 @@ class Worker:
                 st.insert_retries,
             )
 
-    def _topics_to_consume(self) -> list[str]:
-        """The decisions topic, and the model-events topic if it exists.
+    def _topics_to_consume(self, side_topics: dict[str, str]) -> list[str]:
+        """The decisions topic, and those of the side topics (model events, outcomes, reviews)
+        that exist.
 
         Subscribed but missing, the model-events topic slowed the consumer's fetches of the
         decisions topic by a third (bench/RESULTS.md), so a worker that may not create topics
-        leaves it out and says so.
+        leaves a missing one out and says so.
         """
         s = self.settings
-        if missing_topics(s.bootstrap_servers, [s.model_events_topic]):
+        missing = missing_topics(s.bootstrap_servers, side_topics)
+        for name in missing:
             log.warning(
-                "model-events topic %r does not exist: model-lifecycle events are not "
-                "consumed. Create it and restart the worker, or let the worker create its "
-                "topics (--create-topics)",
-                s.model_events_topic,
+                "topic %r does not exist: its %s are not consumed. Create it and restart the "
+                "worker, or let the worker create its topics (--create-topics)",
+                name,
+                side_topics[name],
             )
-            return [s.topic]
-        return [s.topic, s.model_events_topic]
+        return [s.topic, *(t for t in side_topics if t not in missing)]
 
     # -- the loop ---------------------------------------------------------------------------
 

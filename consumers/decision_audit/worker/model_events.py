@@ -1,52 +1,51 @@
-"""The worker's model-event path: verify, follow chains, build rows, apply the promotion rule.
+"""The worker's model-event path: the rows of model events and the promotion rule.
 
 Messages of the model-events topic are checked like decisions (hash, key, signature,
 fields) by :class:`.checks.EventVerifier` with ``record="model_event"``, followed on
-their own chains ``<producer_id>/model-events`` (the chain heads come from
-``audit.model_events``), and stored in ``audit.model_events`` and
-``audit.model_event_checkpoints`` in the same flush as the decisions, before the offsets
-are committed. Lifecycle events are rare, so chain heads are looked up afresh for every
-batch that carries any: no state survives a batch, and a rebalance needs no hook.
+their own chains ``<producer_id>/model-events`` (:class:`.side_chains.SideChainIngest`), and
+stored in ``audit.model_events`` and ``audit.model_event_checkpoints`` in the same flush as
+the decisions, before the offsets are committed.
 
-Guard rail (:class:`PromotionPolicy`): a ``promote`` of a model version to a production
-stage without a recorded approval (the latest ``approve``/``reject`` of that model version
-at or before the promotion must be an approval) or without the attestations the policy
-names is stored as it happened and reported in ``audit.incidents`` as
-``unapproved_promotion``.
+Guard rail (:class:`PromotionPolicy`, :func:`promotion_problems`): a ``promote`` of a model
+version to a production stage that lacks the approvals the policy asks for (from distinct
+actors, after the latest rejection; by default neither the registrant nor the promoter), or
+whose required attestation predicates have no passing latest ``attest`` event, is stored as
+it happened and reported in ``audit.incidents`` as ``unapproved_promotion``, its detail
+naming each thing missing. ``decision-audit gate`` (decision_audit.audit.gate) asks the same
+rule before a promotion.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import os
+import tomllib
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from decision_audit.contract.fields import MODEL_EVENT
-from decision_audit.contract.lineage import MODEL_EVENT_CHAIN_SUFFIX
-from decision_audit.contract.reasons import IncidentKind, Reason
+from decision_audit.contract.reasons import IncidentKind
 from decision_audit.contract.settings import ENV_PREFIX, AuditSettings
 from decision_audit.worker.chain_heads import ChainReader
-from decision_audit.worker.chains import Chain, ChainTracker, Checked, Head, Link, judge
-from decision_audit.worker.checks import (
-    Headers,
-    Rejection,
-    StagedEvent,
-    VerifiedCheckpoint,
-    VerifiedEvent,
-)
-from decision_audit.worker.rows import QuarantineRow, checkpoint_row
+from decision_audit.worker.checks import VerifiedEvent
+from decision_audit.worker.side_chains import Message, SideChainIngest, incident_row
 
 MODEL_EVENT_COLUMNS = MODEL_EVENT.written
 """the columns of ``model_events`` the worker writes (decision_audit.contract.fields)"""
 
 
+POLICY_FILE_ENV = ENV_PREFIX + "PROMOTION_POLICY_FILE"
+"""names a TOML file of the promotion policy (its settings, top-level or under ``[promotion]``)"""
+
+
 class PromotionPolicy(AuditSettings):
-    """What a promotion to production needs (env ``DECISION_AUDIT_PROMOTION_*``)."""
+    """What a promotion to production needs (env ``DECISION_AUDIT_PROMOTION_*``, over the
+    TOML file :data:`POLICY_FILE_ENV` names; see :meth:`load`)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "PROMOTION_", extra="ignore")
 
@@ -58,44 +57,140 @@ class PromotionPolicy(AuditSettings):
         default_factory=lambda: ["stage", "to_stage"],
         description="metadata keys of a promote event that name the target stage",
     )
-    require_approval: bool = Field(True, description="a recorded approve event is needed")
+    require_approval: bool = Field(
+        True, description="approvals are needed at all (false: required_approvals is ignored)"
+    )
+    required_approvals: int = Field(
+        1, ge=0, description="approvals from distinct actors a production promotion needs"
+    )
+    approver_may_be_registrant: bool = Field(
+        False, description="an approval by who registered the model version counts"
+    )
+    approver_may_be_promoter: bool = Field(False, description="an approval by who promotes counts")
+    required_predicates: list[str] = Field(
+        default_factory=list,
+        description="attestation predicates (tests, bias-report…) whose latest attest event "
+        "about the model version must exist and pass",
+    )
     required_attestations: list[str] = Field(
         default_factory=list,
-        description="metadata keys (e.g. artifact_sha256) that the promote event or its "
-        "approval must carry, non-empty",
+        description="metadata keys (e.g. artifact_sha256) that the promote event or one of "
+        "its counted approvals must carry, non-empty",
     )
 
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> PromotionPolicy:
+        """The policy of the TOML file ``path`` (else the one :data:`POLICY_FILE_ENV` names,
+        if any), each setting overridden by its environment variable, then by ``overrides``."""
+        name = path or os.environ.get(POLICY_FILE_ENV)
+        base: dict[str, Any] = {}
+        if name:
+            with Path(name).open("rb") as f:
+                data = tomllib.load(f)
+            base = data.get("promotion", data)
+            unknown = sorted(set(base) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(
+                    f"promotion policy {name}: unknown setting(s) {', '.join(unknown)}"
+                )
+        from_env = cls()
+        base.update({k: getattr(from_env, k) for k in from_env.model_fields_set})
+        return cls(**{**base, **overrides})
+
+    @property
+    def approvals_needed(self) -> int:
+        return self.required_approvals if self.require_approval else 0
+
     def targets_production(self, metadata: dict[str, Any]) -> bool:
-        stages = {s.lower() for s in self.production_stages}
-        return any(str(metadata.get(k, "")).lower() in stages for k in self.stage_keys)
+        return self.is_production(
+            next((str(metadata[k]) for k in self.stage_keys if metadata.get(k)), "")
+        )
+
+    def is_production(self, stage: str) -> bool:
+        return stage.lower() in {s.lower() for s in self.production_stages}
 
 
-class Message(Protocol):
-    """What the worker's consumed message offers (see ``decision_audit.worker.received``)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Headers: ...
+GATE_ACTIONS = ("register", "approve", "reject", "attest")
+"""the lifecycle actions the promotion rule reads"""
 
 
-@dataclass
-class ModelEventBatch:
-    """What one flush stores for the model-events topic."""
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One lifecycle event of a model version that the promotion rule reads."""
 
-    rows: list[list[Any]] = field(default_factory=list)
-    checkpoints: list[list[Any]] = field(default_factory=list)
-    incidents: list[list[Any]] = field(default_factory=list)
-    rejected: list[QuarantineRow] = field(default_factory=list)
-    duplicates: int = 0
+    occurred_at: datetime
+    action: str
+    actor: str
+    metadata: dict[str, Any]
+
+
+def promotion_problems(
+    policy: PromotionPolicy,
+    version: str,
+    promoter: str,
+    at: datetime,
+    facts: list[Fact],
+    promote_metadata: dict[str, Any] | None = None,
+) -> list[str]:
+    """What a promotion of ``version`` to production by ``promoter`` at ``at`` misses under
+    ``policy``, given the version's events (:data:`GATE_ACTIONS`); empty when it may pass.
+
+    Approvals count from distinct actors, after the version's latest rejection; with
+    separation of duties, not the registrant's nor the promoter's. Each required predicate's
+    latest attestation must have passed.
+    """
+    before = sorted((f for f in facts if f.occurred_at <= at), key=lambda f: f.occurred_at)
+    problems: list[str] = []
+    registrants = {f.actor for f in before if f.action == "register"}
+    verdicts = [f for f in before if f.action in ("approve", "reject")]
+    last_reject = next((f for f in reversed(verdicts) if f.action == "reject"), None)
+    approvals = [
+        f
+        for f in verdicts
+        if f.action == "approve"
+        and (last_reject is None or f.occurred_at > last_reject.occurred_at)
+    ]
+    counted: dict[str, Fact] = {}
+    for f in approvals:
+        if f.actor in counted:
+            continue
+        if f.actor in registrants and not policy.approver_may_be_registrant:
+            problems.append(
+                f"approval by {f.actor!r} does not count: {f.actor!r} registered {version} "
+                "(separation of duties)"
+            )
+        elif f.actor == promoter and not policy.approver_may_be_promoter:
+            problems.append(
+                f"approval by {f.actor!r} does not count: {f.actor!r} is the promoter "
+                "(separation of duties)"
+            )
+        else:
+            counted[f.actor] = f
+    need = policy.approvals_needed
+    if len(counted) < need:
+        has = f"{len(counted)} ({', '.join(repr(a) for a in counted)})" if counted else "none"
+        what = "no recorded approval" if not counted else "too few approvals"
+        rejected = ""
+        if last_reject is not None:
+            when = last_reject.occurred_at.isoformat()
+            rejected = f" since the rejection by {last_reject.actor!r} at {when}"
+        problems.append(f"{what}: needs {need} from distinct actors, has {has}{rejected}")
+    for predicate in policy.required_predicates:
+        attests = [
+            f for f in before if f.action == "attest" and f.metadata.get("predicate") == predicate
+        ]
+        if not attests:
+            problems.append(f"no {predicate!r} attestation")
+        elif (last := attests[-1]).metadata.get("result") != "pass":
+            problems.append(
+                f"{predicate!r} attestation by {last.actor!r} at {last.occurred_at.isoformat()} "
+                f"did not pass ({last.metadata.get('result')})"
+            )
+    metas = [promote_metadata or {}, *(f.metadata for f in counted.values())]
+    missing = [k for k in policy.required_attestations if not any(m.get(k) for m in metas)]
+    if missing:
+        problems.append(f"missing attestation(s) {', '.join(missing)} in metadata")
+    return problems
 
 
 def model_event_row(ev: VerifiedEvent, raw: bytes, partition: int, offset: int) -> list[Any]:
@@ -129,67 +224,17 @@ def model_version_of(record: dict[str, Any]) -> str | None:
     return next((r["id"] for r in refs if r["type"] == "model_version"), None)
 
 
-def _misnamed(result: VerifiedEvent | StagedEvent | VerifiedCheckpoint) -> Rejection | None:
-    producer_id = result.record["producer_id"]
-    if producer_id.endswith(MODEL_EVENT_CHAIN_SUFFIX):
-        return None
-    return Rejection(
-        Reason.INVALID_EVENT,
-        f"chain {producer_id!r} on the model-events topic does not end "
-        f"with {MODEL_EVENT_CHAIN_SUFFIX!r}",
-    )
+class ModelEventIngest(SideChainIngest):
+    """Model events of a batch: rows, incidents (gaps, unapproved promotions), rejections."""
 
+    what = "model event"
 
-class ModelEventIngest:
-    """Turns the model-events messages of a batch into rows, incidents and rejections."""
+    def __init__(self, stored: ChainReader, policy: PromotionPolicy | None = None) -> None:
+        super().__init__(MODEL_EVENT, stored, model_event_row)
+        self.policy = policy or PromotionPolicy.load()
 
-    def __init__(
-        self,
-        stored: ChainReader,
-        policy: PromotionPolicy | None = None,
-    ) -> None:
-        self.stored = stored
-        self.policy = policy or PromotionPolicy()
-
-    @property
-    def _db(self) -> str:
-        return self.stored.database
-
-    def process(self, checked: Sequence[tuple[Message, Checked]]) -> ModelEventBatch:
-        """Judge messages already checked with ``EventVerifier.check(record="model_event")``."""
-        out = ModelEventBatch()
-        if not checked:
-            return out
-        chains = ChainTracker(self._heads, self._hashes)
-        # Model-event chains are named apart from decision chains (decision_audit.contract.lineage).
-        named: list[tuple[Message, Checked]] = [
-            (msg, _misnamed(r) or r) if not isinstance(r, Rejection) else (msg, r)
-            for msg, r in checked
-        ]
-        j = judge(named, chains)
-        out.duplicates = j.duplicates
-        out.checkpoints = [
-            checkpoint_row(cp, msg.value or b"", msg.partition, msg.offset)
-            for msg, cp in j.checkpoints
-        ]
-        out.incidents = [
-            self._incident(
-                IncidentKind.SEQ_GAP,
-                rec,
-                msg,
-                f"{hi - lo + 1} model event(s) missing before seq {rec['seq']}",
-                lo,
-                hi,
-            )
-            for msg, rec, lo, hi in j.gaps
-        ]
-        out.rejected = [self._quarantine(msg, rejection) for msg, rejection in j.rejected]
-        accepted = [(m, ev) for m, ev in j.accepted if isinstance(ev, VerifiedEvent)]
-        out.rows = [
-            model_event_row(ev, m.value or b"", m.partition, m.offset) for m, ev in accepted
-        ]
-        out.incidents.extend(self._guard(accepted))
-        return out
+    def incidents(self, accepted: list[tuple[Message, VerifiedEvent]]) -> list[list[Any]]:
+        return self._guard(accepted)
 
     # -- guard rail -------------------------------------------------------------------------
 
@@ -205,93 +250,55 @@ class ModelEventIngest:
         if not promotions:
             return []
         versions = {v for _, rec in promotions if (v := model_version_of(rec)) is not None}
-        verdicts = self._stored_verdicts(versions)
+        facts = stored_facts(self.stored.client, self._db, versions)
         for _, ev in accepted:
             rec = ev.record
             version = model_version_of(rec)
-            if rec["action"] in ("approve", "reject") and version in versions:
-                verdicts.setdefault(version, []).append(
-                    (rec["occurred_at"], rec["action"], json.loads(rec["metadata"]), rec["actor"])
+            if rec["action"] in GATE_ACTIONS and version in versions:
+                facts.setdefault(version, []).append(
+                    Fact(
+                        rec["occurred_at"], rec["action"], rec["actor"], json.loads(rec["metadata"])
+                    )
                 )
         incidents = []
         for msg, rec in promotions:
             version = model_version_of(rec)
-            problem = self._promotion_problem(rec, version, verdicts.get(version or "", []))
+            problem = self._promotion_problem(rec, version, facts.get(version or "", []))
             if problem is not None:
                 incidents.append(
-                    self._incident(
+                    incident_row(
                         IncidentKind.UNAPPROVED_PROMOTION, rec, msg, problem, rec["seq"], rec["seq"]
                     )
                 )
         return incidents
 
     def _promotion_problem(
-        self,
-        rec: dict[str, Any],
-        version: str | None,
-        verdicts: list[tuple[datetime, str, dict[str, Any], str]],
+        self, rec: dict[str, Any], version: str | None, facts: list[Fact]
     ) -> str | None:
+        """The incident's detail: what the promotion missed, or None when it passed."""
         what = f"promote of {version or '(no model_version reference)'} by {rec['actor']!r}"
         if version is None:
             return f"{what}: names no model version"
-        before = sorted((v for v in verdicts if v[0] <= rec["occurred_at"]), key=lambda v: v[0])
-        latest = before[-1] if before else None
-        if self.policy.require_approval:
-            if latest is None:
-                return f"{what} to production: no recorded approval"
-            if latest[1] != "approve":
-                return f"{what} to production: latest decision is a rejection by {latest[3]!r}"
         meta = json.loads(rec["metadata"])
-        approval_meta = latest[2] if latest is not None and latest[1] == "approve" else {}
-        missing = [
-            k
-            for k in self.policy.required_attestations
-            if not (meta.get(k) or approval_meta.get(k))
-        ]
-        if missing:
-            return f"{what} to production: missing attestation(s) {', '.join(missing)}"
-        return None
-
-    def _stored_verdicts(
-        self, versions: set[str]
-    ) -> dict[str, list[tuple[datetime, str, dict[str, Any], str]]]:
-        if not versions:
-            return {}
-        rows = self.stored.client.query(
-            f"SELECT subject_id, occurred_at, action, metadata, actor "
-            f"FROM {self._db}.model_events FINAL "
-            "WHERE subject_type = 'model_version' AND subject_id IN {v:Array(String)} "
-            "AND action IN ('approve', 'reject')",
-            parameters={"v": sorted(versions)},
-        ).result_rows
-        out: dict[str, list[tuple[datetime, str, dict[str, Any], str]]] = {}
-        for sid, ts, action, meta, actor in rows:
-            out.setdefault(str(sid), []).append((ts, str(action), json.loads(meta), str(actor)))
-        return out
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _incident(
-        self, kind: IncidentKind, rec: dict[str, Any], msg: Message, detail: str, lo: int, hi: int
-    ) -> list[Any]:
-        return [
-            kind,
-            rec["producer_id"],
-            rec["producer_epoch"],
-            lo,
-            hi,
-            detail,
-            msg.partition,
-            msg.offset,
-        ]
-
-    def _quarantine(self, msg: Message, rejection: Rejection) -> QuarantineRow:
-        return QuarantineRow(
-            msg.topic, msg.partition, msg.offset, msg.key, rejection, msg.value or b""
+        problems = promotion_problems(
+            self.policy, version, rec["actor"], rec["occurred_at"], facts, meta
         )
+        return f"{what} to production: {'; '.join(problems)}" if problems else None
 
-    def _heads(self, chains: set[Chain]) -> dict[Chain, Head]:
-        return self.stored.chain_heads(chains, "model_events")
 
-    def _hashes(self, links: set[Link]) -> dict[Link, bytes]:
-        return self.stored.stored_hashes(links, "model_events")
+def stored_facts(client: Any, database: str, versions: set[str]) -> dict[str, list[Fact]]:
+    """The stored :data:`GATE_ACTIONS` events about each of ``versions`` (by subject, else
+    a related model_version reference, like :func:`model_version_of`)."""
+    if not versions:
+        return {}
+    rows = client.query(
+        "SELECT if(subject_type = 'model_version', subject_id, "
+        "arrayFirst(r -> r.1 = 'model_version', related).2) AS version, "
+        f"occurred_at, action, actor, metadata FROM {database}.model_events FINAL "
+        "WHERE action IN {a:Array(String)} AND version IN {v:Array(String)}",
+        parameters={"a": list(GATE_ACTIONS), "v": sorted(versions)},
+    ).result_rows
+    out: dict[str, list[Fact]] = {}
+    for version, ts, action, actor, meta in rows:
+        out.setdefault(str(version), []).append(Fact(ts, str(action), str(actor), json.loads(meta)))
+    return out

@@ -156,8 +156,12 @@ class RetryingStore:
         if batch.staged:
             store.copy_staged(self._checker.staged_rows(batch), token)
         store.insert_decisions(batch.decisions, token)
-        store.insert_model_events(batch.model_events, token)
+        for ingest, side in batch.sides:
+            store.insert_side(ingest.kind, side, token)
         store.insert_checkpoints(batch.checkpoints, token)
+        # Outcomes and reviews naming a decision that is not stored, this batch's included
+        # (the batch is prepared afresh for every try).
+        batch.incidents += self._checker.linked(batch)
         store.insert_incidents(batch.incidents, token)
         store.insert_quarantine(batch.rejected, token)
         self._dlq.publish(batch.rejected)

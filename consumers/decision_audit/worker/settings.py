@@ -31,6 +31,10 @@ class WorkerSettings(ClickHouseSettings):
     model_events_topic: str = Field(
         "model-events", min_length=1, description="topic of model-lifecycle events"
     )
+    outcomes_topic: str = Field(
+        "outcomes", min_length=1, description="topic of decision outcomes (ground truth)"
+    )
+    reviews_topic: str = Field("reviews", min_length=1, description="topic of human reviews")
     group: str = Field(
         "decision-audit",
         min_length=1,
@@ -53,8 +57,9 @@ class WorkerSettings(ClickHouseSettings):
     )
     create_topics: bool = Field(
         True,
-        description="create missing topics on start; off, a missing model-events topic is "
-        "left out with a warning (subscribed while missing, it slows the decisions fetches)",
+        description="create missing topics on start; off, a missing model-events, outcomes "
+        "or reviews topic is left out with a warning (subscribed while missing, it slows the "
+        "decisions fetches)",
     )
     broker_workarounds: Literal["auto", "on", "off"] = Field(
         "auto",

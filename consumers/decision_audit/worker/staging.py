@@ -34,7 +34,7 @@ from typing import Any
 from decision_audit.contract.avro_writer import SMALL_LONGS, encode_long
 from decision_audit.contract.codec import HEADER_SIZE, MAGIC
 from decision_audit.contract.errors import DecisionAuditError
-from decision_audit.contract.fields import DECISION_EVENT, Check, Field
+from decision_audit.contract.fields import DECISION_EVENT, Check, Field, sql_literal
 from decision_audit.contract.headers import EVENT_HASH_HEADER
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.reasons import Reason
@@ -61,6 +61,9 @@ _FRAME_COLUMNS: tuple[tuple[str, str], ...] = (
 # The latest decision_event fields, as ClickHouse's Avro reader reads them (integers signed,
 # so that a negative seq or epoch is seen, not wrapped).
 EVENT_COLUMNS: tuple[tuple[str, str], ...] = tuple((f.name, f.staged) for f in DECISION_EVENT)
+# A field an older writer lacks is read as the column's DEFAULT (else the type's zero): the
+# field's Avro default, where that is not the zero (status 'ok').
+_DEFAULTS = {f.name: f" DEFAULT {sql_literal(f.default)}" for f in DECISION_EVENT if f.default}
 _COLUMNS = (*_FRAME_COLUMNS, *EVENT_COLUMNS, ("_end", f"FixedString({_NONCE_SIZE})"))
 COLUMN_NAMES = [name for name, _ in _COLUMNS]
 
@@ -121,6 +124,10 @@ class Flag(StrEnum):
     """a number that is NaN or infinite"""
     MODEL = "model", Reason.INVALID_EVENT
     """a field that must not be empty is (model_name, model_version)"""
+    VALUE = "value", Reason.INVALID_EVENT
+    """a field outside its declared values (status)"""
+    REQUIRED = "required", Reason.INVALID_EVENT
+    """a field another requires is missing (the prediction of an ok decision)"""
     INPUTS = "inputs", Reason.INVALID_EVENT
     """inputs is not plainly a JSON object"""
     TIMESTAMP = "timestamp", Reason.INVALID_TIMESTAMP
@@ -143,6 +150,8 @@ _FIELD_FLAGS: dict[Check, Flag] = {
     Check.JSON_OBJECT: Flag.INPUTS,
     Check.PLAUSIBLE_TIME: Flag.TIMESTAMP,
     Check.UTF8: Flag.UTF8,
+    Check.ONE_OF: Flag.VALUE,
+    Check.REQUIRED_WHEN: Flag.REQUIRED,
 }
 
 
@@ -169,6 +178,11 @@ def _violation(f: Field, check: Check) -> str:
         if f.staged.startswith("Map("):
             return f"NOT arrayAll(s -> isValidUTF8(s), arrayConcat(mapKeys({c}), mapValues({c})))"
         return f"NOT isValidUTF8(ifNull({c}, ''))"
+    if check is Check.ONE_OF:
+        return f"NOT has([{', '.join(map(sql_literal, f.values))}], {c})"
+    if check is Check.REQUIRED_WHEN and f.required_when is not None:
+        other, when = f.required_when
+        return f"{c} IS NULL AND has([{', '.join(map(sql_literal, when))}], {other})"
     raise ValueError(f"no SQL for {check}")
 
 
@@ -395,7 +409,7 @@ class Stager:
         # A temporary table lives in the client's session: each worker has its own, and a
         # server-side session that expired takes it along (hence IF NOT EXISTS every batch).
         c = self.client
-        columns = ", ".join(f"{name} {type_}" for name, type_ in _COLUMNS)
+        columns = ", ".join(f"{name} {type_}{_DEFAULTS.get(name, '')}" for name, type_ in _COLUMNS)
         c.command(f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} ({columns})")
         c.command(f"TRUNCATE TABLE {STAGING_TABLE}")
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from clickhouse_connect.driver.binding import format_str
 
-from decision_audit.contract.fields import CHECKPOINT, DECISION_EVENT
+from decision_audit.contract.fields import CHECKPOINT, DECISION_EVENT, RecordKind
 from decision_audit.worker.checks import VerifiedEvent
-from decision_audit.worker.model_events import MODEL_EVENT_COLUMNS, ModelEventBatch
 from decision_audit.worker.rows import QuarantineRow
+from decision_audit.worker.side_chains import SideBatch
 
 # Columns copied from the Avro record as they are (decision_audit.contract.fields).
 _RECORD_COLUMNS = DECISION_EVENT.names
@@ -31,6 +31,8 @@ INCIDENT_COLUMNS = (
     "source_partition",
     "source_offset",
 )
+SIDE_TOKENS = {"model_event": "m", "outcome": "o", "review": "r"}
+"""the deduplication token suffix of each side kind's rows (``/m``) and checkpoints (``/mc``)"""
 QUARANTINE_COLUMNS = (
     "source_topic",
     "source_partition",
@@ -148,11 +150,14 @@ class Store:
             settings={"async_insert": 0, "insert_deduplication_token": token},
         )
 
-    def insert_model_events(self, batch: ModelEventBatch, token: str) -> None:
-        """The model events and their checkpoints (incidents and quarantine go with the rest)."""
-        self._insert_rows("model_events", MODEL_EVENT_COLUMNS, batch.rows, token + "/m")
+    def insert_side(self, kind: RecordKind, batch: SideBatch, token: str) -> None:
+        """A side kind's rows and their checkpoints (model events, outcomes, reviews; their
+        incidents and quarantine go with the rest)."""
+        assert kind.chain is not None
+        suffix = f"{token}/{SIDE_TOKENS[kind.schema]}"
+        self._insert_rows(kind.table, kind.written, batch.rows, suffix)
         self._insert_rows(
-            "model_event_checkpoints", CHECKPOINT_COLUMNS, batch.checkpoints, token + "/mc"
+            kind.chain.checkpoints, CHECKPOINT_COLUMNS, batch.checkpoints, suffix + "c"
         )
 
     def insert_checkpoints(self, rows: list[list[Any]], token: str) -> None:

@@ -1,8 +1,10 @@
 """A producer's hash chains and their one writer: link, encode, hash, enqueue, advance, sign.
 
-An :class:`AuditProducer <decision_audit.producer.audit_producer.AuditProducer>` writes two
-chains, each with a :class:`ChainWriter`: its decisions (``<producer_id>`` on ``topic``) and
-its model-lifecycle events (``<producer_id>/model-events`` on ``model_events_topic``).
+An :class:`AuditProducer <decision_audit.producer.audit_producer.AuditProducer>` writes four
+chains, each with a :class:`ChainWriter`: its decisions (``<producer_id>`` on ``topic``), its
+model-lifecycle events (``<producer_id>/model-events`` on ``model_events_topic``), its
+outcomes (``<producer_id>/outcomes`` on ``outcomes_topic``) and its reviews
+(``<producer_id>/reviews`` on ``reviews_topic``).
 """
 
 from __future__ import annotations

@@ -21,13 +21,32 @@ Actions
     (default ``"***"``). ``hash`` replaces it by ``"hmac-sha256:<hex>"``, the HMAC-SHA256
     under the secret of the UTF-8 canonical JSON of the value (sorted keys, no whitespace,
     non-ASCII kept), so equal values give equal outputs and still join across events,
-    fields and policy versions sharing the secret.
+    fields and policy versions sharing the secret. ``encrypt`` replaces it by an encrypted
+    object (``{"$enc": "aes-256-gcm", "kid": ..., "sub": ..., "iv": ..., "ct": ...}``,
+    decision_audit.contract.sealing) that holders of the key store's private key can open
+    until the data subject is erased; see :meth:`Redactor.seal`.
+
+Subject
+    ``encrypt`` rules encrypt under a key tied to the data subject the event is about: its
+    id is read from the input path ``subject`` of the policy (before redaction; a string or
+    an integer), or passed to :meth:`Redactor.seal` (``log_decision(..., subject_id=...)``).
+    Ids are compared as text (an integer 42 is the subject ``"42"``). The id itself must not
+    stay in the clear: ``subject`` must be covered by a rule of its own (``hash`` of a string
+    id writes the very HMAC the key store files the subject's keys under).
 
 Overlaps
     When one rule's path is a prefix of another's, the shorter one applies to the whole
     value and the longer one is moot. When several rules hit the same value (``a.*.x`` and
-    ``a.b.x``), the strictest wins: ``drop`` over ``mask`` over ``hash``, then the rule
-    listed first. The same path twice is refused.
+    ``a.b.x``), the strictest wins: ``drop`` over ``mask`` over ``hash`` over ``encrypt``
+    (which key holders can read), then the rule listed first. The same path twice is refused.
+
+Free text
+    A failed inference's ``error_message`` is text, not a JSON object: no path can address a
+    name or an account number inside it. The policy's ``error_message`` rule
+    (:class:`TextRule`) decides what leaves the process: ``keep`` it (the default), ``mask``
+    it, ``hash`` it (as a ``hash`` rule would the string) or ``drop`` it, keeping the
+    ``error_type``; a kept message is truncated to ``max_chars`` (1024 by default) with a
+    closing ``…``. Without a policy, messages are kept and truncated the same way.
 
 Cost
     Paths are compiled once into a trie. :meth:`Redactor.apply` only visits keys named by a
@@ -43,9 +62,10 @@ import hmac
 import importlib
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Protocol, Self
 
 from pydantic import (
     BaseModel,
@@ -56,17 +76,31 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["HASH_PREFIX", "WILDCARD", "RedactionPolicy", "RedactionRule", "Redactor"]
+__all__ = [
+    "HASH_PREFIX",
+    "WILDCARD",
+    "EventBox",
+    "RedactionPolicy",
+    "RedactionRule",
+    "Redactor",
+    "Sealer",
+    "TextRule",
+    "redact_text",
+    "truncate",
+]
 
 WILDCARD: Final = "*"
 HASH_PREFIX: Final = "hmac-sha256:"
 DEFAULT_MASK: Final = "***"
+ELLIPSIS: Final = "…"
+MAX_TEXT_CHARS: Final = 8192
+"""the contract's bound on an ``error_message`` (decision_audit.contract.models)"""
 
-Action = Literal["drop", "mask", "hash"]
+Action = Literal["drop", "mask", "hash", "encrypt"]
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^@\s]+$")]
 
 # Strictness when several rules hit the same value: higher wins.
-_STRICTNESS: Final[dict[str, int]] = {"hash": 1, "mask": 2, "drop": 3}
+_STRICTNESS: Final[dict[str, int]] = {"encrypt": 0, "hash": 1, "mask": 2, "drop": 3}
 
 
 class _Drop:
@@ -125,6 +159,54 @@ class RedactionRule(BaseModel):
         return tuple(self.path.split("."))
 
 
+class EventBox(Protocol):
+    """Encrypts the values of one event under its data key (producer.sealing.EventBox)."""
+
+    event_id: str
+
+    def encrypt(self, plaintext: bytes) -> dict[str, str]: ...
+
+    def key_record(self, occurred_at: Any, producer_id: str) -> dict[str, Any]: ...
+
+
+class Sealer(Protocol):
+    """Opens an :class:`EventBox` per event (producer.sealing.KeystoreSealer)."""
+
+    def begin(self, event_id: str, subject_hash: str) -> EventBox: ...
+
+
+def _covers(rule: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    """True when a rule at ``rule`` applies to the value at ``path`` (or one around it)."""
+    return len(rule) <= len(path) and all(
+        r in (WILDCARD, p) for r, p in zip(rule, path, strict=False)
+    )
+
+
+def truncate(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars`` characters, the last one ``…`` when it was cut."""
+    if len(text) <= max_chars:
+        return text
+    return text[: max_chars - 1] + ELLIPSIS
+
+
+class TextRule(BaseModel):
+    """What happens to a free-text field (a failed inference's ``error_message``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["keep", "drop", "mask", "hash"] = "keep"
+    max_chars: Annotated[int, Field(ge=1, le=MAX_TEXT_CHARS)] = 1024
+    """a kept message longer than this is cut (``…`` marks the cut)"""
+    replacement: str | None = None
+    """The mask text; only for ``action="mask"`` (default ``"***"``)."""
+
+    @model_validator(mode="after")
+    def _check_replacement(self) -> Self:
+        if self.replacement is not None and self.action != "mask":
+            raise ValueError("error_message: replacement is only valid with action 'mask'")
+        return self
+
+
 class RedactionPolicy(BaseModel):
     """A published, versioned set of redaction rules (no secrets in here)."""
 
@@ -133,7 +215,40 @@ class RedactionPolicy(BaseModel):
     id: Ref
     version: Annotated[int, Field(ge=0)] | Ref
     rules: tuple[RedactionRule, ...] = ()
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+    """input path of the data subject's id, for ``encrypt`` rules (e.g. ``applicant.id``)"""
+    error_message: TextRule = TextRule()
+    """what a failed inference's error message becomes (kept and truncated by default)"""
     description: str | None = None
+
+    @field_validator("subject")
+    @classmethod
+    def _check_subject(cls, path: str | None) -> str | None:
+        if path is not None and any(not seg or seg == WILDCARD for seg in path.split(".")):
+            raise ValueError(
+                f"subject {path!r}: name one input value (no empty or '*' segment), "
+                "e.g. 'applicant.id'"
+            )
+        return path
+
+    @model_validator(mode="after")
+    def _subject_is_redacted(self) -> Self:
+        if self.subject is None:
+            return self
+        if not self.encrypt_paths:
+            raise ValueError(f"subject {self.subject!r} is only used by encrypt rules; add one")
+        segments = tuple(self.subject.split("."))
+        if not any(_covers(r.segments, segments) for r in self.rules):
+            raise ValueError(
+                f"subject {self.subject!r} would be stored in the clear: add a rule for it "
+                "('hash' keeps it joinable with the key store's subject hash, 'drop' removes it)"
+            )
+        return self
+
+    @property
+    def encrypt_paths(self) -> tuple[str, ...]:
+        """The paths of the ``encrypt`` rules."""
+        return tuple(r.path for r in self.rules if r.action == "encrypt")
 
     @field_validator("rules")
     @classmethod
@@ -236,20 +351,25 @@ def _resolve(node: _Node) -> _Node:
 
 
 class Redactor:
-    """A compiled policy: apply it to each event's inputs."""
+    """A compiled policy: apply it to each event's inputs (and error message)."""
 
-    __slots__ = ("_hmac", "_policy", "_root")
+    __slots__ = ("_hmac", "_local", "_policy", "_root", "_subject")
 
     def __init__(self, policy: RedactionPolicy, secret: bytes | None = None) -> None:
-        hash_paths = [r.path for r in policy.rules if r.action == "hash"]
+        keyed = [r.path for r in policy.rules if r.action in ("hash", "encrypt")]
+        if policy.error_message.action == "hash":
+            keyed.append("error_message")
         if secret is not None and not isinstance(secret, bytes | bytearray):
             raise TypeError("secret must be bytes")
-        if hash_paths and not secret:
+        if keyed and not secret:
             raise ValueError(
-                f"redaction policy {policy.ref}: hash rule(s) {', '.join(hash_paths)} "
-                "need a non-empty HMAC secret; pass secret= to compile()"
+                f"redaction policy {policy.ref}: hash/encrypt rule(s) {', '.join(keyed)} "
+                "need a non-empty HMAC secret (hash rules hash with it, encrypt rules key the "
+                "subject hash with it); pass secret= to compile()"
             )
         self._policy = policy
+        self._subject = None if policy.subject is None else tuple(policy.subject.split("."))
+        self._local = threading.local()
         self._hmac = hmac.new(bytes(secret), digestmod=hashlib.sha256) if secret else None
         root = _Node()
         for index, rule in enumerate(policy.rules):
@@ -271,6 +391,9 @@ class Redactor:
         if rule.action == "hash":
             path = rule.path
             return lambda v: self._hash(v, path)
+        if rule.action == "encrypt":
+            path = rule.path
+            return lambda v: self._encrypt(v, path)
         return None
 
     @property
@@ -301,11 +424,142 @@ class Redactor:
         return HASH_PREFIX + h.hexdigest()
 
     def apply(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """A new dict with the policy applied; ``inputs`` is left untouched."""
+        """A new dict with the policy applied; ``inputs`` is left untouched.
+
+        A value an ``encrypt`` rule hits raises ``ValueError`` here: use :meth:`seal`.
+        """
         out = _walk_dict(self._root, inputs)
         return dict(inputs) if out is None else out
 
     __call__ = apply
+
+    @property
+    def encrypts(self) -> bool:
+        """True when the policy has ``encrypt`` rules (events need :meth:`seal`)."""
+        return bool(self._policy.encrypt_paths)
+
+    def subject_hash(self, subject_id: str) -> str:
+        """The keyed hash (hex) the key store files a subject's keys under."""
+        if self._hmac is None:
+            raise ValueError(f"redaction policy {self.policy_ref}: no HMAC secret")
+        h = self._hmac.copy()
+        h.update(canonical_json(subject_id))
+        return h.hexdigest()
+
+    def seal(
+        self,
+        inputs: Mapping[str, Any],
+        sealer: Sealer,
+        event_id: str,
+        subject_id: str | None = None,
+    ) -> tuple[dict[str, Any], EventBox | None]:
+        """:meth:`apply`, encrypting what ``encrypt`` rules hit under a data key of the
+        event ``event_id``, drawn from ``sealer``; returns the redacted inputs and the event's
+        box (None when nothing was encrypted), whose sealed key the caller sends.
+
+        The subject is ``subject_id``, else the value at the policy's ``subject`` path; a
+        ``ValueError`` names what is missing when a value is to be encrypted and neither is.
+        """
+        ctx = _Sealing(self, sealer, event_id, subject_id, inputs)
+        local = self._local
+        local.ctx = ctx
+        try:
+            out = _walk_dict(self._root, inputs)
+        finally:
+            local.ctx = None
+        return (dict(inputs) if out is None else out), ctx.box
+
+    def _encrypt(self, value: Any, path: str) -> dict[str, str]:
+        ctx: _Sealing | None = getattr(self._local, "ctx", None)
+        if ctx is None:
+            raise ValueError(
+                f"redaction policy {self.policy_ref}: encrypt rule {path!r} needs the key "
+                "store's public key: pass keystore_public_key= to AuditProducer "
+                "(DECISION_AUDIT_KEYSTORE_PUBLIC_KEY)"
+            )
+        try:
+            data = canonical_json(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"redaction rule {path!r}: cannot encrypt value: {exc}") from None
+        return ctx.open(path).encrypt(data)
+
+    def _subject_of(self, inputs: Mapping[str, Any], path: str) -> str:
+        """The subject id at the policy's ``subject`` path of ``inputs``."""
+        where = self._policy.subject
+        if self._subject is None:
+            raise ValueError(
+                f"redaction policy {self.policy_ref}: encrypt rule {path!r} needs the data "
+                "subject's id: pass subject_id= to log_decision, or name its input path as "
+                "the policy's 'subject'"
+            )
+        value: Any = inputs
+        for seg in self._subject:
+            if not isinstance(value, Mapping) or seg not in value:
+                raise ValueError(
+                    f"redaction policy {self.policy_ref}: encrypt rule {path!r} needs the data "
+                    f"subject's id, but the subject path {where!r} is absent from the inputs; "
+                    "pass subject_id= to log_decision"
+                )
+            value = value[seg]
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+            raise ValueError(
+                f"redaction policy {self.policy_ref}: the subject path {where!r} holds "
+                f"{value!r}, not a subject id (a non-empty string or an integer)"
+            )
+        return str(value)
+
+    def error_message(self, text: str) -> str | None:
+        """What the policy's ``error_message`` rule makes of a failed inference's message."""
+        return redact_text(self._policy.error_message, text, self._hash)
+
+
+def redact_text(
+    rule: TextRule, text: str, hash_value: Callable[[Any, str], str] | None = None
+) -> str | None:
+    """``text`` after ``rule``: kept (truncated), masked, hashed or dropped (None)."""
+    if rule.action == "keep":
+        return truncate(text, rule.max_chars)
+    if rule.action == "mask":
+        return DEFAULT_MASK if rule.replacement is None else rule.replacement
+    if rule.action == "hash":
+        if hash_value is None:
+            raise ValueError("a hash rule for error_message needs the policy's HMAC secret")
+        return hash_value(text, "error_message")
+    return None
+
+
+class _Sealing:
+    """One :meth:`Redactor.seal` call: the event, its subject and its box once opened."""
+
+    __slots__ = ("box", "event_id", "inputs", "redactor", "sealer", "subject_id")
+
+    def __init__(
+        self,
+        redactor: Redactor,
+        sealer: Sealer,
+        event_id: str,
+        subject_id: str | None,
+        inputs: Mapping[str, Any],
+    ) -> None:
+        self.redactor = redactor
+        self.sealer = sealer
+        self.event_id = event_id
+        self.subject_id = subject_id
+        self.inputs = inputs
+        self.box: EventBox | None = None
+
+    def open(self, path: str) -> EventBox:
+        """The event's box, opened (data key drawn, subject hashed) on the first value."""
+        box = self.box
+        if box is None:
+            r = self.redactor
+            sid = self.subject_id
+            if sid is None:
+                sid = r._subject_of(self.inputs, path)
+            elif not isinstance(sid, str) or not sid:
+                raise ValueError(f"subject_id must be a non-empty string, not {sid!r}")
+            box = self.box = self.sealer.begin(self.event_id, r.subject_hash(sid))
+        return box
 
 
 def _visit(node: _Node, value: Any) -> Any:

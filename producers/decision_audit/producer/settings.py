@@ -25,6 +25,10 @@ class ProducerSettings(AuditSettings):
     model_events_topic: str = Field(
         "model-events", min_length=1, description="topic of model-lifecycle events"
     )
+    outcomes_topic: str = Field(
+        "outcomes", min_length=1, description="topic of decision outcomes (ground truth)"
+    )
+    reviews_topic: str = Field("reviews", min_length=1, description="topic of human reviews")
     enqueue_timeout: float = Field(
         0.001, ge=0, description="seconds log_decision may wait for room in a full local queue"
     )
@@ -39,7 +43,17 @@ class ProducerSettings(AuditSettings):
     checkpoint_every: int = Field(1000, ge=1, description="sign a checkpoint every N events")
     checkpoint_interval: float = Field(5.0, gt=0, description="... and at least every T seconds")
     redaction_policy: Path | None = Field(None, description="redaction policy file (JSON/YAML)")
-    redaction_secret: SecretStr | None = Field(None, description="HMAC secret for hash rules")
+    redaction_secret: SecretStr | None = Field(
+        None, description="HMAC secret for hash rules and the subject hash of encrypt rules"
+    )
+    keystore_public_key: Path | None = Field(
+        None,
+        description="the key store's X25519 public key (KEY_ID.pub) that encrypt rules seal "
+        "each event's data key to; needed by a redaction policy with encrypt rules",
+    )
+    keys_topic: str = Field(
+        "decision-keys", min_length=1, description="topic of sealed data keys (encrypt rules)"
+    )
     spool_dir: Path | None = Field(
         None,
         description="directory of the on-disk spool for events the broker cannot take now "

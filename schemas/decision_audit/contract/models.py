@@ -6,16 +6,30 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 OptionalId = Annotated[str, StringConstraints(max_length=4096)] | None
 JsonObject = dict[str, JsonValue]
 Prediction = str | bool | int | float | list[JsonValue] | dict[str, JsonValue]
+Status = Literal["ok", "error", "timeout", "rejected", "fallback"]
+"""decision_audit.contract.fields.STATUSES, as a type"""
+
+MAX_ERROR_MESSAGE = 8192
+"""The longest ``error_message`` (characters) the contract allows; the producer's redaction
+policy truncates to its ``error_message.max_chars`` (1024 by default) before that."""
 
 
 def dumps_json(value: Any, field: str) -> str:
@@ -44,7 +58,11 @@ class Decision(BaseModel):
     model_name: Name
     model_version: Name
     inputs: JsonObject
-    prediction: Prediction
+    prediction: Prediction | None = None
+    """required when ``status`` is ``ok``; else what answered instead, if anything"""
+    status: Status = "ok"
+    error_type: Name | None = None
+    error_message: Annotated[str, StringConstraints(max_length=MAX_ERROR_MESSAGE)] | None = None
     score: float | None = None
     deployment_id: OptionalId = None
     request_id: OptionalId = None
@@ -57,6 +75,21 @@ class Decision(BaseModel):
     latency_ms: Annotated[float, Field(ge=0)] | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _status_rules(self) -> Self:
+        if self.status == "ok":
+            if self.prediction is None:
+                raise ValueError(
+                    "prediction is required when status is 'ok' (a failed or refused inference "
+                    "is logged with status='error', 'timeout', 'rejected' or 'fallback')"
+                )
+            if self.error_type is not None or self.error_message is not None:
+                raise ValueError(
+                    "error_type and error_message are for a failed inference: give a status "
+                    "other than 'ok' (e.g. status='error')"
+                )
+        return self
+
     def to_avro(self, *, redaction_policy: str | None = None) -> dict[str, Any]:
         """The Avro record without its integrity block (producer_id, epoch, seq, prev_hash)."""
         pred = self.prediction
@@ -68,8 +101,11 @@ class Decision(BaseModel):
             "deployment_id": self.deployment_id,
             "request_id": self.request_id,
             "inputs": dumps_json(self.inputs, "inputs"),
-            "prediction": pred if isinstance(pred, str) else dumps_json(pred, "prediction"),
-            "prediction_is_json": not isinstance(pred, str),
+            "prediction": None if pred is None else encode_value(pred, "prediction"),
+            "prediction_is_json": not (pred is None or isinstance(pred, str)),
+            "status": self.status,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
             "score": self.score,
             "explanation": (
                 None if self.explanation is None else dumps_json(self.explanation, "explanation")
@@ -83,6 +119,11 @@ class Decision(BaseModel):
             "tags": self.tags,
             "redaction_policy": redaction_policy,
         }
+
+
+def encode_value(value: Prediction, field: str) -> str:
+    """A label as given, or the JSON text of any other value (its ``…_is_json`` flag set)."""
+    return value if isinstance(value, str) else dumps_json(value, field)
 
 
 def _dumps(value: Any) -> str:
@@ -140,6 +181,9 @@ def decision_record(
     model_version: str,
     inputs: Any,
     prediction: Any,
+    status: str = "ok",
+    error_type: Any = None,
+    error_message: Any = None,
     score: Any = None,
     deployment_id: Any = None,
     request_id: Any = None,
@@ -158,11 +202,16 @@ def decision_record(
     The serving hot path: plain type checks instead of a pydantic model. Anything the checks
     do not accept is handed to :class:`Decision`, so a bad argument raises the same
     ``ValidationError`` naming the field, and the rules stay those of the model. Time may be
-    given as Unix milliseconds (``occurred_at``) to skip building a datetime.
+    given as Unix milliseconds (``occurred_at``) to skip building a datetime. Only a decision
+    the model made (``status`` ok, no error) takes the fast path.
     """
     try:
         fast = (
-            _name_ok(model_name)
+            status == "ok"
+            and error_type is None
+            and error_message is None
+            and prediction is not None
+            and _name_ok(model_name)
             and _name_ok(model_version)
             and type(inputs) is dict
             and _plain_json(inputs)
@@ -193,6 +242,9 @@ def decision_record(
                 "inputs": _dumps(inputs),
                 "prediction": prediction if is_str else _dumps(prediction),
                 "prediction_is_json": not is_str,
+                "status": "ok",
+                "error_type": None,
+                "error_message": None,
                 "score": None if score is None else float(score),
                 "explanation": None if explanation is None else _dumps(explanation),
                 "run_id": run_id,
@@ -215,6 +267,9 @@ def decision_record(
         model_version=model_version,
         inputs=inputs,
         prediction=prediction,
+        status=status,
+        error_type=error_type,
+        error_message=error_message,
         score=score,
         deployment_id=deployment_id,
         request_id=request_id,
@@ -241,8 +296,11 @@ class DecisionEvent(BaseModel):
     deployment_id: str | None = None
     request_id: str | None = None
     inputs: str
-    prediction: str
+    prediction: str | None = None
     prediction_is_json: bool = False
+    status: str = "ok"
+    error_type: str | None = None
+    error_message: str | None = None
     score: float | None = None
     explanation: str | None = None
     run_id: str | None = None
@@ -265,8 +323,16 @@ class DecisionEvent(BaseModel):
         return value
 
     @property
-    def prediction_value(self) -> Prediction:
-        return json.loads(self.prediction) if self.prediction_is_json else self.prediction
+    def prediction_value(self) -> Prediction | None:
+        return decode_value(self.prediction, self.prediction_is_json)
+
+
+def decode_value(text: str | None, is_json: bool) -> Prediction | None:
+    """The value :func:`encode_value` wrote (None stays None)."""
+    if text is None:
+        return None
+    value: Prediction = json.loads(text) if is_json else text
+    return value
 
 
 class Checkpoint(BaseModel):

@@ -78,6 +78,10 @@ class IncidentKind(Code):
         "unapproved_promotion",
         "a promotion to production without a recorded approval or a required attestation",
     )
+    UNKNOWN_DECISION = (
+        "unknown_decision",
+        "an outcome or review names a decision that was not stored when it arrived",
+    )
 
 
 class ProblemKind(Code):

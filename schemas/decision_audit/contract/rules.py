@@ -22,3 +22,16 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 
 MIN_TIME_SQL = f"toDateTime64('{MIN_TIME:%Y-%m-%d %H:%M:%S}', 3, 'UTC')"
 """:data:`MIN_TIME` as a ClickHouse ``DateTime64(3, 'UTC')`` expression."""
+
+SHA256_PATTERN = "[0-9a-f]{64}"
+"""The lowercase hex text of a SHA-256 digest (``artifact_sha256`` of an artifact)."""
+
+SHA256_RE = re.compile(SHA256_PATTERN + r"\Z")
+
+PREDICATE_PATTERN = "[a-z0-9][a-z0-9_.-]{0,63}"
+"""An attestation's ``predicate``: a short lowercase slug (``tests``, ``bias-report``…)."""
+
+PREDICATE_RE = re.compile(PREDICATE_PATTERN + r"\Z")
+
+MAX_DETAIL_TEXT = 4096
+"""The longest text a lifecycle detail (a reason, a source…) may be, in characters."""

@@ -12,7 +12,8 @@ class AuditSettings(BaseSettings):
 
     Arguments given in code or on the command line win over environment variables, which win
     over the defaults. Unknown ``DECISION_AUDIT_*`` variables are ignored (one environment
-    configures several components).
+    configures several components), and so are empty ones: compose's ``${VAR:-}`` leaves a
+    setting at its default.
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)

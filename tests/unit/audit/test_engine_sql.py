@@ -22,12 +22,15 @@ def _writer(version: int) -> Any:
 
 def test_every_shipped_decision_writer_is_encoded_in_sql() -> None:
     latest = shipped_schemas().latest("decision_event").definition
-    for version in (1, 2, 3):
+    for version in (1, 2, 3, 4):
         body, guards = body_sql(_writer(version))
         assert body.startswith("concat(") and guards
         defaults = defaults_sql(_writer(version), latest)
         assert len(defaults) == len(latest["fields"]) - len(_writer(version)["fields"])
     assert defaults_sql(_writer(1), latest) == [
+        "status = 'ok'",
+        "isNull(error_type)",
+        "isNull(error_message)",
         "isNull(code_commit)",
         "isNull(environment_hash)",
         "isNull(redaction_policy)",
@@ -70,9 +73,9 @@ def test_the_query_reads_with_final_unless_told_and_encodes_only_present_writers
     incremental = walk.sql("1", checkpoints=False, bounded=True, final=False)
     assert "audit.decisions\n" in incremental and "uniqExact(_key)" in incremental
     assert "{bound_keys:Array(String)}" in incremental
-    v3 = shipped_schemas().latest("decision_event")
-    only = walk.sql("1", checkpoints=False, bounded=False, writers={v3.fingerprint_int})
-    assert only.count("_hdr = unhex(") == 1 and full.count("_hdr = unhex(") == 3
+    latest = shipped_schemas().latest("decision_event")
+    only = walk.sql("1", checkpoints=False, bounded=False, writers={latest.fingerprint_int})
+    assert only.count("_hdr = unhex(") == 1 and full.count("_hdr = unhex(") == 4  # v1..v4
     none = walk.sql("1", checkpoints=False, bounded=False, writers=set())
     assert "false AS enc_ok" in none
 

@@ -17,7 +17,7 @@ from decision_audit.clickhouse.settings import ClickHouseSettings
 from decision_audit.worker.settings import WorkerSettings
 
 WORKER = main.commands["worker"]
-STORE_COMMANDS = ["migrate", "verify", "query", "trace", "report", "worker"]
+STORE_COMMANDS = ["migrate", "verify", "query", "trace", "report", "gate", "worker"]
 
 # The worker's flags before they were generated: each keeps its spelling.
 WORKER_FLAGS = {
@@ -136,7 +136,8 @@ def test_every_flag_reaches_its_field(tmp_path: Path) -> None:
     (tmp_path / "k.pub").write_bytes(_public_key())
     given: dict[str, Any] = {
         "--bootstrap-servers": "b:1", "--broker-wait": "3", "--topic": "t", "--dlq-topic": "d",
-        "--model-events-topic": "m", "--group": "g", "--batch-size": "5",
+        "--model-events-topic": "m", "--outcomes-topic": "o", "--reviews-topic": "r",
+        "--group": "g", "--batch-size": "5",
         "--flush-interval": "0.25", "--exit-when-idle": "2", "--max-event-bytes": "100",
         "--session-timeout-ms": "2000", "--topic-partitions": "2",
         "--max-poll-interval-ms": "3000", "--prefetch-kbytes": "2048",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ from decision_audit.audit import charts
 from decision_audit.contract import chain_hash, default_codec, genesis_hash
 from decision_audit.contract.ids import uuid7
 from decision_audit.contract.lineage import (
+    ACTION_DETAILS,
+    ACTIONS,
     ModelEventInput,
     Reference,
     as_reference,
@@ -20,9 +24,16 @@ from decision_audit.contract.lineage import (
     model_event_problem,
 )
 from decision_audit.contract.models import utc_now
+from decision_audit.contract.reasons import Reason
+from decision_audit.producer.lifecycle import model_event_record
 from decision_audit.worker.chain_heads import ChainReader
 from decision_audit.worker.checks import EventVerifier, Rejection, VerifiedEvent
-from decision_audit.worker.model_events import ModelEventIngest, PromotionPolicy
+from decision_audit.worker.model_events import (
+    Fact,
+    ModelEventIngest,
+    PromotionPolicy,
+    promotion_problems,
+)
 from tests.helpers import craft_chain
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -116,19 +127,97 @@ def test_model_event_contract_violations_are_named() -> None:
     assert isinstance(got, Rejection) and got.reason == "invalid_timestamp"
 
 
-def _verdict(action: str, minutes: int, actor: str = "bob", **meta: Any) -> tuple[Any, ...]:
-    return (T0 + timedelta(minutes=minutes), action, meta, actor)
+def _verdict(action: str, minutes: int, actor: str = "bob", **meta: Any) -> Fact:
+    return Fact(T0 + timedelta(minutes=minutes), action, actor, meta)
+
+
+def _attest(predicate: str, result: str, minutes: int = -3, actor: str = "ci") -> Fact:
+    meta = {"predicate": predicate, "result": result, "artifact_sha256": "ab" * 32}
+    return Fact(T0 + timedelta(minutes=minutes), "attest", actor, meta)
+
+
+REGISTERED = _verdict("register", -30, "alice")
 
 
 @pytest.mark.parametrize(
-    ("verdicts", "meta", "policy", "expected"),
+    ("facts", "meta", "policy", "expected"),
     [
         ([_verdict("approve", -5)], {}, {}, None),
-        ([], {}, {}, "no recorded approval"),
+        ([], {}, {}, "no recorded approval: needs 1 from distinct actors, has none"),
         ([_verdict("approve", 5)], {}, {}, "no recorded approval"),  # approval came after
-        ([_verdict("approve", -9), _verdict("reject", -5, "eve")], {}, {}, "rejection by 'eve'"),
+        (
+            [_verdict("approve", -9), _verdict("reject", -5, "eve")],
+            {},
+            {},
+            "since the rejection by 'eve'",
+        ),
         ([_verdict("reject", -9), _verdict("approve", -5)], {}, {}, None),
         ([], {}, {"require_approval": False}, None),
+        ([], {}, {"required_approvals": 0}, None),
+        # Two approvals from distinct actors: one actor approving twice is one approval.
+        (
+            [_verdict("approve", -5), _verdict("approve", -4)],
+            {},
+            {"required_approvals": 2},
+            "too few approvals: needs 2 from distinct actors, has 1 ('bob')",
+        ),
+        (
+            [_verdict("approve", -5), _verdict("approve", -4, "dan")],
+            {},
+            {"required_approvals": 2},
+            None,
+        ),
+        # Separation of duties: neither the registrant nor the promoter (carol) counts.
+        (
+            [REGISTERED, _verdict("approve", -5, "alice")],
+            {},
+            {},
+            "approval by 'alice' does not count: 'alice' registered m@2 (separation of duties)",
+        ),
+        (
+            [REGISTERED, _verdict("approve", -5, "carol")],
+            {},
+            {},
+            "approval by 'carol' does not count: 'carol' is the promoter",
+        ),
+        (
+            [REGISTERED, _verdict("approve", -5, "alice")],
+            {},
+            {"approver_may_be_registrant": True},
+            None,
+        ),
+        ([_verdict("approve", -5, "carol")], {}, {"approver_may_be_promoter": True}, None),
+        # Attestation predicates: the latest of each must exist and pass.
+        (
+            [_verdict("approve", -5)],
+            {},
+            {"required_predicates": ["tests"]},
+            "no 'tests' attestation",
+        ),
+        (
+            [_verdict("approve", -5), _attest("tests", "fail")],
+            {},
+            {"required_predicates": ["tests"]},
+            "'tests' attestation by 'ci' at 2026-05-01T11:57:00+00:00 did not pass (fail)",
+        ),
+        (
+            [_verdict("approve", -5), _attest("tests", "fail", -9), _attest("tests", "pass", -4)],
+            {},
+            {"required_predicates": ["tests"]},
+            None,
+        ),
+        (
+            [_verdict("approve", -5), _attest("tests", "pass", -9), _attest("tests", "fail", -4)],
+            {},
+            {"required_predicates": ["tests"]},
+            "did not pass",
+        ),
+        (
+            [_verdict("approve", -5), _attest("tests", "pass", 4)],  # attested after
+            {},
+            {"required_predicates": ["tests"]},
+            "no 'tests' attestation",
+        ),
         (
             [_verdict("approve", -5)],
             {},
@@ -150,15 +239,47 @@ def _verdict(action: str, minutes: int, actor: str = "bob", **meta: Any) -> tupl
     ],
 )
 def test_promotion_guard_rail(
-    verdicts: list[Any], meta: dict[str, Any], policy: dict[str, Any], expected: str | None
+    facts: list[Fact], meta: dict[str, Any], policy: dict[str, Any], expected: str | None
 ) -> None:
     ingest = ModelEventIngest(ChainReader(None, "audit"), PromotionPolicy(**policy))
     rec = {"actor": "carol", "occurred_at": T0, "metadata": json.dumps({"stage": "prod", **meta})}
-    problem = ingest._promotion_problem(rec, "m@2", verdicts)
+    problem = ingest._promotion_problem(rec, "m@2", facts)
     if expected is None:
         assert problem is None
     else:
         assert problem is not None and expected in problem and "m@2" in problem
+
+
+def test_promotion_problems_names_everything_missing() -> None:
+    policy = PromotionPolicy(required_approvals=2, required_predicates=["tests", "bias-report"])
+    facts = [REGISTERED, _verdict("approve", -5, "alice"), _verdict("approve", -4, "bob")]
+    facts.append(_attest("tests", "fail"))
+    assert promotion_problems(policy, "m@2", "carol", T0, facts) == [
+        "approval by 'alice' does not count: 'alice' registered m@2 (separation of duties)",
+        "too few approvals: needs 2 from distinct actors, has 1 ('bob')",
+        "'tests' attestation by 'ci' at 2026-05-01T11:57:00+00:00 did not pass (fail)",
+        "no 'bias-report' attestation",
+    ]
+
+
+def test_policy_file_under_environment_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "policy.toml"
+    f.write_text(
+        "[promotion]\nrequired_approvals = 2\nrequired_predicates = ['tests', 'bias-report']\n"
+    )
+    policy = PromotionPolicy.load(f)
+    assert policy.required_approvals == 2 and policy.required_predicates == ["tests", "bias-report"]
+    assert not policy.approver_may_be_registrant and not policy.approver_may_be_promoter
+    monkeypatch.setenv("DECISION_AUDIT_PROMOTION_REQUIRED_APPROVALS", "3")
+    assert PromotionPolicy.load(f).required_approvals == 3
+    monkeypatch.setenv("DECISION_AUDIT_PROMOTION_POLICY_FILE", str(f))
+    assert PromotionPolicy.load().required_predicates == ["tests", "bias-report"]
+    assert PromotionPolicy.load(required_approvals=1).required_approvals == 1
+    f.write_text("required_aprovals = 2\n")
+    with pytest.raises(ValueError, match=r"unknown setting.*required_aprovals"):
+        PromotionPolicy.load(f)
 
 
 def test_policy_names_production_stages_from_the_environment(
@@ -178,3 +299,133 @@ def test_charts_escape_labels_and_show_empty_windows() -> None:
     assert "&lt;s&gt;" in svg and "a&amp;b" in svg and 'class="mark"' in svg
     assert 'data-kind="empty"' in charts.bar_chart("nothing", {})
     assert 'data-kind="empty"' in charts.line_chart("gaps only", ["x"], {"s": [None]})
+
+
+SHA256 = "ab" * 32
+LIFECYCLE: dict[str, tuple[Reference, list[dict[str, str]], dict[str, Any]]] = {
+    "train": (
+        Reference(type="run", id="R678"),
+        [
+            {"type": "dataset", "id": "DS:2024-05-15"},
+            {"type": "commit", "id": "C1a2b"},
+            {"type": "environment", "id": "sha256:lock"},
+            {"type": "model_version", "id": "churn@2"},
+        ],
+        {"parameters": {"lr": 0.01}, "metrics": {"auc": 0.92}},
+    ),
+    "evaluate": (
+        Reference.model_version("churn", "2"),
+        [{"type": "dataset", "id": "DS:test"}],
+        {"metrics": {"auc": 0.92}, "thresholds": {"auc": 0.9}},
+    ),
+    "data_snapshot": (
+        Reference(type="dataset", id="DS:2024-05-15"),
+        [],
+        {"source": "s3://lake/events", "transformations": ["dedupe", "drop_pii"]},
+    ),
+    "retrain": (
+        Reference.model_version("churn", "2"),
+        [],
+        {"reason": "score drift", "trigger": "alert-77"},
+    ),
+    "attest": (
+        Reference.model_version("churn", "2"),
+        [],
+        {"predicate": "bias-report", "result": "pass", "artifact_sha256": SHA256},
+    ),
+}
+
+
+@pytest.mark.parametrize("action", sorted(LIFECYCLE))
+def test_new_actions_are_accepted_with_their_details(action: str) -> None:
+    subject, related, meta = LIFECYCLE[action]
+    rec = model_event_record(action, subject, actor="ml", related=related, metadata=meta)
+    assert rec["action"] == action
+    full = _record(action=action, subject=rec["subject"], related=rec["related"])
+    full["metadata"] = rec["metadata"]
+    assert model_event_problem(full) is None
+
+
+@pytest.mark.parametrize(
+    ("action", "change", "expected"),
+    [
+        ("train", {"metadata": {}}, "train needs detail 'parameters' in metadata: a JSON object"),
+        ("train", {"related": []}, "train needs detail 'dataset': a dataset reference"),
+        (
+            "train",
+            {"metadata": {"parameters": [1]}},
+            "train detail 'parameters' is not a JSON object",
+        ),
+        (
+            "evaluate",
+            {"metadata": {"metrics": {"auc": "high"}, "thresholds": {}}},
+            "evaluate detail 'metrics' has 'auc', which is not a number",
+        ),
+        ("evaluate", {"related": []}, "evaluate needs detail 'dataset'"),
+        ("data_snapshot", {"metadata": {"source": "x"}}, "needs detail 'transformations'"),
+        (
+            "data_snapshot",
+            {"metadata": {"source": "", "transformations": []}},
+            "data_snapshot detail 'source' is empty",
+        ),
+        ("retrain", {"metadata": {}}, "retrain needs detail 'reason'"),
+        (
+            "attest",
+            {"metadata": {"predicate": "tests", "result": "ok", "artifact_sha256": SHA256}},
+            "attest detail 'result' 'ok' is not one of pass, fail",
+        ),
+        (
+            "attest",
+            {"metadata": {"predicate": "tests", "result": "pass", "artifact_sha256": "ab"}},
+            "attest detail 'artifact_sha256' 'ab' is not 64 lowercase hex characters",
+        ),
+        (
+            "attest",
+            {"metadata": {"predicate": "Bias Report", "result": "pass", "artifact_sha256": SHA256}},
+            "attest detail 'predicate' 'Bias Report' is not a lowercase slug",
+        ),
+        (
+            "attest",
+            {"metadata": {"result": "pass", "artifact_sha256": SHA256}},
+            "attest needs detail 'predicate'",
+        ),
+        (
+            "launch",
+            {},
+            "action 'launch' is not one of register, promote, deploy, rollback, "
+            "approve, reject, retire, grant_access, revoke_access, train, evaluate, data_snapshot, "
+            "retrain, attest",
+        ),
+    ],
+)
+def test_bad_details_are_refused_by_producer_and_quarantined_by_worker(
+    action: str, change: dict[str, Any], expected: str
+) -> None:
+    subject, related, meta = LIFECYCLE.get(action, LIFECYCLE["retrain"])
+    related = change.get("related", related)
+    meta = change.get("metadata", meta)
+    # The producer refuses before anything is sent, naming the detail.
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        model_event_record(action, subject, actor="ml", related=related, metadata=meta)
+    # A record written past the producer is quarantined with the same words.
+    rec = _record(
+        action=action,
+        subject=subject.to_avro(),
+        related=[as_reference(r).to_avro() for r in related],
+        metadata=json.dumps(meta),
+    )
+    value, h = _message(rec)
+    verifier = EventVerifier(default_codec(), max_event_bytes=1_000_000)
+    got = verifier.check(
+        value, rec["producer_id"].encode(), [("da-event-hash", h)], record="model_event"
+    )
+    assert isinstance(got, Rejection) and got.reason == Reason.INVALID_EVENT
+    assert expected in got.detail
+
+
+def test_every_action_declares_its_details_once() -> None:
+    assert set(ACTION_DETAILS) == set(ACTIONS) and len(ACTIONS) == len(set(ACTIONS))
+    for action, details in ACTION_DETAILS.items():
+        names = [d.name for d in details]
+        assert len(names) == len(set(names)), action
+        assert all(d.meaning for d in details), action

@@ -115,12 +115,12 @@ def test_crafted_chain_links() -> None:
 
 
 def test_pydantic_model_mirrors_latest_avro_schema() -> None:
-    for name, model in (("decision_event.v3", DecisionEvent), ("checkpoint.v1", Checkpoint)):
+    for name, model in (("decision_event.v4", DecisionEvent), ("checkpoint.v1", Checkpoint)):
         schema = json.loads(
             resources.files("decision_audit.contract").joinpath(f"avro/{name}.avsc").read_text()
         )
         assert [f["name"] for f in schema["fields"]] == list(model.model_fields)
-    assert default_codec().registry.latest("decision_event").version == 3
+    assert default_codec().registry.latest("decision_event").version == 4
     assert default_codec().registry.latest("checkpoint").version == 1
 
 

@@ -263,7 +263,7 @@ def test_models_frozen() -> None:
 @pytest.mark.parametrize(
     "rule",
     [
-        {"path": "a", "action": "encrypt"},  # unknown action
+        {"path": "a", "action": "shred"},  # unknown action
         {"path": "", "action": "drop"},  # empty path
         {"path": "a..b", "action": "drop"},  # empty segment
         {"path": "a.", "action": "drop"},

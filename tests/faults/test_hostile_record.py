@@ -1,0 +1,174 @@
+"""Hostile outcomes, reviews and failed inferences beside valid ones: each quarantined with its
+reason, the valid ones stored, and an outcome or review naming an unknown decision kept."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import fastavro
+import pytest
+
+from decision_audit.contract import chain_hash, default_codec, genesis_hash
+from decision_audit.contract.schemas import avro_fingerprint
+from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.worker.dlq import REASON_HEADER
+from decision_audit.worker.settings import WorkerSettings
+from decision_audit.worker.topics import ensure_topics
+from tests.helpers import RECORDS, consume_all, count, craft_chain, run_worker, send_raw
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+Raw = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+HASH = "da-event-hash"
+
+
+def _one(kind: str, chain: str, **fields: Any) -> Raw:
+    """A well-formed, correctly hashed first record of ``chain`` (its content may be hostile)."""
+    codec = default_codec()
+    schema = codec.registry.latest(kind)
+    prev = genesis_hash(chain, 1)
+    body = codec.encode_body(schema, RECORDS[kind](chain, 1, 1, prev, **fields))
+    return chain.encode(), codec.frame(schema, body), [(HASH, chain_hash(prev, body))]
+
+
+def _retyped(kind: str, chain: str, field: str, avro_type: Any, value: Any) -> Raw:
+    """A record whose ``field`` is written with another Avro type under the shipped schema's
+    fingerprint: the body does not decode as the schema says (wrong types)."""
+    codec = default_codec()
+    shipped = codec.registry.latest(kind)
+    definition = {
+        **shipped.definition,
+        "fields": [
+            {**f, "type": avro_type} if f["name"] == field else f
+            for f in shipped.definition["fields"]
+        ],
+    }
+    prev = genesis_hash(chain, 1)
+    rec = {**RECORDS[kind](chain, 1, 1, prev), field: value}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(definition), rec)
+    body = buf.getvalue()
+    return chain.encode(), codec.frame(shipped, body), [(HASH, chain_hash(prev, body))]
+
+
+def _hostile(kind: str, suffix: str) -> tuple[list[Raw], Counter[str]]:
+    out: list[Raw] = []
+    expect: Counter[str] = Counter()
+
+    def add(reason: str, messages: list[Raw]) -> None:
+        out.extend(messages)
+        expect[reason] += len(messages)
+
+    def chain(name: str, i: int) -> str:
+        return f"h-{name}-{i}{suffix}"
+
+    add("bad_magic", [(b"x", b"\x00" + os.urandom(40), None) for _ in range(20)])
+    add("empty_value", [(b"x", b"", None) for _ in range(5)])
+    _, big, big_h = _one(kind, chain("big", 0))
+    add("oversized", [(chain("big", 0).encode(), big + b"\x00" * (2 << 20), big_h)])
+    good = [_one(kind, chain("cut", i)) for i in range(20)]
+    add("malformed_avro", [(k, v[:-7], h) for k, v, h in good if v])
+    foreign = fastavro.parse_schema(
+        {"type": "record", "name": "Other", "fields": [{"name": "x", "type": "long"}]}
+    )
+    add("unknown_schema", [(b"f", b"\xc3\x01" + avro_fingerprint(foreign) + b"\x02", None)])
+    # A decision (or a model event) on this kind's topic.
+    add("unexpected_record", [_one("decision_event", f"h-dec-{i}") for i in range(10)])
+    # Wrong types: a number where text belongs, text where a timestamp belongs.
+    add(
+        "malformed_avro",
+        [_retyped(kind, chain("type", i), "decision_id", "long", 42) for i in range(5)]
+        + [_retyped(kind, chain("ts", i), "occurred_at", "string", "yesterday") for i in range(5)],
+    )
+    # Bad references, bad ids, bad times, a chain not named for this kind.
+    add("invalid_event", [_one(kind, chain("noref", i), decision_id="") for i in range(10)])
+    add("invalid_event", [_one(kind, chain("eid", i), event_id="nope") for i in range(5)])
+    add("invalid_event", [_one(kind, f"h-misnamed-{i}") for i in range(5)])
+    old = datetime(1980, 1, 1, tzinfo=UTC)
+    add("invalid_timestamp", [_one(kind, chain("old", i), occurred_at=old) for i in range(5)])
+    add("missing_hash", [(k, v, None) for k, v, _ in (_one(kind, chain("nh", 0)),)])
+    add(
+        "hash_mismatch",
+        [(k, v, [(HASH, os.urandom(32))]) for k, v, _ in (_one(kind, chain("bh", 0)),)],
+    )
+    add("key_mismatch", [(b"other", v, h) for _, v, h in (_one(kind, chain("key", 0)),)])
+    if kind == "review":
+        add("invalid_event", [_one(kind, chain("verdict", i), verdict="veto") for i in range(10)])
+        add(
+            "invalid_event",
+            [_one(kind, chain("nofinal", i), verdict="override") for i in range(10)],
+        )
+        add("invalid_event", [_one(kind, chain("noone", i), reviewer="") for i in range(5)])
+    else:
+        add("invalid_timestamp", [_one(kind, chain("obs", 0), observed_at=old)])
+    return out, expect
+
+
+@pytest.mark.parametrize(("kind", "suffix"), [("outcome", "/outcomes"), ("review", "/reviews")])
+def test_hostile_records_are_quarantined_and_valid_ones_stored(
+    broker: LocalBroker, worker_settings: WorkerSettings, ch: Any, kind: str, suffix: str
+) -> None:
+    topic = f"{worker_settings.topic}-{kind}s"
+    ensure_topics(broker.bootstrap_servers, {topic: 2})
+    s = worker_settings.model_copy(update={f"{kind}s_topic": topic})
+    hostile, expect = _hostile(kind, suffix)
+    valid = craft_chain(f"valid{suffix}", 30, record=kind)
+    orphan = craft_chain(f"orphan{suffix}", 3, record=kind, decision_id="req-that-never-was")
+    send_raw(broker.bootstrap_servers, topic, [(f"valid{suffix}".encode(), v, [(HASH, h)])
+                                               for v, h in valid[:15]])  # fmt: skip
+    send_raw(broker.bootstrap_servers, topic, hostile)
+    send_raw(
+        broker.bootstrap_servers,
+        topic,
+        [(f"valid{suffix}".encode(), v, [(HASH, h)]) for v, h in valid[15:]]
+        + [(f"orphan{suffix}".encode(), v, [(HASH, h)]) for v, h in orphan],
+    )
+    stats = run_worker(s, ch)
+
+    db, table = s.database, f"{kind}s"
+    assert stats.consumed == len(hostile) + 33
+    assert count(ch, f"SELECT count() FROM {db}.{table}") == 33
+    reasons = Counter(
+        {
+            str(r): int(n)
+            for r, n in ch.query(
+                f"SELECT reason, count() FROM {db}.quarantine GROUP BY 1"
+            ).result_rows
+        }
+    )
+    assert reasons == expect
+    assert dict(stats.quarantined) == dict(expect)
+    # A record naming an unknown decision is kept, and flagged (as are the valid ones, whose
+    # crafted decision_id "r-1" names no decision either).
+    flagged = ch.query(
+        f"SELECT producer_id, count() FROM {db}.incidents FINAL "
+        "WHERE kind = 'unknown_decision' GROUP BY 1 ORDER BY 1"
+    ).result_rows
+    assert flagged == [(f"orphan{suffix}", 3), (f"valid{suffix}", 30)]
+    dlq = consume_all(broker.bootstrap_servers, s.dlq_topic, len(hostile), timeout=60)
+    assert Counter(dict(m.headers())[REASON_HEADER].decode() for m in dlq) == expect
+
+
+@pytest.mark.parametrize("parse_in_clickhouse", [True, False], ids=["clickhouse", "python"])
+def test_hostile_failed_inferences_are_quarantined(
+    broker: LocalBroker, worker_settings: WorkerSettings, ch: Any, parse_in_clickhouse: bool
+) -> None:
+    s = worker_settings.model_copy(update={"parse_in_clickhouse": parse_in_clickhouse})
+    bad = [
+        *(_one("decision_event", f"st-{i}", status="exploded") for i in range(10)),
+        *(_one("decision_event", f"np-{i}", prediction=None) for i in range(10)),  # ok, no answer
+    ]
+    good = [
+        _one("decision_event", f"fail-{i}", status="error", prediction=None, error_type="E")
+        for i in range(10)
+    ]
+    send_raw(broker.bootstrap_servers, s.topic, bad + good)
+    stats = run_worker(s, ch)
+    assert stats.inserted == 10 and dict(stats.quarantined) == {"invalid_event": 20}
+    details = [r[0] for r in ch.query(f"SELECT detail FROM {s.database}.quarantine").result_rows]
+    assert sum("status 'exploded' is not one of" in d for d in details) == 10
+    assert sum("prediction is missing, which status 'ok' requires" in d for d in details) == 10
