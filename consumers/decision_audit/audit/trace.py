@@ -8,6 +8,11 @@ approved, promoted, deployed, rolled back, and when), and proves the decision's 
 its hash recomputed from the stored ``raw`` bytes, its columns equal to what those bytes
 say, its link to the previous event of its chain, and the signed checkpoint that covers it
 (with every link between the two re-checked).
+
+:class:`LifecycleTracer` answers seed 003's other two questions from ``audit.model_events``:
+``trace --deployment D --since T --until U`` (a deployment's timeline, with its decisions
+around each event) and ``trace --model-version NAME@VERSION`` (the approval chain), each
+event proven like the decision's follow-ups and judged by the promotion gate's rule.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
+from decision_audit.audit.gate import GateAnswer, check_gate
 from decision_audit.audit.keystore import (
     EncryptedInput,
     KeystoreKey,
@@ -30,11 +37,18 @@ from decision_audit.audit.verify import COMPARED
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
 from decision_audit.contract.errors import DecisionAuditError
-from decision_audit.contract.fields import DECISION_EVENT, OUTCOME, REVIEW, RecordKind
+from decision_audit.contract.fields import (
+    DECISION_EVENT,
+    MODEL_EVENT,
+    OUTCOME,
+    REVIEW,
+    RecordKind,
+)
 from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.lineage import model_version_id
 from decision_audit.contract.models import decode_value
+from decision_audit.worker.model_events import PromotionPolicy, promotion_problems, stored_facts
 
 # What a trace shows of the decision and what followed it (decision_audit.contract.fields).
 DECISION_FIELDS = tuple(f.name for f in DECISION_EVENT if f.traced)
@@ -410,6 +424,13 @@ class Tracer:
         return out
 
     def _covering_checkpoint(self, kind: RecordKind, f: FollowUp, row: dict[str, Any]) -> None:
+        f.checkpoint_seq, f.checkpoint_ok = self._checkpoint_of(kind, row)
+
+    def _checkpoint_of(
+        self, kind: RecordKind, row: dict[str, Any]
+    ) -> tuple[int | None, bool | None]:
+        """The first signed checkpoint of ``row``'s chain at or after it and whether it holds
+        (checked with --keys, else as the worker checked it); ``(None, None)`` when none."""
         assert kind.chain is not None
         pid, epoch = str(row["producer_id"]), int(row["producer_epoch"])
         found = self.client.query(
@@ -421,20 +442,17 @@ class Tracer:
             column_formats={"chain_head": "bytes", "signature": "bytes"},
         ).result_rows
         if not found:
-            return
+            return None, None
         seq, head, key_id, signature, verified = found[0]
-        f.checkpoint_seq = int(seq)
+        ok: bool | None
         if self.keyring:
             msg = checkpoint_message(pid, epoch, int(seq), bytes(head))
-            f.checkpoint_ok = self.keyring.verify(str(key_id), bytes(signature), msg)
+            ok = self.keyring.verify(str(key_id), bytes(signature), msg)
         else:
-            f.checkpoint_ok = bool(verified) or None
-        if (
-            f.checkpoint_ok
-            and int(seq) == int(row["seq"])
-            and bytes(head) != bytes(row["event_hash"])
-        ):
-            f.checkpoint_ok = False
+            ok = bool(verified) or None
+        if ok and int(seq) == int(row["seq"]) and bytes(head) != bytes(row["event_hash"]):
+            ok = False
+        return int(seq), ok
 
     # -- lineage ----------------------------------------------------------------------------
 
@@ -761,3 +779,452 @@ def print_trace(trace: Trace, fmt: str, console: Any) -> None:
         console.print("[green]lineage complete[/]")
     else:
         console.print(f"[yellow]lineage incomplete[/]: {'; '.join(trace.missing)}")
+
+
+# -- trace --deployment and trace --model-version --------------------------------------------
+
+BEGINNING = datetime(2000, 1, 1, tzinfo=UTC)
+END_OF_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class ChainEntry:
+    """A lifecycle event as ``trace --deployment`` and ``trace --model-version`` show it:
+    what it says, the proof of its record and what the promotion policy makes of it."""
+
+    event_id: str
+    occurred_at: datetime
+    action: str
+    actor: str
+    subject: str
+    related: list[str]
+    metadata: dict[str, Any]
+    summary: str
+    producer_id: str
+    seq: int
+    hash_ok: bool
+    """its hash recomputed from the stored original bytes"""
+    columns_ok: bool
+    """its columns equal what those bytes say"""
+    checkpoint_seq: int | None = None
+    checkpoint_ok: bool | None = None
+    """the signed checkpoint covering it (None: unsigned chain or not signed yet)"""
+    flags: list[str] = field(default_factory=list)
+    """what the audit notes: a failed attestation overridden, what the gate would reject"""
+
+    @property
+    def ok(self) -> bool:
+        return self.hash_ok and self.columns_ok and self.checkpoint_ok is not False
+
+    @property
+    def integrity(self) -> str:
+        if not self.hash_ok:
+            return "hash mismatch"
+        if not self.columns_ok:
+            return "columns altered"
+        if self.checkpoint_ok is False:
+            return f"checkpoint {self.checkpoint_seq} fails"
+        if self.checkpoint_seq is None:
+            return "intact (not covered by a signed checkpoint)"
+        return f"intact, signed (checkpoint {self.checkpoint_seq})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok, "integrity": self.integrity}
+
+
+@dataclass
+class DecisionWindow:
+    """The decisions of a deployment in ``[start, end)``."""
+
+    start: datetime
+    end: datetime
+    decisions: int = 0
+    errors: int = 0
+    """decisions whose status is not ``ok``"""
+    mean_score: float | None = None
+    predictions: dict[str, int] = field(default_factory=dict)
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.predictions.values())
+        return {k: v / total for k, v in self.predictions.items()} if total else {}
+
+
+@dataclass
+class TimelineEntry:
+    """One lifecycle event of the timeline and the decisions around it."""
+
+    event: ChainEntry
+    before: DecisionWindow
+    """since the previous event of the timeline (or --since)"""
+    after: DecisionWindow
+    """until the next event of the timeline (or --until)"""
+
+    @property
+    def score_shift(self) -> float | None:
+        b, a = self.before.mean_score, self.after.mean_score
+        return None if a is None or b is None else a - b
+
+    @property
+    def prediction_shift(self) -> float | None:
+        """Total variation distance between the prediction mixes (0: same, 1: disjoint)."""
+        b, a = self.before.shares(), self.after.shares()
+        if not a or not b:
+            return None
+        return sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in {*a, *b}) / 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event.to_dict(),
+            "before": asdict(self.before),
+            "after": asdict(self.after),
+            "score_shift": self.score_shift,
+            "prediction_shift": self.prediction_shift,
+        }
+
+
+@dataclass
+class Timeline:
+    """The answer to ``trace --deployment D --since T --until U``: what happened to the
+    deployment and to the model versions it served, and the decisions around each event."""
+
+    deployment: str
+    since: datetime | None
+    until: datetime | None
+    serving_at_start: str | None
+    """the model version the deployment served at --since (its last deploy or rollback)"""
+    entries: list[TimelineEntry]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(e.event.ok for e in self.entries)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "since": self.since,
+            "until": self.until,
+            "serving_at_start": self.serving_at_start,
+            "ok": self.ok,
+            "flagged": [f for e in self.entries for f in e.event.flags],
+            "events": [e.to_dict() for e in self.entries],
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class ApprovalChain:
+    """The answer to ``trace --model-version NAME@VERSION``: every lifecycle event of the
+    model version (registration, attestations, approvals, promotions…) with its integrity,
+    and what the promotion policy rejects."""
+
+    model_version: str
+    entries: list[ChainEntry]
+    gate: GateAnswer
+    """what a promotion to production would miss now (decision_audit.audit.gate)"""
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.entries)
+
+    @property
+    def flagged(self) -> list[str]:
+        return [f"{e.action} by {e.actor}: {f}" for e in self.entries for f in e.flags]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "ok": self.ok,
+            "flagged": self.flagged,
+            "events": [e.to_dict() for e in self.entries],
+            "gate": self.gate.to_dict(),
+        }
+
+
+class LifecycleTracer(Tracer):
+    """``trace --deployment`` and ``trace --model-version``."""
+
+    def __init__(self, *args: Any, policy: PromotionPolicy | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy = policy or PromotionPolicy.load()
+
+    def model_version(self, version: str) -> ApprovalChain:
+        """The approval chain of ``version``; raises :class:`TraceNotFound` when no lifecycle
+        event names it."""
+        entries = self._entries({("model_version", version)})
+        if not entries:
+            raise TraceNotFound(f"no lifecycle event names model version {version!r}")
+        self._judge(entries)
+        gate = check_gate(self.client, self.db, version, policy=self.policy)
+        return ApprovalChain(version, entries, gate)
+
+    def deployment(
+        self, deployment: str, since: datetime | None = None, until: datetime | None = None
+    ) -> Timeline:
+        """The deployment's timeline in ``[since, until)``; raises :class:`TraceNotFound`
+        when neither a lifecycle event nor a decision names it."""
+        lo, hi = since or BEGINNING, until or END_OF_TIME
+        own = self._entries({("deployment", deployment)})
+        served = {v for e in own for v in _versions(e)}
+        served |= {
+            str(v)
+            for (v,) in self.client.query(
+                f"SELECT DISTINCT concat(model_name, '@', model_version) FROM {self.db}.decisions "
+                "WHERE deployment_id = {d:String} AND occurred_at >= {lo:DateTime64(3, 'UTC')} "
+                "AND occurred_at < {hi:DateTime64(3, 'UTC')}",
+                parameters={"d": deployment, "lo": lo, "hi": hi},
+            ).result_rows
+        }
+        if not own and not served:
+            raise TraceNotFound(f"no lifecycle event or decision names deployment {deployment!r}")
+        everything = self._entries(
+            {("deployment", deployment)} | {("model_version", v) for v in served}
+        )
+        self._judge(everything)
+        start = [e for e in own if e.action in SERVING_ACTIONS and e.occurred_at < lo]
+        serving = next(iter(_versions(start[-1])), None) if start else None
+        shown = [e for e in everything if lo <= e.occurred_at < hi]
+        bounds = [lo, *(e.occurred_at for e in shown), hi]
+        windows = [self._window(deployment, a, b) for a, b in pairwise(bounds)]
+        entries = [TimelineEntry(e, windows[i], windows[i + 1]) for i, e in enumerate(shown)]
+        notes = [] if shown else ["no lifecycle event in the window"]
+        return Timeline(deployment, since, until, serving, entries, notes)
+
+    def _window(self, deployment: str, start: datetime, end: datetime) -> DecisionWindow:
+        w = DecisionWindow(start, end)
+        if start >= end:
+            return w
+        n, errors, mean, mix = self.client.query(
+            "SELECT count(), countIf(status != 'ok'), avgIf(score, isNotNull(score)), "
+            "sumMapIf(map(assumeNotNull(prediction), toUInt64(1)), prediction IS NOT NULL) "
+            f"FROM {self.db}.decisions FINAL WHERE deployment_id = {{d:String}} "
+            "AND occurred_at >= {lo:DateTime64(3, 'UTC')} "
+            "AND occurred_at < {hi:DateTime64(3, 'UTC')}",
+            parameters={"d": deployment, "lo": start, "hi": end},
+        ).result_rows[0]
+        w.decisions, w.errors = int(n), int(errors)
+        w.mean_score = float(mean) if n and mean is not None and mean == mean else None
+        w.predictions = {str(k): int(v) for k, v in dict(mix).items()}
+        return w
+
+    def _entries(self, refs: set[tuple[str, str]]) -> list[ChainEntry]:
+        """The lifecycle events about ``refs`` (as subject or related), each proven."""
+        result = self.client.query(
+            f"SELECT * FROM {self.db}.model_events FINAL "
+            "WHERE (subject_type, subject_id) IN {refs:Array(Tuple(String, String))} "
+            "OR hasAny(arrayMap(r -> (r.1, r.2), related), {refs:Array(Tuple(String, String))}) "
+            "ORDER BY occurred_at, seq",
+            parameters={"refs": sorted(refs)},
+            column_formats={"prev_hash": "bytes", "event_hash": "bytes", "raw": "bytes"},
+        )
+        out = []
+        for values in result.result_rows:
+            row = dict(zip(result.column_names, values, strict=True))
+            row["event_id"] = str(row["event_id"])
+            related = [_ref_str(r) for r in row["related"]]
+            hash_ok = columns_ok = False
+            try:
+                decoded = self.codec.decode(bytes(row["raw"]))
+            except CodecError:
+                pass
+            else:
+                rec = decoded.record
+                hash_ok = chain_hash(rec["prev_hash"], decoded.body) == bytes(row["event_hash"])
+                columns_ok = (
+                    rec["seq"] == row["seq"]
+                    and all(row[c] == rec[c] for c in MODEL_EVENT.compared)
+                    and (rec["subject"]["type"], rec["subject"]["id"])
+                    == (row["subject_type"], row["subject_id"])
+                    and [_ref_str(r) for r in rec["related"]] == related
+                )
+            entry = ChainEntry(
+                row["event_id"],
+                row["occurred_at"],
+                str(row["action"]),
+                str(row["actor"]),
+                f"{row['subject_type']}:{row['subject_id']}",
+                related,
+                json.loads(row["metadata"]),
+                "",
+                str(row["producer_id"]),
+                int(row["seq"]),
+                hash_ok,
+                columns_ok,
+            )
+            entry.checkpoint_seq, entry.checkpoint_ok = self._checkpoint_of(MODEL_EVENT, row)
+            entry.summary = _entry_words(entry)
+            out.append(entry)
+        return out
+
+    def _judge(self, entries: list[ChainEntry]) -> None:
+        """Flag what the audit notes: failed attestations that a promotion or deployment
+        overrode, automatic approvals despite them, and what the promotion gate rejects
+        (:func:`decision_audit.worker.model_events.promotion_problems`)."""
+        versions = {v for e in entries for v in _versions(e)}
+        facts = stored_facts(self.client, self.db, versions)
+        for e in entries:
+            version = next(iter(_versions(e)), None)
+            if version is None:
+                continue
+            failed = [
+                x
+                for x in entries
+                if x.action == "attest"
+                and x.metadata.get("result") == "fail"
+                and version in _versions(x)
+                and x.occurred_at <= e.occurred_at
+                and x is not e
+            ]
+            if e.action == "attest" and e.metadata.get("result") == "fail":
+                went_ahead = next(
+                    (
+                        x
+                        for x in entries
+                        if x.action in ("promote", "deploy")
+                        and version in _versions(x)
+                        and x.occurred_at >= e.occurred_at
+                    ),
+                    None,
+                )
+                if went_ahead is not None:
+                    e.flags.append(
+                        f"{e.metadata.get('predicate')} attestation failed but was overridden: "
+                        f"{went_ahead.action} by {went_ahead.actor} at "
+                        f"{went_ahead.occurred_at.isoformat()} went ahead"
+                    )
+            if e.action == "approve" and e.metadata.get("automated") and failed:
+                e.flags.append(
+                    "approved automatically although "
+                    + ", ".join(f"{x.metadata.get('predicate')!s}" for x in failed)
+                    + " failed"
+                )
+            if e.action == "promote" and self.policy.targets_production(e.metadata):
+                problems = promotion_problems(
+                    self.policy, version, e.actor, e.occurred_at, facts.get(version, []), e.metadata
+                )
+                e.flags += [f"gate policy rejects: {p}" for p in problems]
+                for a in entries:
+                    if a.action == "approve" and version in _versions(a):
+                        prefix = f"approval by {a.actor!r} does not count"
+                        a.flags += [
+                            f"gate policy rejects: {p}"
+                            for p in problems
+                            if p.startswith(prefix) and f"gate policy rejects: {p}" not in a.flags
+                        ]
+
+
+def _versions(e: ChainEntry) -> list[str]:
+    """The model versions an event is about: its subject, else its related ones."""
+    refs = [e.subject, *e.related]
+    return [r.split(":", 1)[1] for r in refs if r.startswith("model_version:")]
+
+
+def _entry_words(e: ChainEntry) -> str:
+    """What a lifecycle event says, in a few words, for the timeline and approval chain."""
+    m = e.metadata
+    version = next(iter(_versions(e)), None)
+    if e.action == "register":
+        what = f"register {e.subject}"
+        if m.get("artifact_sha256"):
+            what += f" (artifact sha256 {str(m['artifact_sha256'])[:12]}…)"
+        return what
+    if e.action == "attest":
+        uri = f" at {m['artifact_uri']}" if m.get("artifact_uri") else ""
+        return (
+            f"attest {m.get('predicate')} {m.get('result')} for {e.subject} "
+            f"(evidence sha256 {m.get('artifact_sha256')}{uri})"
+        )
+    if e.action == "approve":
+        how = " automatically" if m.get("automated") else ""
+        basis = f" ({m['basis']})" if m.get("basis") else ""
+        return f"approve {e.subject}{how}{basis}"
+    if e.action in SERVING_ACTIONS:
+        reason = f": {m['reason']}" if m.get("reason") else ""
+        return f"{e.action} {e.subject} → {version or '?'}{reason}"
+    if e.action == "promote":
+        stage = m.get("stage") or m.get("to_stage")
+        return f"promote {e.subject}{' to ' + str(stage) if stage else ''}"
+    words = _event_words(
+        LifecycleEvent(
+            e.event_id, e.occurred_at, e.action, e.actor, e.subject, e.related, m, "", 0, True
+        )
+    )
+    return words if e.subject in words else f"{words} ({e.subject})"
+
+
+def _mark(e: ChainEntry) -> str:
+    return "[green]ok[/]" if e.ok else "[red]FAILED[/]"
+
+
+def _print_flags(e: ChainEntry, console: Any) -> None:
+    for f in e.flags:
+        console.print(f"      [yellow]flag[/]: {f}", soft_wrap=True)
+
+
+def _window_words(w: DecisionWindow) -> str:
+    if not w.decisions:
+        return "0 decisions"
+    mix = ", ".join(f"{k} {v:.0%}" for k, v in sorted(w.shares().items()))
+    score = f"mean score {w.mean_score:.3f}" if w.mean_score is not None else "no score"
+    errors = f", {w.errors} errors" if w.errors else ""
+    n = f"{w.decisions} decision{'s' if w.decisions != 1 else ''}"
+    return f"{n}{errors}, {score}, {mix or 'no prediction'}"
+
+
+def print_timeline(t: Timeline, fmt: str, console: Any) -> None:
+    """Print a deployment's timeline for people (``text``) or machines (``json``)."""
+    if fmt == "json":
+        print(json.dumps(t.to_dict(), indent=2, default=str))
+        return
+    span = f"{(t.since or BEGINNING).isoformat()} … {(t.until.isoformat() if t.until else 'now')}"
+    console.print(f"[bold]Deployment {t.deployment}[/] {span}")
+    if t.serving_at_start:
+        console.print(f"  serving {t.serving_at_start} at the start")
+    for entry in t.entries:
+        e = entry.event
+        console.print(
+            f"  {e.occurred_at.isoformat()} [bold]{e.summary}[/] by {e.actor} "
+            f"[{_mark(e)}: {e.integrity}]",
+            soft_wrap=True,
+        )
+        console.print(f"      before: {_window_words(entry.before)}")
+        console.print(f"      after:  {_window_words(entry.after)}")
+        shifts = []
+        if entry.score_shift is not None:
+            shifts.append(f"score {entry.score_shift:+.3f}")
+        if entry.prediction_shift is not None:
+            shifts.append(f"prediction mix {entry.prediction_shift:.0%}")
+        if shifts:
+            console.print(f"      shift:  {', '.join(shifts)}")
+        _print_flags(e, console)
+    for note in t.notes:
+        console.print(f"  note: {note}")
+    console.print("[green]all events intact[/]" if t.ok else "[red]some events fail integrity[/]")
+
+
+def print_approvals(chain: ApprovalChain, fmt: str, console: Any) -> None:
+    """Print a model version's approval chain for people (``text``) or machines (``json``)."""
+    if fmt == "json":
+        print(json.dumps(chain.to_dict(), indent=2, default=str))
+        return
+    console.print(f"[bold]Approval chain of {chain.model_version}[/]")
+    for e in chain.entries:
+        console.print(
+            f"  {e.occurred_at.isoformat()} [bold]{e.summary}[/] by {e.actor} "
+            f"[{_mark(e)}: {e.integrity}] (event {e.event_id})",
+            soft_wrap=True,
+        )
+        _print_flags(e, console)
+    g = chain.gate
+    if g.ok:
+        console.print(
+            "[green]the gate policy lets a promotion to production now pass "
+            "(by an actor who did not approve)[/]"
+        )
+    else:
+        console.print("[yellow]a promotion to production now would miss[/]:")
+        for problem in g.problems:
+            console.print(f"  {problem}")
+    console.print(
+        "[green]every event intact[/]" if chain.ok else "[red]some events fail integrity[/]"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -353,38 +354,129 @@ def query(fmt: str, actor: str | None, sql: str, **flags: Any) -> None:
     type=KEYSTORE_KEY,
     help="the key store's private KEY_ID.key: show the decision's encrypted inputs opened",
 )
+@click.option(
+    "--deployment",
+    metavar="DEPLOYMENT_ID",
+    help="instead of ID: the deployment's timeline (its events and its model versions'), "
+    "with the decision volume and score/prediction shift around each event",
+)
+@click.option(
+    "--model-version",
+    "model_version",
+    metavar="NAME@VERSION",
+    help="instead of ID: the model version's approval chain, each event's integrity and what "
+    f"the promotion policy rejects [policy: env {ENV}PROMOTION_POLICY_FILE]",
+)
+@click.option(
+    "--since", help="with --deployment: events at or after this ISO time (UTC if no zone)"
+)
+@click.option("--until", help="with --deployment: events before this ISO time")
 @actor_option
-@click.argument("ident", metavar="ID")
+@click.argument("ident", metavar="ID", required=False)
 def trace(
     keys: Path | None,
     fmt: str,
     keystore_key: Path | None,
+    deployment: str | None,
+    model_version: str | None,
+    since: str | None,
+    until: str | None,
     actor: str | None,
-    ident: str,
+    ident: str | None,
     **flags: Any,
 ) -> None:
-    """Trace one decision (by event id, request id or prediction id) through its lineage.
+    """Trace one decision (by event id, request id or prediction id) through its lineage,
+    a deployment's timeline (--deployment) or a model version's approval chain
+    (--model-version).
 
-    Prints the decision, the deployment that served it, the model version (who registered,
-    approved and promoted it), the training run, dataset, code commit and environment, and
-    the integrity of its record (hash, chain link, covering signed checkpoint). Exit 1 when
-    the id is unknown or the record's integrity fails; missing lineage links are reported.
+    For a decision: the decision, its reviews and outcomes, the deployment that served it,
+    the model version (who registered, approved and promoted it), the training run,
+    dataset, code commit and environment, and the integrity of its record (hash, chain
+    link, covering signed checkpoint). Exit 1 when nothing matches or an integrity check
+    fails; missing lineage links and what the promotion policy rejects are reported.
     """
     from decision_audit.audit.access_log import record_access
-    from decision_audit.audit.trace import TraceNotFound, Tracer, print_trace
+    from decision_audit.audit.trace import (
+        LifecycleTracer,
+        TraceNotFound,
+        Tracer,
+        print_approvals,
+        print_timeline,
+        print_trace,
+    )
+    from decision_audit.worker.model_events import PromotionPolicy
 
+    modes = [m for m in (ident, deployment, model_version) if m is not None]
+    if len(modes) != 1:
+        raise click.UsageError("give exactly one of ID, --deployment or --model-version")
+    if (since or until) and deployment is None:
+        raise click.UsageError("--since and --until go with --deployment")
+    if model_version is not None and "@" not in model_version.strip("@"):
+        raise click.BadParameter("expected NAME@VERSION", param_hint="--model-version")
+    window = (_parse_ts(since, "--since"), _parse_ts(until, "--until"))
     s = build_settings(ClickHouseSettings, flags)
     keyring = _keyring(keys)
     opener = _keystore_key(keystore_key)
-    client = open_store(s)
     try:
-        result = Tracer(client, s.database, keyring, keystore_key=opener).trace(ident)
+        policy = PromotionPolicy.load()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    client = open_store(s)
+    target = ident or (f"deployment {deployment}" if deployment else f"model_version {modes[0]}")
+    if deployment is not None:
+        target += f" {since or ''}..{until or ''}"
+    lifecycle = LifecycleTracer(client, s.database, keyring, policy=policy)
+    try:
+        if deployment is not None:
+            timeline = lifecycle.deployment(deployment, *window)
+        elif model_version is not None:
+            chain = lifecycle.model_version(model_version)
+        else:
+            result = Tracer(client, s.database, keyring, keystore_key=opener).trace(modes[0])
     except TraceNotFound:
-        record_access(client, s.database, "trace", ident, actor=actor, status="not_found")
+        record_access(client, s.database, "trace", target, actor=actor, status="not_found")
         raise
-    record_access(client, s.database, "trace", ident, actor=actor)
+    record_access(client, s.database, "trace", target, actor=actor)
+    if deployment is not None:
+        print_timeline(timeline, fmt, Console())
+        sys.exit(0 if timeline.ok else 1)
+    if model_version is not None:
+        print_approvals(chain, fmt, Console())
+        sys.exit(0 if chain.ok else 1)
     print_trace(result, fmt, Console())
     sys.exit(0 if result.integrity.ok else 1)
+
+
+@main.command()
+@store_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@actor_option
+def reconcile(fmt: str, actor: str | None, **flags: Any) -> None:
+    """Re-hash the artifacts lifecycle events name and record what no longer matches.
+
+    Every register, train, data_snapshot and attest event whose metadata names an
+    artifact_uri and its artifact_sha256: the file (a local path or file:// URL; other
+    URLs through fsspec when it is installed) is hashed again. A mismatch or a missing
+    artifact is written to the incidents table (artifact_mismatch, artifact_missing), so
+    the account needs INSERT on it. Exit 1 if any artifact failed or the incidents could not
+    be recorded; artifacts that cannot be checked here are reported.
+    """
+    from decision_audit.audit.access_log import record_access
+    from decision_audit.audit.reconcile import print_reconciliation
+    from decision_audit.audit.reconcile import reconcile as run_reconcile
+
+    s = build_settings(ClickHouseSettings, flags)
+    client = open_store(s)
+    result = run_reconcile(client, s.database)
+    status = "ok" if result.ok else "failed"
+    detail = json.dumps(result.summary())
+    record_access(
+        client, s.database, "reconcile", "artifacts", actor=actor, status=status, detail=detail
+    )
+    print_reconciliation(result, fmt, Console())
+    sys.exit(0 if result.ok else 1)
 
 
 @main.command()

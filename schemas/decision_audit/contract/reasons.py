@@ -82,6 +82,14 @@ class IncidentKind(Code):
         "unknown_decision",
         "an outcome or review names a decision that was not stored when it arrived",
     )
+    ARTIFACT_MISMATCH = (
+        "artifact_mismatch",
+        "reconcile: an artifact's SHA-256 differs from the one its lifecycle event recorded",
+    )
+    ARTIFACT_MISSING = (
+        "artifact_missing",
+        "reconcile: the artifact a lifecycle event names is not where it says",
+    )
 
 
 class ProblemKind(Code):

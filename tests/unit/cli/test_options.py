@@ -17,7 +17,9 @@ from decision_audit.clickhouse.settings import ClickHouseSettings
 from decision_audit.worker.settings import WorkerSettings
 
 WORKER = main.commands["worker"]
-STORE_COMMANDS = ["migrate", "verify", "query", "trace", "report", "gate", "worker"]
+STORE_COMMANDS = [
+    "migrate", "verify", "query", "trace", "report", "gate", "reconcile", "worker",
+]  # fmt: skip
 
 # The worker's flags before they were generated: each keeps its spelling.
 WORKER_FLAGS = {

@@ -106,9 +106,11 @@ def expected(found: Access) -> Access:
 
 
 COMPONENTS = {
-    g.WRITER: lambda: package_sources(
-        "decision_audit.worker", skip=("decision_audit.worker.keystore",)
-    ),
+    # `decision-audit reconcile` writes incidents as the worker does: it runs as the writer.
+    g.WRITER: lambda: [
+        *package_sources("decision_audit.worker", skip=("decision_audit.worker.keystore",)),
+        inspect.getsource(importlib.import_module("decision_audit.audit.reconcile")),
+    ],
     g.KEYFILER: lambda: [
         inspect.getsource(importlib.import_module("decision_audit.worker.keystore"))
     ],
@@ -154,10 +156,22 @@ def test_the_writer_reads_chain_heads_and_writes_what_the_store_writes() -> None
     assert g.GLOBAL[g.WRITER] == ("CREATE TEMPORARY TABLE",)  # worker/staging.py
 
 
+def test_reconcile_needs_only_what_the_writer_has() -> None:
+    found = scan([inspect.getsource(importlib.import_module("decision_audit.audit.reconcile"))])
+    assert found == {"model_events": {"SELECT"}, "incidents": {"INSERT"}}
+    writer = declared(g.WRITER)
+    assert all(privs <= writer.get(table, set()) for table, privs in found.items())
+
+
 def test_the_auditor_reads_everything_and_writes_only_the_access_log_and_verify_runs() -> None:
-    # erase runs as the eraser; retention and hold (decision_audit.audit.retention) as the admin
-    admin_or_eraser = ("decision_audit.audit.erasure", "decision_audit.audit.retention")
-    found = scan(package_sources("decision_audit.audit", skip=admin_or_eraser))
+    # erase runs as the eraser; retention and hold (decision_audit.audit.retention) as the
+    # admin; reconcile as the writer
+    others = (
+        "decision_audit.audit.erasure",
+        "decision_audit.audit.retention",
+        "decision_audit.audit.reconcile",
+    )
+    found = scan(package_sources("decision_audit.audit", skip=others))
     mine = declared(g.AUDITOR)
     for table, privs in found.items():
         assert privs <= mine.get(table, set()), (table, privs)
