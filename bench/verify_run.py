@@ -8,8 +8,10 @@ then times, each beside its baseline:
   signature checks) plus ``ChainTracker.accept`` — against decoding alone; and the same
   checks on the worker's default path, where ClickHouse parses and checks the events
   (``Stager.screen`` + ``stage``, see decision_audit.worker.staging);
-* ``decision-audit verify`` (``TrailVerifier.run``) over the stored rows against streaming
-  the same rows out of ClickHouse and doing nothing with them.
+* ``decision-audit verify`` (``TrailVerifier.run``, its per-event work in the engine) over
+  the stored rows against streaming the same rows out of ClickHouse and doing nothing with
+  them, and against the same checks event by event in Python (``engine=False``,
+  ``verify_python_ev_s``; ``bench.verify_scale`` measures verify at scale).
 
 Prints one JSON line.
 """
@@ -206,8 +208,13 @@ def main(argv: list[str] | None = None) -> None:
         scan_s = time.perf_counter() - t
 
         t = time.perf_counter()
-        report = TrailVerifier(client, DB, keyring).run()
+        report = TrailVerifier(client, DB, keyring).run(record=False)
         verify_s = time.perf_counter() - t
+        t = time.perf_counter()
+        in_python = TrailVerifier(client, DB, keyring, engine=False).run(record=False)
+        python_s = time.perf_counter() - t
+        if in_python.to_dict() != report.to_dict():
+            raise SystemExit("verify in the engine and in Python disagree")
         if not report.ok or report.events != a.events or scanned != a.events:
             raise SystemExit(
                 f"verify did not check out: ok={report.ok} events={report.events} "
@@ -224,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
                 "worker_staged_check_ev_s": len(messages) / staged_s,
                 "scan_ev_s": events / scan_s,
                 "verify_ev_s": events / verify_s,
+                "verify_python_ev_s": events / python_s,
                 "attested": sum(c.attested_to or 0 for c in report.chains),
             }
         ),

@@ -48,4 +48,5 @@ def print_report(report: TrailReport, fmt: str, console: Console) -> None:
         console.print("[yellow]signatures not checked[/]: pass --keys DIR to verify checkpoints")
     problems = sum(len(c.problems) for c in report.chains)
     verdict = "[green]VERIFIED[/]" if report.ok else f"[red]FAILED[/] ({problems} problem(s))"
-    console.print(f"{verdict}: {report.events} events in {len(report.chains)} chain(s)")
+    since = " arrived since the last recorded run" if report.incremental else ""
+    console.print(f"{verdict}: {report.events} events{since} in {len(report.chains)} chain(s)")

@@ -262,6 +262,11 @@ def keygen(out: Path, key_id: str | None) -> None:
 @click.option("--since", help="only events at or after this ISO time (UTC if no zone)")
 @click.option("--until", help="only events before this ISO time")
 @click.option(
+    "--incremental",
+    is_flag=True,
+    help="only what arrived since the last recorded run, linked to what it proved",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.option(
@@ -289,6 +294,7 @@ def verify(
     producer: str | None,
     since: str | None,
     until: str | None,
+    incremental: bool,
     fmt: str,
     witness_from_kafka: bool,
     bootstrap_servers: str,
@@ -317,7 +323,12 @@ def verify(
     err = Console(stderr=True)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("verifying", total=verifier.count(producer, *window))
-        report = verifier.run(producer, *window, on_rows=lambda n: progress.advance(task, n))
+        report = verifier.run(
+            producer,
+            *window,
+            on_rows=lambda n: progress.advance(task, n),
+            incremental=incremental,
+        )
     witness = _check_witness(
         client,
         s.database,

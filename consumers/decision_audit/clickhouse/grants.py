@@ -13,7 +13,8 @@ holds on it. Roles:
   ``erasures``, and ALTER DELETE on ``subject_keys`` (its sweep deletes a key an erasure
   that ran during the insert covers).
 * ``auditor`` — verify, trace, report, query, dashboards: SELECT, plus INSERT into
-  ``access_log`` (the tools record who read the trail).
+  ``access_log`` (the tools record who read the trail) and ``verify_runs`` (verify records
+  every run).
 * ``eraser`` — ``decision-audit erase``: reads the keys and erasures, records the erasure
   and deletes the keys. Its own role, not the auditor's (read-only but for the log), the
   writer's (never deletes) or the admin's (DDL is far more than erasure needs): grant it,
@@ -79,6 +80,10 @@ TABLES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "decisions_hourly":        {WRITER: (I,), AUDITOR: (S,)},
     "quarantine_hourly":       {WRITER: (I,), AUDITOR: (S,)},
     "incidents_hourly":        {WRITER: (I,), AUDITOR: (S,)},
+    # filled by the heads views on the writer's inserts; the worker recovers heads from it
+    "chain_heads":             {WRITER: (S, I), AUDITOR: (S,)},
+    # verify records every run (and an incremental run reads the last ones back)
+    "verify_runs":             {AUDITOR: (S, I)},
     "subject_keys":            {KEYFILER: (I, D), AUDITOR: (S,), ERASER: (S, D)},
     "erasures":                {KEYFILER: (S,), AUDITOR: (S,), ERASER: (S, I)},
     # written by the admin (hold, retention: its database grants); verify reads the prunings
@@ -89,9 +94,9 @@ TABLES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "decision_reviews":        {AUDITOR: (S,)},
 }  # fmt: skip
 """Every table and plain view, and what each role may do to it. ``schema_migrations``: every
-command checks the applied migrations first. The ``*_hourly`` rollups: filled by materialized
-views on the writer's inserts; a view without ``SQL SECURITY DEFINER`` inserts with the
-writer's grants."""
+command checks the applied migrations first. The ``*_hourly`` rollups and ``chain_heads``:
+filled by materialized views on the writer's inserts; a view without ``SQL SECURITY DEFINER``
+inserts with the writer's grants."""
 
 GLOBAL: Mapping[str, tuple[str, ...]] = {
     WRITER: ("CREATE TEMPORARY TABLE",),

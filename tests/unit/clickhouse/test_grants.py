@@ -82,14 +82,15 @@ def declared(role: str) -> Access:
     return {t: set(r[role]) for t, r in g.TABLES.items() if role in r}
 
 
-def mv_targets() -> dict[str, str]:
-    """source table -> target table of each materialized view the migrations create."""
-    out = {}
+def mv_targets() -> set[tuple[str, str]]:
+    """(source table, target table) of each materialized view the migrations create (a table
+    may feed several: decisions feeds decisions_hourly and chain_heads)."""
+    out = set()
     for mig in load_migrations(DB):
         for stmt in mig.statements:
             m = re.search(rf"MATERIALIZED VIEW.*?\bTO {DB}\.(\w+).*?\bFROM {DB}\.(\w+)", stmt, re.S)
             if m:
-                out[m.group(2)] = m.group(1)
+                out.add((m.group(2), m.group(1)))
     return out
 
 
@@ -97,7 +98,7 @@ def expected(found: Access) -> Access:
     """What a role needs for the SQL ``found`` in its code: that SQL, the inserts its
     materialized views make, and the applied-migrations check every command starts with."""
     out: Access = defaultdict(set, {t: set(p) for t, p in found.items()})
-    for source, target in mv_targets().items():
+    for source, target in mv_targets():
         if "INSERT" in out.get(source, set()):
             out[target].add("INSERT")
     out[TRACKING_TABLE].add("SELECT")
@@ -150,7 +151,7 @@ def test_the_writer_reads_chain_heads_and_writes_what_the_store_writes() -> None
         *chained, *checkpoints, "quarantine", "incidents", "witness_statements",
     }  # fmt: skip
     assert {t for t, p in declared(g.WRITER).items() if "SELECT" in p} == {
-        TRACKING_TABLE, *chained, "witness_statements",  # a witness resumes its log
+        TRACKING_TABLE, *chained, "chain_heads", "witness_statements",  # witness: its log
     }  # fmt: skip
     assert g.GLOBAL[g.WRITER] == ("CREATE TEMPORARY TABLE",)  # worker/staging.py
 
@@ -162,7 +163,7 @@ def test_reconcile_needs_only_what_the_writer_has() -> None:
     assert all(privs <= writer.get(table, set()) for table, privs in found.items())
 
 
-def test_the_auditor_reads_everything_and_writes_only_the_access_log() -> None:
+def test_the_auditor_reads_everything_and_writes_only_the_access_log_and_verify_runs() -> None:
     # erase runs as the eraser; retention and hold (decision_audit.audit.retention) as the
     # admin; reconcile as the writer
     others = (
@@ -175,9 +176,10 @@ def test_the_auditor_reads_everything_and_writes_only_the_access_log() -> None:
     for table, privs in found.items():
         assert privs <= mine.get(table, set()), (table, privs)
     assert found["access_log"] == {"INSERT"}
+    assert "INSERT" in found["verify_runs"]
     assert set(mine) == set(g.TABLES), "the auditor (and `query`) reads every table"
-    assert {t for t, p in mine.items() if p != {"SELECT"}} == {"access_log"}
-    assert mine["access_log"] == {"SELECT", "INSERT"}
+    assert {t for t, p in mine.items() if p != {"SELECT"}} == {"access_log", "verify_runs"}
+    assert mine["access_log"] == mine["verify_runs"] == {"SELECT", "INSERT"}
 
 
 def _words(role: str, cluster: str | None) -> str:
@@ -272,7 +274,7 @@ def test_every_rendered_statement_parses_in_clickhouse() -> None:
         assert word not in writer, writer
     for privs, on in by_role[g.AUDITOR]:
         assert privs == "SELECT" or (
-            privs == "SELECT, INSERT" and on.startswith("audit.access_log")
+            privs == "SELECT, INSERT" and on.startswith(("audit.access_log", "audit.verify_runs"))
         ), (privs, on)
     covered = {on.split(".", 1)[1].removesuffix("_local") for _, on in by_role[g.AUDITOR]}
     assert covered == set(g.TABLES)
