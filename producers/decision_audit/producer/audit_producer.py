@@ -240,61 +240,35 @@ class AuditProducer:
         )
         # Only the spool's full policy tells the background thread from serving code.
         background = self._poller if st.spool_dir is not None else None
-        self._decisions = ChainWriter(
-            ChainState.new(st.producer_id),
-            st.topic,
-            schema,
-            codecs["decision_event"],
-            self._delivery,
-            self.stats,
-            self._report,
-            max_message_bytes=st.max_message_bytes,
-            signer=self._signer,
-            checkpoint_every=st.checkpoint_every,
-            checkpoint_due=self._checkpoint_due,
-            background=background,
+
+        def writer(chain: str, kind: str, what: str, *, cadenced: bool) -> ChainWriter:
+            """The writer of one chain, on its kind's topic with its schema and framing;
+            ``cadenced`` chains are signed every N events or T seconds (by the background
+            thread), the others at every event."""
+            topic, kind_schema = written[kind]
+            return ChainWriter(
+                ChainState.new(chain),
+                topic,
+                kind_schema,
+                codecs[kind],
+                self._delivery,
+                self.stats,
+                self._report,
+                max_message_bytes=st.max_message_bytes,
+                signer=self._signer,
+                checkpoint_every=st.checkpoint_every if cadenced else 1,
+                checkpoint_due=self._checkpoint_due if cadenced else None,
+                background=background,
+                what=what,
+            )
+
+        pid = st.producer_id
+        self._decisions = writer(pid, "decision_event", "event", cadenced=True)
+        self._model_events = writer(
+            model_event_chain_id(pid), "model_event", "model event", cadenced=False
         )
-        self._model_events = ChainWriter(
-            ChainState.new(model_event_chain_id(st.producer_id)),
-            st.model_events_topic,
-            registry.latest("model_event"),
-            codecs["model_event"],
-            self._delivery,
-            self.stats,
-            self._report,
-            max_message_bytes=st.max_message_bytes,
-            signer=self._signer,
-            background=background,
-            what="model event",
-        )
-        self._outcomes = ChainWriter(
-            ChainState.new(outcome_chain_id(st.producer_id)),
-            st.outcomes_topic,
-            registry.latest("outcome"),
-            codecs["outcome"],
-            self._delivery,
-            self.stats,
-            self._report,
-            max_message_bytes=st.max_message_bytes,
-            signer=self._signer,
-            checkpoint_every=st.checkpoint_every,
-            checkpoint_due=self._checkpoint_due,
-            background=background,
-            what="outcome",
-        )
-        self._reviews = ChainWriter(
-            ChainState.new(review_chain_id(st.producer_id)),
-            st.reviews_topic,
-            registry.latest("review"),
-            codecs["review"],
-            self._delivery,
-            self.stats,
-            self._report,
-            max_message_bytes=st.max_message_bytes,
-            signer=self._signer,
-            background=background,
-            what="review",
-        )
+        self._outcomes = writer(outcome_chain_id(pid), "outcome", "outcome", cadenced=True)
+        self._reviews = writer(review_chain_id(pid), "review", "review", cadenced=False)
         # The chains signed on a cadence (every N events or T seconds) by the background thread.
         self._cadenced = (self._decisions, self._outcomes)
         self._poller.start()
