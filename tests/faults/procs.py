@@ -183,9 +183,10 @@ def missing_on_topic(bootstrap: str, topic: str, ids: list[str], timeout: float 
     from tests.helpers import consume_all
 
     msgs = consume_all(bootstrap, topic, len(ids), timeout)
+    codec = default_codec()
     on_topic: dict[str, tuple[str, int, int, int]] = {}
     for m in msgs:
-        r = default_codec().decode(m.value()).record
+        r = codec.decode(m.value()).record
         on_topic[str(r["event_id"])] = (r["producer_id"], r["seq"], m.partition(), m.offset())
     missing = [i for i in ids if i not in on_topic]
     seqs: dict[str, list[int]] = {}

@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import Field
 
 from decision_audit.contract.settings import AuditSettings
+from decision_audit.devtools.processes import kill_process, stop_process
 from decision_audit.devtools.tansu_broker import BrokerUnavailable, free_port
 
 log = logging.getLogger(__name__)
@@ -465,21 +466,12 @@ class KafkaBroker:
     def stop(self, timeout: float = 60.0) -> None:
         """Controlled shutdown (SIGTERM); SIGKILL if it takes longer than ``timeout``."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout)
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash would; the log dir is left as it was."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
+        proc, self._proc = self._proc, None
+        kill_process(proc)
 
     def restart(self, timeout: float = 120.0) -> KafkaBroker:
         """Stop (if running) and start again on the same log dir and ports."""

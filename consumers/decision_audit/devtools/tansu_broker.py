@@ -14,6 +14,7 @@ from pydantic import Field
 
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.settings import AuditSettings
+from decision_audit.devtools.processes import kill_process, stop_process
 from decision_audit.worker.startup import listen_problem
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -108,21 +109,12 @@ class LocalBroker:
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout)
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash would."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
+        proc, self._proc = self._proc, None
+        kill_process(proc)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
