@@ -1,8 +1,9 @@
 """Workarounds for brokers that answer some Kafka requests wrongly; each says which and why.
 
 Both are needed by the embedded broker (Tansu) only: :func:`needed` turns them on for it and
-off for Apache Kafka (where the lag from the consumer's view would miss what arrives while
-the partitions are paused). Remove them when no supported broker needs them.
+off for Apache Kafka (where the lag is asked of the broker, :mod:`decision_audit.worker.lag`,
+so that what arrives while the partitions are paused is counted). Remove them when no
+supported broker needs them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter
 import prometheus_client
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from decision_audit.worker.lag import positions
 from decision_audit.worker.received import Received
 
 log = logging.getLogger("decision_audit.worker")
@@ -128,14 +130,13 @@ class ConsumerViewLag:
 
     Needed for Tansu: its ListOffsets "latest" answers the start of the partition's last
     batch, not its end, so lag from the broker's answer is wrong; the high watermark in fetch
-    responses is what the consumer has seen. With ``enabled=False`` the high watermark is
-    asked of the broker (one ListOffsets per partition and refresh). Before a partition
-    returned anything, its position is the committed offset (else the low watermark:
-    ``auto.offset.reset=earliest``).
+    responses is what the consumer has seen (it misses what arrives while the partitions are
+    paused). No request is made. Elsewhere :class:`decision_audit.worker.lag.BrokerLag`
+    asks the broker. Before a partition returned anything, its position is the committed
+    offset, else the low watermark (``auto.offset.reset=earliest``).
     """
 
-    def __init__(self, gauge: prometheus_client.Gauge, *, enabled: bool = True) -> None:
-        self.enabled = enabled
+    def __init__(self, gauge: prometheus_client.Gauge) -> None:
         self._gauge = gauge
         """labelled ``(topic, partition)``"""
         self._partitions: set[Partition] = set()
@@ -144,29 +145,20 @@ class ConsumerViewLag:
         """Set the gauge of every assigned partition; drop the gauges of the others."""
         seen: set[Partition] = set()
         try:
-            assignment = consumer.assignment()
-            positions = consumer.position(assignment) if assignment else []
-            unread = [tp for tp in positions if tp.offset < 0]
-            starts = {
-                (tp.topic, tp.partition): tp.offset
-                for tp in (consumer.committed(unread, timeout=1.0) if unread else [])
-            }
-            for tp in positions:
-                watermarks = consumer.get_watermark_offsets(tp, timeout=1.0, cached=self.enabled)
-                if watermarks is None:  # the broker did not answer in time
+            for (topic, partition), position in positions(consumer).items():
+                tp = TopicPartition(topic, partition)
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+                at = position if position >= 0 else low
+                if high < 0 or at < 0:
                     continue
-                low, high = watermarks
-                key = (tp.topic, tp.partition)
-                position = tp.offset if tp.offset >= 0 else starts.get(key, -1)
-                if position < 0:
-                    position = low
-                if high < 0 or position < 0:
-                    continue
-                seen.add(key)
-                self._gauge.labels(tp.topic, str(tp.partition)).set(max(high - position, 0))
+                seen.add((topic, partition))
+                self._gauge.labels(topic, str(partition)).set(max(high - at, 0))
         except KafkaException as exc:
             log.debug("lag not available: %s", exc)
             return
         for topic, partition in self._partitions - seen:
             self._gauge.remove(topic, str(partition))
         self._partitions = seen
+
+    def close(self) -> None:
+        """Nothing to stop (the same shape as :class:`decision_audit.worker.lag.BrokerLag`)."""

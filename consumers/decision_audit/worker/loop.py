@@ -25,6 +25,7 @@ from decision_audit.worker.broker_workarounds import ConsumerViewLag, OffsetGapG
 from decision_audit.worker.dlq import DeadLetters
 from decision_audit.worker.gc_tuning import tuned_gc
 from decision_audit.worker.health import Health, MetricsServer
+from decision_audit.worker.lag import BrokerLag
 from decision_audit.worker.metrics import WorkerMetrics
 from decision_audit.worker.offsets import commit_stored
 from decision_audit.worker.received import Received
@@ -90,7 +91,7 @@ class Worker:
         self._in_rebalance = False
         self._batch_changed = False
         self._gaps = OffsetGapGuard(self.metrics.offset_refetches)
-        self._lag = ConsumerViewLag(self.metrics.lag)
+        self._lag: ConsumerViewLag | BrokerLag | None = None
         self._lag_updated = 0.0
 
     def stop(self) -> None:
@@ -159,7 +160,12 @@ class Worker:
         )
         self._consumer = consumer = Consumer(s.consumer_config())
         cluster_id = consumer.list_topics(timeout=10).cluster_id
-        self._gaps.enabled = self._lag.enabled = needed(s.broker_workarounds, cluster_id)
+        self._gaps.enabled = needed(s.broker_workarounds, cluster_id)
+        self._lag = (
+            ConsumerViewLag(self.metrics.lag)
+            if self._gaps.enabled
+            else BrokerLag(self.metrics.lag, s.admin_config())
+        )
         log.info(
             "broker cluster %s: Tansu workarounds %s",
             cluster_id,
@@ -191,6 +197,8 @@ class Worker:
             self._pending.clear()
             raise
         finally:
+            if self._lag is not None:
+                self._lag.close()
             consumer.close()
             dlq.close()
             st = self.stats
@@ -330,7 +338,7 @@ class Worker:
         self.health.looped(len(self._pending))
         self.metrics.pending.set(len(self._pending))
         now = time.monotonic()
-        if now - self._lag_updated >= 1.0 and self._consumer is not None:
+        if now - self._lag_updated >= 1.0 and self._consumer is not None and self._lag:
             self._lag_updated = now
             self._lag.update(self._consumer)
 

@@ -83,8 +83,8 @@ class WorkerMetrics:
         )
         self.lag = Gauge(
             f"{p}_consumer_lag",
-            "Messages in the partition after the worker's position (cached high watermark "
-            "minus position)",
+            "Messages in the partition after the worker's position (log end offset minus "
+            "position; on Tansu, the high watermark of the last fetch minus position)",
             ["topic", "partition"],
             registry=r,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -189,6 +189,14 @@ class WorkerSettings(ClickHouseSettings):
             config["session.timeout.ms"] = self.session_timeout_ms
             config["heartbeat.interval.ms"] = max(self.session_timeout_ms // 3, 500)
         return config
+
+    def admin_config(self) -> dict[str, Any]:
+        """The admin client that asks the log end offsets for the lag gauge."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": "decision-audit-worker-lag",
+            "logger": logging.getLogger("decision_audit.kafka"),
+        }
 
     def witness_producer_config(self) -> dict[str, object]:
         return {
