@@ -456,30 +456,34 @@ def _show(value: Any) -> str:
 
 
 def print_replay(run: ReplayRun, fmt: str, console: Any, database: str) -> None:
-    """Print the run for people (``table``) or machines (``json``)."""
+    """Print the run for people (``table``: one row per decision, then why each one that
+    does not agree) or machines (``json``)."""
     if fmt == "json":
         print(json.dumps(run.to_dict(), indent=2, default=str))
         return
     from rich.table import Table
 
     table = Table(title=f"replay of {run.selection} with {run.model}")
-    for col in ("decision", "model", "stored", "replayed", "score", "replayed score", "result"):
+    table.add_column("decision", overflow="fold")
+    for col in ("model", "stored", "replayed", "score", "replayed score"):
         table.add_column(col)
+    table.add_column("result", no_wrap=True)
     style = {Result.AGREE: "green", Result.DIFFER: "red", Result.NOT_REPLAYABLE: "yellow"}
     for d in run.decisions:
-        verdict = str(d.result).replace("_", " ")
-        if d.reason:
-            verdict += f": {d.reason}"
         table.add_row(
-            d.event_id if d.request_id is None else f"{d.event_id}\n(request {d.request_id})",
+            d.request_id or d.event_id,
             f"{d.model_name}@{d.model_version}",
             _show(d.prediction),
             _show(d.replayed_prediction),
             _show(d.score),
             _show(d.replayed_score),
-            f"[{style[d.result]}]{verdict}[/]",
+            f"[{style[d.result]}]{str(d.result).replace('_', ' ')}[/]",
         )
     console.print(table)
+    for d in run.decisions:
+        if d.reason:
+            request = f" (request {d.request_id})" if d.request_id else ""
+            console.print(f"{d.event_id}{request}: {d.reason}", highlight=False)
     c = run.summary()
     where = (
         f"recorded as replay {run.replay_id} in {database}.replays"
@@ -488,5 +492,6 @@ def print_replay(run: ReplayRun, fmt: str, console: Any, database: str) -> None:
     )
     console.print(
         f"{c['agreed']} agree, {c['differed']} differ, {c['not_replayable']} not replayable "
-        f"(tolerance {run.tolerance:g}); {where}"
+        f"(tolerance {run.tolerance:g}); {where}",
+        highlight=False,
     )
