@@ -195,7 +195,9 @@ def load_model(spec: str) -> Model:
 
 def _plain(value: Any) -> Any:
     """NumPy scalars and arrays as the Python values they hold; everything else as is."""
-    if not isinstance(value, str | bytes) and hasattr(value, "tolist"):
+    if isinstance(value, str):
+        return str(value)  # numpy.str_ too
+    if not isinstance(value, bytes) and hasattr(value, "tolist"):
         return value.tolist()
     return value
 

@@ -77,7 +77,10 @@ def test_numpy_values_are_the_python_values_they_hold() -> None:
     assert split_answer((np.int64(1), np.float64(0.25))) == (1, 0.25)
     assert split_answer(np.array([0.5, 0.5])) == ([0.5, 0.5], None)
     label, _ = split_answer(np.array(["stay"])[0])
-    assert label == "stay"
+    assert type(label) is str and label == "stay"
+    row = _row(prediction="stay", score=0.25)
+    answer = (np.array(["stay"])[0], np.float64(0.25))
+    assert replay_row(row, _const(answer), 0.0).result is Result.AGREE
 
 
 @pytest.mark.parametrize(
