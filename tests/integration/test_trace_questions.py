@@ -74,10 +74,26 @@ def _at(hh: int, mm: int, ss: int = 0) -> datetime:
     return DAY.replace(hour=hh, minute=mm, second=ss)
 
 
+CHURN_MODEL = """
+def predict(inputs):
+    score = 0.4 - 0.03 * inputs["tenure"]
+    return ("churn" if score >= 0.5 else "stay"), score
+"""
+"""a stand-in for churn@2 (the seed gives no model): what scored P123, for ``replay``"""
+
+
 def test_reproduce_a_production_prediction(
-    broker: LocalBroker, ch: Any, chdb_dir: Path, database: str, settings: Any, keys: Path
+    broker: LocalBroker,
+    ch: Any,
+    chdb_dir: Path,
+    database: str,
+    settings: Any,
+    keys: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """P123 → D45 → churn@2 → R678 → DS:2024-05-15, commit, environment; review, outcome."""
+    """P123 → D45 → churn@2 → R678 → DS:2024-05-15, commit, environment; review, outcome;
+    and ``replay`` re-scoring P123's stored inputs agreeing with its stored prediction."""
     lineage = [
         {"type": "dataset", "id": "DS:2024-05-15"},
         {"type": "commit", "id": "C1a2b"},
@@ -172,6 +188,18 @@ def test_reproduce_a_production_prediction(
     code, out = _cli(chdb_dir, database, "trace", "P123")
     assert code == 0, out
     assert "overridden to 'churn' by j.doe" in out and "lineage complete" in out
+
+    (tmp_path / "churn_model.py").write_text(CHURN_MODEL)
+    monkeypatch.chdir(tmp_path)
+    code, out = _cli(
+        chdb_dir, database, "replay", "--model", "churn_model:predict", "--format", "json", "P123"
+    )
+    assert code == 0, out
+    replay = json.loads(out)
+    assert (replay["agreed"], replay["differed"], replay["not_replayable"]) == (1, 0, 0)
+    [d] = replay["decisions"]
+    assert d["event_id"] == eid and d["prediction"] == d["replayed_prediction"] == "stay"
+    assert d["replayed_score"] == pytest.approx(0.31) and replay["recorded"]
 
 
 def test_post_incident_root_cause(

@@ -607,6 +607,134 @@ def gate(
 @main.command()
 @store_options
 @click.option(
+    "--model",
+    "spec",
+    required=True,
+    metavar="MODULE:CALLABLE",
+    help="the callable that re-scores a decision's stored inputs (see above)",
+)
+@click.option(
+    "--model-version",
+    "model_version",
+    metavar="NAME@VERSION",
+    help="instead of ID: replay this model version's decisions",
+)
+@click.option("--since", help="with --model-version: decisions at or after this ISO time")
+@click.option("--until", help="with --model-version: decisions before this ISO time")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1_000_000),
+    default=100,
+    show_default=True,
+    help="at most this many decisions: the first from --since, else the latest",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0, None),
+    default=1e-6,
+    show_default=True,
+    help="largest absolute difference of a score (or a numeric prediction) that agrees",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@actor_option
+@click.argument("ident", metavar="ID", required=False)
+def replay(
+    spec: str,
+    model_version: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    tolerance: float,
+    fmt: str,
+    actor: str | None,
+    ident: str | None,
+    **flags: Any,
+) -> None:
+    """Re-score stored decisions with a model and compare with what was stored: one decision
+    (ID: event id, request id or prediction id) or a model version's (--model-version, with
+    --since, --until, --limit).
+
+    \b
+    The model: --model module:callable (module imported with the current directory on
+    sys.path; callable may be a dotted path, e.g. scoring:model.predict). One callable,
+    called once per decision with one argument: the decision's stored inputs, the dict
+    log_decision was given. It returns the prediction alone (only predictions are then
+    compared), a (prediction, score) tuple, or a dict with "prediction" and optionally
+    "score" (return a dict prediction that way). NumPy values count as the Python values
+    they hold. To replay a model object, point at a function that loads it once and calls it.
+
+    \b
+    Labels must be equal; numbers (a numeric prediction, the score) agree within
+    --tolerance; a score is compared when both sides have one. Failed inferences and
+    fallbacks (status not ok) and inputs redacted at the source (a redaction policy was
+    applied) are reported as not replayable, not as differences.
+
+    The run is recorded in the replays table (who, when, the callable, the selection and
+    per decision stored vs replayed), so the account needs INSERT on it, and in the access
+    log. Exit 0 when every replayable decision agrees, 1 when any differs or none could be
+    replayed, 2 for a usage error or a callable that cannot be imported, raises or answers
+    out of contract.
+    """
+    from decision_audit.audit.access_log import record_access
+    from decision_audit.audit.replay import (
+        ReplayError,
+        load_model,
+        print_replay,
+        record_replay,
+        select_decisions,
+    )
+    from decision_audit.audit.replay import replay as run_replay
+
+    if (ident is None) == (model_version is None):
+        raise click.UsageError("give exactly one of ID or --model-version")
+    if (since or until) and model_version is None:
+        raise click.UsageError("--since and --until go with --model-version")
+    if model_version is not None and "@" not in model_version.strip("@"):
+        raise click.BadParameter("expected NAME@VERSION", param_hint="--model-version")
+    window = (_parse_ts(since, "--since"), _parse_ts(until, "--until"))
+    model = load_model(spec)
+    s = build_settings(ClickHouseSettings, flags)
+    client = open_store(s)
+    selection = ident or " ".join(
+        f"{k} {v}"
+        for k, v in (("model_version", model_version), ("since", since), ("until", until))
+        if v is not None
+    )
+    selection += f" limit {limit}" if ident is None else ""
+    rows = select_decisions(
+        client,
+        s.database,
+        ident=ident,
+        model_version=model_version,
+        since=window[0],
+        until=window[1],
+        limit=limit,
+    )
+    if not rows:
+        record_access(client, s.database, "replay", selection, actor=actor, status="not_found")
+        raise ErrorLine(f"no decision matches {selection} in {s.database}.decisions")
+    try:
+        result = run_replay(rows, model, spec=spec, selection=selection, tolerance=tolerance)
+    except ReplayError as exc:
+        record_access(
+            client, s.database, "replay", selection, actor=actor, status="error", detail=str(exc)
+        )
+        raise
+    record_replay(client, s.database, result, actor=actor)
+    detail = json.dumps({"replay_id": result.replay_id, "model": spec, **result.summary()})
+    status = "ok" if result.ok else ("differ" if result.summary()["differed"] else "none_replayed")
+    record_access(
+        client, s.database, "replay", selection, actor=actor, status=status, detail=detail
+    )
+    print_replay(result, fmt, Console(), s.database)
+    sys.exit(0 if result.ok else 1)
+
+
+@main.command()
+@store_options
+@click.option(
     "--html",
     "out",
     type=OutputFile(),

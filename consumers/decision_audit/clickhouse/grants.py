@@ -12,9 +12,9 @@ holds on it. Roles:
 * ``keyfiler`` — ``decision-audit keystore file``: INSERT into ``subject_keys``, SELECT of
   ``erasures``, and ALTER DELETE on ``subject_keys`` (its sweep deletes a key an erasure
   that ran during the insert covers).
-* ``auditor`` — verify, trace, report, query, dashboards: SELECT, plus INSERT into
-  ``access_log`` (the tools record who read the trail) and ``verify_runs`` (verify records
-  every run).
+* ``auditor`` — verify, trace, report, replay, query, dashboards: SELECT, plus INSERT into
+  ``access_log`` (the tools record who read the trail), ``verify_runs`` (verify records
+  every run) and ``replays`` (replay records every run).
 * ``eraser`` — ``decision-audit erase``: reads the keys and erasures, records the erasure
   and deletes the keys. Its own role, not the auditor's (read-only but for the log), the
   writer's (never deletes) or the admin's (DDL is far more than erasure needs): grant it,
@@ -84,6 +84,8 @@ TABLES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "chain_heads":             {WRITER: (S, I), AUDITOR: (S,)},
     # verify records every run (and an incremental run reads the last ones back)
     "verify_runs":             {AUDITOR: (S, I)},
+    # replay records every run
+    "replays":                 {AUDITOR: (S, I)},
     "subject_keys":            {KEYFILER: (I, D), AUDITOR: (S,), ERASER: (S, D)},
     "erasures":                {KEYFILER: (S,), AUDITOR: (S,), ERASER: (S, I)},
     # written by the admin (hold, retention: its database grants); verify reads the prunings
@@ -143,7 +145,9 @@ class User:
 USERS: tuple[User, ...] = (
     User("decision_audit", (WRITER,), "CLICKHOUSE_PASSWORD", "decision-audit worker"),
     User("decision_audit_keys", (KEYFILER,), "CLICKHOUSE_KEYS_PASSWORD", "keystore file"),
-    User("auditor", (AUDITOR,), "CLICKHOUSE_AUDITOR_PASSWORD", "verify, trace, report, query"),
+    User(
+        "auditor", (AUDITOR,), "CLICKHOUSE_AUDITOR_PASSWORD", "verify, trace, report, replay, query"
+    ),
     User("decision_audit_admin", (ADMIN,), "CLICKHOUSE_ADMIN_PASSWORD", "migrate, retention"),
 )
 """The deployment's users (``eraser`` is granted to people, not to a service)."""

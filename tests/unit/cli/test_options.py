@@ -19,7 +19,7 @@ from decision_audit.worker.settings import WorkerSettings
 
 WORKER = main.commands["worker"]
 STORE_COMMANDS = [
-    "migrate", "verify", "query", "trace", "report", "gate", "reconcile", "worker",
+    "migrate", "verify", "query", "trace", "report", "gate", "reconcile", "replay", "worker",
 ]  # fmt: skip
 
 # The worker's flags before they were generated: each keeps its spelling.

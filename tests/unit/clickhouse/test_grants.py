@@ -163,7 +163,7 @@ def test_reconcile_needs_only_what_the_writer_has() -> None:
     assert all(privs <= writer.get(table, set()) for table, privs in found.items())
 
 
-def test_the_auditor_reads_everything_and_writes_only_the_access_log_and_verify_runs() -> None:
+def test_the_auditor_reads_everything_and_writes_only_the_access_log_and_run_records() -> None:
     # erase runs as the eraser; retention and hold (decision_audit.audit.retention) as the
     # admin; reconcile as the writer
     others = (
@@ -177,9 +177,11 @@ def test_the_auditor_reads_everything_and_writes_only_the_access_log_and_verify_
         assert privs <= mine.get(table, set()), (table, privs)
     assert found["access_log"] == {"INSERT"}
     assert "INSERT" in found["verify_runs"]
+    assert "INSERT" in found["replays"]
     assert set(mine) == set(g.TABLES), "the auditor (and `query`) reads every table"
-    assert {t for t, p in mine.items() if p != {"SELECT"}} == {"access_log", "verify_runs"}
-    assert mine["access_log"] == mine["verify_runs"] == {"SELECT", "INSERT"}
+    writes = {t for t, p in mine.items() if p != {"SELECT"}}
+    assert writes == {"access_log", "verify_runs", "replays"}
+    assert mine["access_log"] == mine["verify_runs"] == mine["replays"] == {"SELECT", "INSERT"}
 
 
 def _words(role: str, cluster: str | None) -> str:
@@ -274,7 +276,8 @@ def test_every_rendered_statement_parses_in_clickhouse() -> None:
         assert word not in writer, writer
     for privs, on in by_role[g.AUDITOR]:
         assert privs == "SELECT" or (
-            privs == "SELECT, INSERT" and on.startswith(("audit.access_log", "audit.verify_runs"))
+            privs == "SELECT, INSERT"
+            and on.startswith(("audit.access_log", "audit.verify_runs", "audit.replays"))
         ), (privs, on)
     covered = {on.split(".", 1)[1].removesuffix("_local") for _, on in by_role[g.AUDITOR]}
     assert covered == set(g.TABLES)
