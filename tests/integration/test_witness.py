@@ -15,7 +15,13 @@ from click.testing import CliRunner
 
 from decision_audit import AuditProducer
 from decision_audit.cli.main import main
-from decision_audit.contract.witness import Statement, decode, statement_hash
+from decision_audit.contract.witness import (
+    ChainSet,
+    Statement,
+    decode,
+    set_digest,
+    statement_hash,
+)
 from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.producer.signing import Signer, generate_keypair
 from decision_audit.worker.settings import WorkerSettings
@@ -120,8 +126,17 @@ def test_a_clean_trail_is_witnessed_across_worker_restarts(trail: Trail, ch: Any
     # The restarted worker continued the log: each statement links to the one before.
     for (prev, data), (st, _) in itertools.pairwise(statements):
         assert st.prev_hash == statement_hash(data), (prev.seq, st.seq)
-    assert sorted(c.producer_id for c in last.chains) == ["alpha", "alpha", "beta"]
-    assert sorted(c.seq for c in last.chains) == [10, 30, 30]
+    # Each statement carries what moved; folded in order they give every chain at its head,
+    # and the latest commits to that whole set.
+    folded = ChainSet()
+    for st, _ in statements:
+        assert st.version == 2 and st.chains
+        for c in st.chains:
+            folded.put(c)
+        assert (st.total, st.digest) == (len(folded), folded.digest())
+    assert sorted(c.producer_id for c in folded) == ["alpha", "alpha", "beta"]
+    assert sorted(c.seq for c in folded) == [10, 30, 30]
+    assert {c.producer_id for c in last.chains} == {"alpha"}  # only the restart's new chain
     code, doc = trail.verify()
     assert code == 0 and doc["ok"], doc["witness"]
     assert doc["witness"]["chains"] == 3 and doc["witness"]["signatures_checked"]
@@ -169,20 +184,26 @@ def test_an_edited_statement_fails_on_its_signature_and_link(trail: Trail, ch: A
 def test_a_forged_statement_is_named_with_a_clear_error(
     trail: Trail, ch: Any, tmp_path: Path
 ) -> None:
-    """A statement signed by another key under the witness's id: dropping beta from the log."""
-    last, data = _statements(ch, trail.db)[-1]
+    """A statement signed by another key under the witness's id: dropping beta from the log
+    (committing to the witnessed set without it)."""
+    statements = _statements(ch, trail.db)
+    last, data = statements[-1]
+    folded = {c.key: c for st, _ in statements for c in st.chains}
     generate_keypair(tmp_path / "other", "worker-w1")
+    kept = [c for c in folded.values() if c.producer_id != "beta"]
     forged = Statement(
         last.witness_id,
         last.seq + 1,
         statement_hash(data),
         last.signed_at,
-        tuple(c for c in last.chains if c.producer_id != "beta"),
+        (),
+        len(kept),
+        set_digest(kept),
     )
     body = forged.encode()
     signature = Signer(tmp_path / "other" / "worker-w1.key").sign(body)
     row = [forged.witness_id, forged.seq, forged.prev_hash, statement_hash(body)]
-    row += [forged.signed_at, len(forged.chains), body, signature]
+    row += [forged.signed_at, forged.total, body, signature]
     ch.insert(f"{trail.db}.witness_statements", [row], column_names=list(WITNESS_COLUMNS))
     _delete(ch, trail.db, "producer_id = 'beta'")
     code, doc = trail.verify()
