@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from decision_audit.contract.witness import (
 )
 from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.producer.signing import Signer, generate_keypair
+from decision_audit.worker.loop import Worker
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.store import WITNESS_COLUMNS
 from decision_audit.worker.topics import ensure_topics
@@ -230,3 +233,100 @@ def test_a_witness_log_rewritten_in_clickhouse_is_caught_from_kafka(trail: Trail
     assert ("witness_rewritten", None) in kinds
     rewritten = next(p for p in doc["witness"]["problems"] if p["kind"] == "witness_rewritten")
     assert "missing from" in rewritten["detail"]
+
+
+def test_two_workers_witnesses_are_unioned_across_a_rebalance(
+    broker: LocalBroker, ch: Any, chdb_dir: Path, worker_settings: WorkerSettings, tmp_path: Path
+) -> None:
+    """Worker w1 stores alpha and beta; w2 joins the group and w1 leaves, so w1's partitions
+    move to w2, which stores more of alpha and a new chain gamma. verify unions both logs:
+    gamma is witnessed only by w2, alpha by both, at most by w2."""
+    keys = tmp_path / "keys"
+    for key_id in ("serving-1", "worker-w1", "worker-w2"):
+        generate_keypair(keys, key_id)
+    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
+    base = worker_settings.model_copy(
+        update={"keys": keys, "witness_interval": 0.2, "witness_topic": witness_topic}
+    )
+    s1 = base.model_copy(update={"witness_key": keys / "worker-w1.key"})
+    s2 = base.model_copy(update={"witness_key": keys / "worker-w2.key", "exit_when_idle": None})
+    db = base.database
+
+    def producer(producer_id: str) -> AuditProducer:
+        return AuditProducer(
+            broker.bootstrap_servers,
+            producer_id=producer_id,
+            topic=base.topic,
+            signing_key=keys / "serving-1.key",
+            checkpoint_every=10,
+        )
+
+    def log(p: AuditProducer, n: int) -> None:
+        for i in range(n):
+            p.log_decision("m", "1", {"i": i}, "yes", score=0.5)
+        p.checkpoint()
+        p.flush()
+
+    def stored(n: int) -> None:
+        deadline = time.monotonic() + 90
+        while count(ch, f"SELECT count() FROM {db}.decisions") < n:
+            assert time.monotonic() < deadline, f"fewer than {n} events stored"
+            time.sleep(0.2)
+
+    alpha, beta, gamma = producer("alpha"), producer("beta"), producer("gamma")
+    log(alpha, 20)
+    log(beta, 20)
+    assert run_worker(s1, ch).inserted == 40  # w1 alone: every partition
+
+    w1, w2 = (
+        Worker(s1.model_copy(update={"exit_when_idle": None}), client=ch),
+        Worker(s2, client=ch),
+    )
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(w.run) for w in (w1, w2)]
+        try:
+            log(alpha, 10)
+            log(beta, 10)
+            stored(60)  # by whichever of the two holds the partitions
+            w1.stop()  # its partitions move to w2
+            runs[0].result(60)
+            log(alpha, 5)
+            gamma_events = 20
+            log(gamma, gamma_events)
+            alpha.close()
+            beta.close()
+            gamma.close()
+            stored(85)
+        finally:
+            w1.stop()
+            w2.stop()
+        stats = [r.result(60) for r in runs]
+    assert sum(s.quarantined_total for s in stats) == 0
+
+    trail = Trail(base, keys, chdb_dir, broker)
+    code, doc = trail.verify()
+    assert code == 0 and doc["ok"], (doc["problems"], doc["witness"])
+    assert doc["witness"]["chains"] == 3 and set(doc["witness"]["witnesses"]) == {
+        "worker-w1",
+        "worker-w2",
+    }
+    code, doc = trail.verify("--witness-from-kafka")
+    assert code == 0 and doc["ok"], doc["witness"]
+
+    # alpha past seq 30 existed only while w2 held it: cutting it there is w2's claim alone.
+    _delete(ch, db, "producer_id = 'alpha' AND seq > 30")
+    code, doc = trail.verify()
+    alpha_problems = [p for p in doc["witness"]["problems"] if p["chain"].startswith("alpha/")]
+    assert code == 1 and [(p["kind"], p["witness_id"]) for p in alpha_problems] == [
+        ("truncated_chain", "worker-w2")
+    ]
+    assert "only up to seq 30" in alpha_problems[0]["detail"]
+
+    _delete(ch, db, "producer_id = 'gamma'")
+    code, doc = trail.verify()
+    gamma_problems = [p for p in doc["witness"]["problems"] if p["chain"].startswith("gamma/")]
+    assert code == 1 and [(p["kind"], p["witness_id"]) for p in gamma_problems] == [
+        ("missing_chain", "worker-w2")
+    ]
+    assert "witnessed by worker-w2" in gamma_problems[0]["detail"]
