@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from decision_audit import AuditProducer
 from decision_audit.cli.main import main
 from decision_audit.contract.witness import (
+    GENESIS,
     ChainSet,
     Statement,
     decode,
@@ -330,3 +331,50 @@ def test_two_workers_witnesses_are_unioned_across_a_rebalance(
         ("missing_chain", "worker-w2")
     ]
     assert "witnessed by worker-w2" in gamma_problems[0]["detail"]
+
+
+def test_a_version_1_log_is_continued_with_version_2_statements(
+    broker: LocalBroker, ch: Any, chdb_dir: Path, worker_settings: WorkerSettings, tmp_path: Path
+) -> None:
+    """A worker upgraded over a log of version-1 statements (each listing every chain) goes on
+    from the latest with deltas; verify folds the mixed log."""
+    keys = tmp_path / "keys"
+    generate_keypair(keys, "serving-1")
+    generate_keypair(keys, "worker-w1")
+    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
+    s = worker_settings.model_copy(
+        update={
+            "keys": keys,
+            "witness_key": keys / "worker-w1.key",
+            "witness_interval": 0.2,
+            "witness_topic": witness_topic,
+        }
+    )
+    _log(broker, s.topic, keys, "alpha", 30)
+    assert run_worker(s, ch).inserted == 30
+    # What the older worker would have written instead: one version-1 statement over alpha.
+    [(written, _)] = _statements(ch, s.database)
+    v1 = Statement("worker-w1", 1, GENESIS, written.signed_at, written.chains, version=1)
+    body = v1.encode()
+    ch.command(f"TRUNCATE TABLE {s.database}.witness_statements")
+    row = [v1.witness_id, 1, GENESIS, statement_hash(body), v1.signed_at, 1, body]
+    row.append(Signer(keys / "worker-w1.key").sign(body))
+    ch.insert(f"{s.database}.witness_statements", [row], column_names=list(WITNESS_COLUMNS))
+
+    _log(broker, s.topic, keys, "beta", 30)
+    assert run_worker(s, ch).inserted == 30
+    statements = _statements(ch, s.database)
+    assert [(st.seq, st.version) for st, _ in statements] == [(1, 1), (2, 2)]
+    second = statements[1][0]
+    assert [c.producer_id for c in second.chains] == ["beta"] and second.total == 2
+    assert second.prev_hash == statement_hash(body)
+    assert second.digest == set_digest([*written.chains, *second.chains])
+    trail = Trail(s, keys, chdb_dir, broker)
+    code, doc = trail.verify()
+    assert code == 0 and doc["ok"], doc["witness"]
+    assert doc["witness"]["chains"] == 2
+
+    _delete(ch, s.database, "producer_id = 'alpha'")  # named only by the version-1 statement
+    code, doc = trail.verify()
+    assert code == 1 and _problems(doc) == [("missing_chain", "alpha")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from decision_audit.audit.witness import Claim, StoredStatement, check_logs
+from decision_audit.audit.witness import Claim, StoredStatement, WitnessProblem, check_logs
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.witness import (
     GENESIS,
@@ -80,8 +80,8 @@ def _set(claims: list[Claim]) -> dict[ChainKey, WitnessedChain]:
     return {c.key: c for _, _, c in claims}
 
 
-def _kinds(problems: list[object]) -> list[tuple[str, int | None]]:
-    return [(p.kind, p.statement) for p in problems]  # type: ignore[attr-defined]
+def _kinds(problems: list[WitnessProblem]) -> list[tuple[str, int | None]]:
+    return [(p.kind, p.statement) for p in problems]
 
 
 @pytest.fixture
