@@ -148,6 +148,8 @@ class ChainSet:
 
     def __init__(self, chains: Iterable[WitnessedChain] = ()) -> None:
         self.chains: dict[ChainKey, WitnessedChain] = {}
+        self._entries: dict[ChainKey, bytes] = {}
+        """each chain's canonical entry, encoded once"""
         self._members: list[set[ChainKey]] = [set() for _ in range(BUCKETS)]
         self._buckets = [b""] * BUCKETS
         self._dirty: set[int] = set(range(BUCKETS))
@@ -168,20 +170,20 @@ class ChainSet:
         b = _bucket(key)
         self._members[b].add(key)
         self.chains[key] = chain
+        self._entries[key] = _canonical(chain.entry())
         self._dirty.add(b)
 
     def remove(self, key: ChainKey) -> None:
         if self.chains.pop(key, None) is not None:
+            del self._entries[key]
             b = _bucket(key)
             self._members[b].discard(key)
             self._dirty.add(b)
 
     def digest(self) -> bytes:
         for b in self._dirty:
-            h = hashlib.sha256(_BUCKET_DOMAIN)
-            for key in sorted(self._members[b]):
-                h.update(_canonical(self.chains[key].entry()) + b"\n")
-            self._buckets[b] = h.digest()
+            entries = [self._entries[key] + b"\n" for key in sorted(self._members[b])]
+            self._buckets[b] = hashlib.sha256(_BUCKET_DOMAIN + b"".join(entries)).digest()
         self._dirty.clear()
         return hashlib.sha256(_SET_DOMAIN + b"".join(self._buckets)).digest()
 
