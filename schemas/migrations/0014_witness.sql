@@ -1,8 +1,10 @@
 -- The witness log (decision_audit.contract.witness): each worker with a witness key signs, every
--- witness_interval seconds and at shutdown, one statement over every chain it has stored and
--- that chain's head (seq and event hash), linked to its previous statement by hash. A copy of
--- each statement goes to the decision-witness topic. `statement` holds the exact signed bytes
--- (canonical JSON); the other columns are read from them for queries. verify checks the bytes.
+-- witness_interval seconds and at shutdown, a statement carrying the chains whose head (seq and
+-- event hash) moved since its previous statement, with the count (`chains`) and a digest of
+-- every chain it has stored (version 2; a version-1 statement listed them all), linked to its
+-- previous statement by hash. A copy of each statement goes to the decision-witness topic.
+-- `statement` holds the exact signed bytes (canonical JSON); the other columns are read from
+-- them for queries. verify checks the bytes.
 CREATE TABLE IF NOT EXISTS {database}.witness_statements
 (
     witness_id      LowCardinality(String),

@@ -152,3 +152,67 @@ def test_reconcile_rehashes_artifacts_and_records_mismatches(
     code, out = _reconcile(chdb_dir, database, "--format", "json")
     assert code == 0, out
     assert json.loads(out)["summary"] == {"ok": 3, "unsupported": 1, "unlocated": 1}
+
+
+def test_reconcile_reads_other_urls_through_fsspec(
+    broker: LocalBroker, ch: Any, chdb_dir: Path, database: str, settings: Any
+) -> None:
+    """memory:// is fsspec's own in-process filesystem: a real fsspec driver, no fake."""
+    fsspec = pytest.importorskip("fsspec")
+    mem = fsspec.filesystem("memory")
+    root = f"memory://artifacts-{uuid.uuid4().hex[:8]}"
+    ok, edited, gone = f"{root}/churn-2.pkl", f"{root}/bias-2.html", f"{root}/fraud-5.pkl"
+    for uri, data in ((ok, b"weights"), (edited, b"<p>no bias</p>"), (gone, b"fraud")):
+        mem.pipe(uri, data)
+    digests = {uri: _sha(mem.cat(uri)) for uri in (ok, edited, gone)}
+    mv = Reference.model_version
+    events = [
+        ("register", mv("churn", "2"), ok),
+        ("attest", mv("churn", "2"), edited),
+        ("register", mv("fraud", "5"), gone),
+        ("attest", mv("fraud", "5"), "nodriver://ci/tests.xml"),
+    ]
+    t0 = utc_now() - timedelta(hours=1)
+    try:
+        with AuditProducer(
+            broker.bootstrap_servers,
+            producer_id=f"ml-{uuid.uuid4().hex[:6]}",
+            topic=settings.topic,
+            model_events_topic=settings.model_events_topic,
+            signing_key=settings.keys / "platform.key",
+        ) as p:
+            for i, (action, subject, uri) in enumerate(events):
+                meta = {"artifact_uri": uri, "artifact_sha256": digests.get(uri, "0" * 64)}
+                if action == "attest":
+                    meta |= {"predicate": "bias-report", "result": "pass"}
+                p.log_model_event(
+                    action,
+                    subject,
+                    actor="alice",
+                    metadata=meta,
+                    occurred_at=t0 + timedelta(minutes=i),
+                )
+        stats = run_worker(settings, ch)
+        assert stats.quarantined_total == 0, stats.quarantined
+        mem.pipe(edited, b"<p>no bias</p><!-- edited -->")
+        mem.rm(gone)
+
+        code, out = _reconcile(chdb_dir, database, "--format", "json")
+        assert code == 1, out
+        r = json.loads(out)
+        by = {a["uri"]: a for a in r["artifacts"]}
+        assert by[ok]["status"] == "ok" and by[ok]["actual_sha256"] == digests[ok]
+        assert by[edited]["status"] == "mismatch"
+        assert by[edited]["actual_sha256"] == _sha(mem.cat(edited)) != digests[edited]
+        assert by[gone]["status"] == "missing" and by[gone]["detail"] == f"{gone} does not exist"
+        unsupported = by["nodriver://ci/tests.xml"]
+        assert unsupported["status"] == "unsupported"
+        assert "fsspec cannot open nodriver://" in unsupported["detail"]
+        assert r["summary"] == {"ok": 1, "mismatch": 1, "missing": 1, "unsupported": 1}
+        kinds = ch.query(
+            f"SELECT kind FROM {database}.incidents FINAL WHERE kind LIKE 'artifact_%' "
+            "ORDER BY seq_from"
+        ).result_rows
+        assert kinds == [("artifact_mismatch",), ("artifact_missing",)]
+    finally:
+        mem.rm(root, recursive=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,17 @@ from click.testing import CliRunner
 
 from decision_audit import AuditProducer
 from decision_audit.cli.main import main
-from decision_audit.contract.witness import Statement, decode, statement_hash
+from decision_audit.contract.witness import (
+    GENESIS,
+    ChainSet,
+    Statement,
+    decode,
+    set_digest,
+    statement_hash,
+)
 from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.producer.signing import Signer, generate_keypair
+from decision_audit.worker.loop import Worker
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.store import WITNESS_COLUMNS
 from decision_audit.worker.topics import ensure_topics
@@ -120,8 +130,17 @@ def test_a_clean_trail_is_witnessed_across_worker_restarts(trail: Trail, ch: Any
     # The restarted worker continued the log: each statement links to the one before.
     for (prev, data), (st, _) in itertools.pairwise(statements):
         assert st.prev_hash == statement_hash(data), (prev.seq, st.seq)
-    assert sorted(c.producer_id for c in last.chains) == ["alpha", "alpha", "beta"]
-    assert sorted(c.seq for c in last.chains) == [10, 30, 30]
+    # Each statement carries what moved; folded in order they give every chain at its head,
+    # and the latest commits to that whole set.
+    folded = ChainSet()
+    for st, _ in statements:
+        assert st.version == 2 and st.chains
+        for c in st.chains:
+            folded.put(c)
+        assert (st.total, st.digest) == (len(folded), folded.digest())
+    assert sorted(c.producer_id for c in folded) == ["alpha", "alpha", "beta"]
+    assert sorted(c.seq for c in folded) == [10, 30, 30]
+    assert {c.producer_id for c in last.chains} == {"alpha"}  # only the restart's new chain
     code, doc = trail.verify()
     assert code == 0 and doc["ok"], doc["witness"]
     assert doc["witness"]["chains"] == 3 and doc["witness"]["signatures_checked"]
@@ -169,20 +188,26 @@ def test_an_edited_statement_fails_on_its_signature_and_link(trail: Trail, ch: A
 def test_a_forged_statement_is_named_with_a_clear_error(
     trail: Trail, ch: Any, tmp_path: Path
 ) -> None:
-    """A statement signed by another key under the witness's id: dropping beta from the log."""
-    last, data = _statements(ch, trail.db)[-1]
+    """A statement signed by another key under the witness's id: dropping beta from the log
+    (committing to the witnessed set without it)."""
+    statements = _statements(ch, trail.db)
+    last, data = statements[-1]
+    folded = {c.key: c for st, _ in statements for c in st.chains}
     generate_keypair(tmp_path / "other", "worker-w1")
+    kept = [c for c in folded.values() if c.producer_id != "beta"]
     forged = Statement(
         last.witness_id,
         last.seq + 1,
         statement_hash(data),
         last.signed_at,
-        tuple(c for c in last.chains if c.producer_id != "beta"),
+        (),
+        len(kept),
+        set_digest(kept),
     )
     body = forged.encode()
     signature = Signer(tmp_path / "other" / "worker-w1.key").sign(body)
     row = [forged.witness_id, forged.seq, forged.prev_hash, statement_hash(body)]
-    row += [forged.signed_at, len(forged.chains), body, signature]
+    row += [forged.signed_at, forged.total, body, signature]
     ch.insert(f"{trail.db}.witness_statements", [row], column_names=list(WITNESS_COLUMNS))
     _delete(ch, trail.db, "producer_id = 'beta'")
     code, doc = trail.verify()
@@ -209,3 +234,147 @@ def test_a_witness_log_rewritten_in_clickhouse_is_caught_from_kafka(trail: Trail
     assert ("witness_rewritten", None) in kinds
     rewritten = next(p for p in doc["witness"]["problems"] if p["kind"] == "witness_rewritten")
     assert "missing from" in rewritten["detail"]
+
+
+def test_two_workers_witnesses_are_unioned_across_a_rebalance(
+    broker: LocalBroker, ch: Any, chdb_dir: Path, worker_settings: WorkerSettings, tmp_path: Path
+) -> None:
+    """Worker w1 stores alpha and beta; w2 joins the group and w1 leaves, so w1's partitions
+    move to w2, which stores more of alpha and a new chain gamma. verify unions both logs:
+    gamma is witnessed only by w2, alpha by both, at most by w2."""
+    keys = tmp_path / "keys"
+    for key_id in ("serving-1", "worker-w1", "worker-w2"):
+        generate_keypair(keys, key_id)
+    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
+    base = worker_settings.model_copy(
+        update={"keys": keys, "witness_interval": 0.2, "witness_topic": witness_topic}
+    )
+    s1 = base.model_copy(update={"witness_key": keys / "worker-w1.key"})
+    s2 = base.model_copy(update={"witness_key": keys / "worker-w2.key", "exit_when_idle": None})
+    db = base.database
+
+    def producer(producer_id: str) -> AuditProducer:
+        return AuditProducer(
+            broker.bootstrap_servers,
+            producer_id=producer_id,
+            topic=base.topic,
+            signing_key=keys / "serving-1.key",
+            checkpoint_every=10,
+        )
+
+    def log(p: AuditProducer, n: int) -> None:
+        for i in range(n):
+            p.log_decision("m", "1", {"i": i}, "yes", score=0.5)
+        p.checkpoint()
+        p.flush()
+
+    def stored(n: int) -> None:
+        deadline = time.monotonic() + 90
+        while count(ch, f"SELECT count() FROM {db}.decisions") < n:
+            assert time.monotonic() < deadline, f"fewer than {n} events stored"
+            time.sleep(0.2)
+
+    alpha, beta, gamma = producer("alpha"), producer("beta"), producer("gamma")
+    log(alpha, 20)
+    log(beta, 20)
+    assert run_worker(s1, ch).inserted == 40  # w1 alone: every partition
+
+    w1, w2 = (
+        Worker(s1.model_copy(update={"exit_when_idle": None}), client=ch),
+        Worker(s2, client=ch),
+    )
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(w.run) for w in (w1, w2)]
+        try:
+            log(alpha, 10)
+            log(beta, 10)
+            stored(60)  # by whichever of the two holds the partitions
+            w1.stop()  # its partitions move to w2
+            runs[0].result(60)
+            log(alpha, 5)
+            gamma_events = 20
+            log(gamma, gamma_events)
+            alpha.close()
+            beta.close()
+            gamma.close()
+            stored(85)
+        finally:
+            w1.stop()
+            w2.stop()
+        stats = [r.result(60) for r in runs]
+    assert sum(s.quarantined_total for s in stats) == 0
+
+    trail = Trail(base, keys, chdb_dir, broker)
+    code, doc = trail.verify()
+    assert code == 0 and doc["ok"], (doc["problems"], doc["witness"])
+    assert doc["witness"]["chains"] == 3 and set(doc["witness"]["witnesses"]) == {
+        "worker-w1",
+        "worker-w2",
+    }
+    code, doc = trail.verify("--witness-from-kafka")
+    assert code == 0 and doc["ok"], doc["witness"]
+
+    # alpha past seq 30 existed only while w2 held it: cutting it there is w2's claim alone.
+    _delete(ch, db, "producer_id = 'alpha' AND seq > 30")
+    code, doc = trail.verify()
+    alpha_problems = [p for p in doc["witness"]["problems"] if p["chain"].startswith("alpha/")]
+    assert code == 1 and [(p["kind"], p["witness_id"]) for p in alpha_problems] == [
+        ("truncated_chain", "worker-w2")
+    ]
+    assert "only up to seq 30" in alpha_problems[0]["detail"]
+
+    _delete(ch, db, "producer_id = 'gamma'")
+    code, doc = trail.verify()
+    gamma_problems = [p for p in doc["witness"]["problems"] if p["chain"].startswith("gamma/")]
+    assert code == 1 and [(p["kind"], p["witness_id"]) for p in gamma_problems] == [
+        ("missing_chain", "worker-w2")
+    ]
+    assert "witnessed by worker-w2" in gamma_problems[0]["detail"]
+
+
+def test_a_version_1_log_is_continued_with_version_2_statements(
+    broker: LocalBroker, ch: Any, chdb_dir: Path, worker_settings: WorkerSettings, tmp_path: Path
+) -> None:
+    """A worker upgraded over a log of version-1 statements (each listing every chain) goes on
+    from the latest with deltas; verify folds the mixed log."""
+    keys = tmp_path / "keys"
+    generate_keypair(keys, "serving-1")
+    generate_keypair(keys, "worker-w1")
+    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
+    s = worker_settings.model_copy(
+        update={
+            "keys": keys,
+            "witness_key": keys / "worker-w1.key",
+            "witness_interval": 0.2,
+            "witness_topic": witness_topic,
+        }
+    )
+    _log(broker, s.topic, keys, "alpha", 30)
+    assert run_worker(s, ch).inserted == 30
+    # What the older worker would have written instead: one version-1 statement over alpha.
+    [(written, _)] = _statements(ch, s.database)
+    v1 = Statement("worker-w1", 1, GENESIS, written.signed_at, written.chains, version=1)
+    body = v1.encode()
+    ch.command(f"TRUNCATE TABLE {s.database}.witness_statements")
+    row = [v1.witness_id, 1, GENESIS, statement_hash(body), v1.signed_at, 1, body]
+    row.append(Signer(keys / "worker-w1.key").sign(body))
+    ch.insert(f"{s.database}.witness_statements", [row], column_names=list(WITNESS_COLUMNS))
+
+    _log(broker, s.topic, keys, "beta", 30)
+    assert run_worker(s, ch).inserted == 30
+    statements = _statements(ch, s.database)
+    assert [(st.seq, st.version) for st, _ in statements] == [(1, 1), (2, 2)]
+    second = statements[1][0]
+    assert [c.producer_id for c in second.chains] == ["beta"] and second.total == 2
+    assert second.prev_hash == statement_hash(body)
+    assert second.digest == set_digest([*written.chains, *second.chains])
+    trail = Trail(s, keys, chdb_dir, broker)
+    code, doc = trail.verify()
+    assert code == 0 and doc["ok"], doc["witness"]
+    assert doc["witness"]["chains"] == 2
+
+    _delete(ch, s.database, "producer_id = 'alpha'")  # named only by the version-1 statement
+    code, doc = trail.verify()
+    assert code == 1 and _problems(doc) == [("missing_chain", "alpha")]

@@ -3,10 +3,15 @@
 Run by ``decision-audit verify`` after the chains' own checks. The statements come from
 ``witness_statements`` or, with ``--witness-from-kafka``, from the witness topic (then a
 statement the topic has and ClickHouse lacks or holds otherwise is reported too: the log was
-rewritten inside ClickHouse). Several workers keep one witness each (id: its key id) over the
-chains they stored; the check unions them: every chain any witness's latest statement names
-must exist at least to the witnessed seq, with the witnessed head hash at that seq — or have
-been pruned by retention past it (``retention_prunings``).
+rewritten inside ClickHouse). Each witness's statements are folded in seq order into its full
+set of chains (:mod:`decision_audit.contract.witness`: a version-2 statement carries what
+changed, a version-1 statement the whole set; the two mix in one log), and each version-2
+statement's ``total`` and ``digest`` are checked against the set folded up to it. Several
+workers keep one witness each (id: its key id) over the chains they stored; the check unions
+their folded sets: every chain any witness names must exist at least to the seq that witness
+last saw, with the witnessed head hash at that seq — or have been pruned by retention past it
+(``retention_prunings``) — so a chain two workers witnessed across a rebalance must reach the
+higher of the two.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from decision_audit.contract.fields import CHAINED_KINDS
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.witness import (
     GENESIS,
+    ChainKey,
+    ChainSet,
     Statement,
     WitnessedChain,
     WitnessFormatError,
@@ -58,7 +65,7 @@ class WitnessReport:
     witnesses: dict[str, int] = field(default_factory=dict)
     """witness id -> statements read"""
     chains: int = 0
-    """chains named by the witnesses' latest statements"""
+    """chains in the union of the witnesses' folded sets"""
     signatures_checked: bool = False
     problems: list[WitnessProblem] = field(default_factory=list)
 
@@ -75,6 +82,14 @@ class WitnessReport:
             "signatures_checked": self.signatures_checked,
             "problems": [asdict(p) for p in self.problems],
         }
+
+
+Claim = tuple[str, int, WitnessedChain]
+"""``(witness id, seq of the statement that last witnessed the chain, the chain)``"""
+
+
+Logs = dict[str, dict[int, tuple[Statement, StoredStatement]]]
+"""each witness's statements by seq"""
 
 
 class WitnessSourceError(RuntimeError):
@@ -157,6 +172,163 @@ def statements_from_kafka(
         consumer.close()
 
 
+def _logs(statements: Iterable[StoredStatement], keyring: KeyRing, report: WitnessReport) -> Logs:
+    """Each witness's statements by seq, after format and signature checks."""
+    logs: Logs = {}
+    for s in statements:
+        wid = s.witness_id or "?"
+        try:
+            st = decode(s.data)
+        except WitnessFormatError as exc:
+            report.problems.append(WitnessProblem("unreadable", wid, s.seq, f"{s.origin}: {exc}"))
+            continue
+        where = f"statement {st.seq} of witness {st.witness_id} ({s.origin})"
+        if s.witness_id is not None and (s.witness_id, s.seq) != (st.witness_id, st.seq):
+            report.problems.append(
+                WitnessProblem(
+                    "edited",
+                    st.witness_id,
+                    st.seq,
+                    f"{where}: its row says witness {s.witness_id} seq {s.seq}",
+                )
+            )
+        if keyring:
+            if st.witness_id not in keyring:
+                report.problems.append(
+                    WitnessProblem(
+                        "unknown_key",
+                        st.witness_id,
+                        st.seq,
+                        f"{where}: no trusted key {st.witness_id}.pub in --keys",
+                    )
+                )
+            elif not keyring.verify(st.witness_id, s.signature, s.data):
+                report.problems.append(
+                    WitnessProblem(
+                        "bad_signature",
+                        st.witness_id,
+                        st.seq,
+                        f"{where}: the signature does not verify with key "
+                        f"{st.witness_id} (forged or edited)",
+                    )
+                )
+                continue
+        log = logs.setdefault(st.witness_id, {})
+        seen = log.get(st.seq)
+        if seen is not None:
+            if seen[1].data != s.data:
+                report.problems.append(
+                    WitnessProblem(
+                        "fork", st.witness_id, st.seq, f"{where}: two different statements"
+                    )
+                )
+            continue  # the same statement twice (published again after a timeout)
+        log[st.seq] = (st, s)
+    return logs
+
+
+def _fold_log(
+    wid: str, log: dict[int, tuple[Statement, StoredStatement]], report: WitnessReport
+) -> list[Claim]:
+    """Seqs 1..n, each linked to the one before, none moving a chain back; each version-2
+    statement's total and digest those of the set folded up to it. Returns the folded set,
+    each chain with the seq of the statement that last witnessed it."""
+    chains = ChainSet()
+    witnessed_in: dict[ChainKey, int] = {}
+    complete = True  # False past a missing statement: digests cannot be checked until a v1
+    prev_hash = GENESIS
+    for seq in range(1, max(log) + 1):
+        entry = log.get(seq)
+        if entry is None:
+            report.problems.append(
+                WitnessProblem("missing_statement", wid, seq, f"statement {seq} is missing")
+            )
+            prev_hash, complete = b"", False
+            continue
+        st, stored = entry
+        if prev_hash and st.prev_hash != prev_hash:
+            report.problems.append(
+                WitnessProblem(
+                    "broken_link",
+                    wid,
+                    seq,
+                    f"statement {seq} ({stored.origin}) does not link to statement {seq - 1}",
+                )
+            )
+        listed = {c.key: c for c in st.chains}
+        if st.version == 1:  # the whole set: nothing known before may be missing from it
+            for c in chains:
+                if c.key not in listed:
+                    report.problems.append(
+                        WitnessProblem(
+                            "witness_rewritten",
+                            wid,
+                            seq,
+                            f"statement {seq} drops chain {c.name} "
+                            f"(seq {c.seq} in statement {witnessed_in[c.key]})",
+                            c.name,
+                        )
+                    )
+        for c in st.chains:
+            known = chains.get(c.key)
+            if known is not None and (
+                known.seq > c.seq or (known.seq == c.seq and known.head != c.head)
+            ):
+                report.problems.append(
+                    WitnessProblem(
+                        "witness_rewritten",
+                        wid,
+                        seq,
+                        f"statement {seq} "
+                        + ("moves back" if known.seq > c.seq else "changes the head of")
+                        + f" chain {c.name} (seq {known.seq} in statement "
+                        f"{witnessed_in[c.key]})",
+                        c.name,
+                    )
+                )
+                continue  # the claim stays at the higher seq witnessed before
+            if known != c:
+                chains.put(c)
+                witnessed_in[c.key] = seq
+        if st.version == 1:
+            complete = True
+        elif complete and (st.total, st.digest) != (len(chains), chains.digest()):
+            report.problems.append(
+                WitnessProblem(
+                    "digest_mismatch",
+                    wid,
+                    seq,
+                    f"statement {seq} ({stored.origin}) commits to {st.total} chains, digest "
+                    f"{st.digest.hex()[:16]}…; statements 1..{seq} fold to {len(chains)}, "
+                    f"digest {chains.digest().hex()[:16]}… (a statement dropped or edited)",
+                )
+            )
+        prev_hash = statement_hash(stored.data)
+    return [(wid, witnessed_in[c.key], c) for c in chains]
+
+
+def check_logs(
+    statements: Iterable[StoredStatement], keyring: KeyRing, source: str = "witness_statements"
+) -> tuple[WitnessReport, list[Claim]]:
+    """The checks of the witness logs themselves (no store needed), and the union of the
+    folded sets: one claim per (witness, chain)."""
+    report, claims, _ = _check_logs(statements, keyring, source)
+    return report, claims
+
+
+def _check_logs(
+    statements: Iterable[StoredStatement], keyring: KeyRing, source: str
+) -> tuple[WitnessReport, list[Claim], Logs]:
+    report = WitnessReport(source, signatures_checked=bool(keyring))
+    claims: list[Claim] = []
+    logs = _logs(statements, keyring, report)
+    for wid, log in sorted(logs.items()):
+        report.witnesses[wid] = len(log)
+        claims += _fold_log(wid, log, report)
+    report.chains = len({c.key for _, _, c in claims})
+    return report, claims, logs
+
+
 class WitnessChecker:
     """Checks the witness logs against the stored chains."""
 
@@ -172,122 +344,15 @@ class WitnessChecker:
         compare_with: list[StoredStatement] | None = None,
     ) -> WitnessReport:
         """``compare_with``: ClickHouse's copy, when ``statements`` come from the topic."""
-        report = WitnessReport(source, signatures_checked=bool(self.keyring))
-        logs = self._logs(statements, report)
-        latest: list[tuple[str, int, WitnessedChain]] = []
-        for wid, log in sorted(logs.items()):
-            report.witnesses[wid] = len(log)
-            self._check_log(wid, log, report)
-            last = log[max(log)][0]
-            latest += [(wid, last.seq, c) for c in last.chains]
+        report, claims, logs = _check_logs(statements, self.keyring, source)
         if compare_with is not None:
             self._compare(logs, compare_with, report)
-        report.chains = len({c.key for _, _, c in latest})
-        self._check_chains(latest, report)
+        self._check_chains(claims, report)
         return report
-
-    def _logs(
-        self, statements: Iterable[StoredStatement], report: WitnessReport
-    ) -> dict[str, dict[int, tuple[Statement, StoredStatement]]]:
-        """Each witness's statements by seq, after format and signature checks."""
-        logs: dict[str, dict[int, tuple[Statement, StoredStatement]]] = {}
-        for s in statements:
-            wid = s.witness_id or "?"
-            try:
-                st = decode(s.data)
-            except WitnessFormatError as exc:
-                report.problems.append(
-                    WitnessProblem("unreadable", wid, s.seq, f"{s.origin}: {exc}")
-                )
-                continue
-            where = f"statement {st.seq} of witness {st.witness_id} ({s.origin})"
-            if s.witness_id is not None and (s.witness_id, s.seq) != (st.witness_id, st.seq):
-                report.problems.append(
-                    WitnessProblem(
-                        "edited",
-                        st.witness_id,
-                        st.seq,
-                        f"{where}: its row says witness {s.witness_id} seq {s.seq}",
-                    )
-                )
-            if self.keyring:
-                if st.witness_id not in self.keyring:
-                    report.problems.append(
-                        WitnessProblem(
-                            "unknown_key",
-                            st.witness_id,
-                            st.seq,
-                            f"{where}: no trusted key {st.witness_id}.pub in --keys",
-                        )
-                    )
-                elif not self.keyring.verify(st.witness_id, s.signature, s.data):
-                    report.problems.append(
-                        WitnessProblem(
-                            "bad_signature",
-                            st.witness_id,
-                            st.seq,
-                            f"{where}: the signature does not verify with key "
-                            f"{st.witness_id} (forged or edited)",
-                        )
-                    )
-                    continue
-            log = logs.setdefault(st.witness_id, {})
-            seen = log.get(st.seq)
-            if seen is not None:
-                if seen[1].data != s.data:
-                    report.problems.append(
-                        WitnessProblem(
-                            "fork", st.witness_id, st.seq, f"{where}: two different statements"
-                        )
-                    )
-                continue  # the same statement twice (published again after a timeout)
-            log[st.seq] = (st, s)
-        return logs
-
-    def _check_log(
-        self, wid: str, log: dict[int, tuple[Statement, StoredStatement]], report: WitnessReport
-    ) -> None:
-        """Seqs 1..n, each linked to the one before, no chain dropped or moved back."""
-        prev_hash, prev = GENESIS, None
-        for seq in range(1, max(log) + 1):
-            entry = log.get(seq)
-            if entry is None:
-                report.problems.append(
-                    WitnessProblem("missing_statement", wid, seq, f"statement {seq} is missing")
-                )
-                prev_hash, prev = b"", None
-                continue
-            st, stored = entry
-            if prev_hash and st.prev_hash != prev_hash:
-                report.problems.append(
-                    WitnessProblem(
-                        "broken_link",
-                        wid,
-                        seq,
-                        f"statement {seq} ({stored.origin}) does not link to statement {seq - 1}",
-                    )
-                )
-            if prev is not None:
-                now = {c.key: c for c in st.chains}
-                for c in prev.chains:
-                    later = now.get(c.key)
-                    if later is None or later.seq < c.seq:
-                        report.problems.append(
-                            WitnessProblem(
-                                "witness_rewritten",
-                                wid,
-                                seq,
-                                f"statement {seq} "
-                                + ("drops" if later is None else "moves back")
-                                + f" chain {c.name} (seq {c.seq} in statement {seq - 1})",
-                                c.name,
-                            )
-                        )
-            prev_hash, prev = statement_hash(stored.data), st
 
     def _compare(
         self,
-        logs: dict[str, dict[int, tuple[Statement, StoredStatement]]],
+        logs: Logs,
         stored: list[StoredStatement],
         report: WitnessReport,
     ) -> None:
@@ -308,9 +373,7 @@ class WitnessChecker:
                         )
                     )
 
-    def _check_chains(
-        self, latest: list[tuple[str, int, WitnessedChain]], report: WitnessReport
-    ) -> None:
+    def _check_chains(self, latest: list[Claim], report: WitnessReport) -> None:
         for kind in CHAINED_KINDS:
             claims = [(w, n, c) for w, n, c in latest if c.kind == kind.schema]
             if not claims:

@@ -1,11 +1,14 @@
-"""The worker's witness log: signed, hash-linked statements of every chain head it stored.
+"""The worker's witness log: signed, hash-linked statements of the chain heads it stored.
 
 Every ``witness_interval`` seconds (and at shutdown), if a chain it stored has moved, the
-worker signs one statement (:mod:`decision_audit.contract.witness`) over every chain it has
-stored since its witness began, each at its latest head, linked to its previous statement.
-The statement goes to ``witness_statements`` (through :class:`.store.Store`) and then to the
-witness topic, so a copy lives outside ClickHouse. On start the worker continues its log from
-the latest statement of its witness id in ClickHouse.
+worker signs a statement (:mod:`decision_audit.contract.witness`, version 2) carrying the
+chains new or moved since its previous statement, at their latest heads, with the size and
+digest of the full set it has witnessed since its log began — several consecutive statements
+when the changes would not fit one topic message. Each goes to ``witness_statements``
+(through :class:`.store.Store`) and then to the witness topic, so a copy lives outside
+ClickHouse. On start the worker rebuilds its full set by folding its own statements in
+ClickHouse (from its latest version-1 statement, which lists the whole set, if any) and
+continues the log after the latest.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from confluent_kafka import KafkaError, Message, Producer
 from decision_audit.contract.witness import (
     GENESIS,
     ChainKey,
+    ChainSet,
     Statement,
     WitnessedChain,
     decode,
+    delta_statements,
     envelope,
     statement_hash,
+    undo,
 )
 from decision_audit.producer.signing import Signer
 from decision_audit.worker.chains import Head
@@ -56,10 +62,11 @@ class Witness:
         self._topic = topic
         self._interval = interval
         self._producer = Producer(producer_config)
-        self._chains: dict[ChainKey, WitnessedChain] = {}
+        self._chains = ChainSet()
+        self._changed: dict[ChainKey, WitnessedChain] = {}
+        """new or moved since the latest statement written"""
         self._seq = 0
         self._prev = GENESIS
-        self._changed = False
         self._last = time.monotonic()
         self._unpublished: list[bytes] = []
         self._resume()
@@ -70,20 +77,39 @@ class Witness:
         return self._seq
 
     def _resume(self) -> None:
-        """Continue from this witness's latest statement in ClickHouse, if any."""
+        """Continue from this witness's statements in ClickHouse, if any (folded in order)."""
         db = self._store.database
         rows = self._store.client.query(
             f"SELECT statement FROM {db}.witness_statements WHERE witness_id = {{w:String}} "
-            "ORDER BY seq DESC LIMIT 1",
+            f"AND seq >= (SELECT max(seq) FROM {db}.witness_statements "
+            "WHERE witness_id = {w:String} AND position(statement, '\"version\":1,') > 0) "
+            "ORDER BY seq",
             parameters={"w": self.witness_id},
             column_formats={"statement": "bytes"},
         ).result_rows
-        if not rows:
+        last: Statement | None = None
+        for (raw,) in rows:
+            data = bytes(raw)
+            last = decode(data)
+            if last.version == 1:
+                self._chains = ChainSet(last.chains)
+            else:
+                for c in last.chains:
+                    self._chains.put(c)
+            self._seq, self._prev = last.seq, statement_hash(data)
+        if last is None:
             return
-        data = bytes(rows[0][0])
-        last = decode(data)
-        self._seq, self._prev = last.seq, statement_hash(data)
-        self._chains = {c.key: c for c in last.chains}
+        if last.version >= 2 and (len(self._chains), self._chains.digest()) != (
+            last.total,
+            last.digest,
+        ):
+            # verify reports the log; this worker goes on from what its statements say
+            log.error(
+                "witness %s: statements up to %d do not fold to the digest of statement %d",
+                self.witness_id,
+                last.seq,
+                last.seq,
+            )
         log.info(
             "witness %s continues after statement %d (%d chains)",
             self.witness_id,
@@ -95,18 +121,17 @@ class Witness:
         """Take the new heads of chains a stored batch advanced."""
         now: datetime | None = None
         for key, (seq, head) in heads.items():
-            known = self._chains.get(key)
+            known = self._changed.get(key) or self._chains.get(key)
             if known is not None and known.seq >= seq:
                 continue
             if known is None:
                 now = now or _now()
             first = known.first_seen if known is not None else now
             assert first is not None
-            self._chains[key] = WitnessedChain(*key, seq, head, first)
-            self._changed = True
+            self._changed[key] = WitnessedChain(*key, seq, head, first)
 
     def due(self) -> bool:
-        return self._changed and time.monotonic() - self._last >= self._interval
+        return bool(self._changed) and time.monotonic() - self._last >= self._interval
 
     def tick(self) -> None:
         """Sign a statement if one is due; a failure is logged and retried next interval."""
@@ -118,35 +143,58 @@ class Witness:
         except Exception as exc:  # the batches go on; the witness catches up next interval
             log.error("witness %s: statement not written: %s", self.witness_id, exc)
 
-    def sign(self) -> Statement | None:
-        """Write and publish a statement over every chain, if any head moved since the last."""
+    def sign(self) -> list[Statement]:
+        """Write and publish the statements carrying the chains moved since the last (none
+        if none moved); what could not be written is carried by the next."""
         self._publish()
         if not self._changed:
-            return None
-        st = Statement(
-            self.witness_id, self._seq + 1, self._prev, _now(), tuple(self._chains.values())
+            return []
+        written: list[Statement] = []
+        statements = delta_statements(
+            self.witness_id,
+            self._seq + 1,
+            self._prev,
+            _now(),
+            self._chains,
+            self._changed.values(),
         )
-        data = st.encode()
-        digest = statement_hash(data)
-        signature = self._signer.sign(data)
-        self._store.insert_witness(
-            [
-                st.witness_id,
-                st.seq,
-                st.prev_hash,
-                digest,
-                st.signed_at,
-                len(st.chains),
-                data,
-                signature,
-            ],
-            f"witness/{st.witness_id}/{st.seq}/{digest.hex()[:16]}",
-        )
-        self._seq, self._prev, self._changed = st.seq, digest, False
-        self._unpublished.append(envelope(data, signature))
-        self._publish()
-        log.info("witness %s: statement %d over %d chains", st.witness_id, st.seq, len(st.chains))
-        return st
+        try:
+            for st, data, replaced in statements:
+                digest = statement_hash(data)
+                try:
+                    signature = self._signer.sign(data)
+                    self._store.insert_witness(
+                        [
+                            st.witness_id,
+                            st.seq,
+                            st.prev_hash,
+                            digest,
+                            st.signed_at,
+                            st.total,
+                            data,
+                            signature,
+                        ],
+                        f"witness/{st.witness_id}/{st.seq}/{digest.hex()[:16]}",
+                    )
+                except BaseException:
+                    undo(self._chains, replaced)
+                    raise
+                self._seq, self._prev = st.seq, digest
+                for c in st.chains:
+                    del self._changed[c.key]
+                self._unpublished.append(envelope(data, signature))
+                written.append(st)
+        finally:
+            self._publish()
+            for st in written:
+                log.info(
+                    "witness %s: statement %d with %d of %d chains",
+                    st.witness_id,
+                    st.seq,
+                    len(st.chains),
+                    st.total,
+                )
+        return written
 
     def _publish(self, timeout: float = 10.0) -> None:
         """Publish the statements not yet on the topic, in order (kept for the next try)."""

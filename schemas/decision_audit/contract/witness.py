@@ -1,18 +1,28 @@
-"""The witness statement: a worker's signed, hash-linked record of every chain it has stored.
+"""The witness statement: a worker's signed, hash-linked record of the chains it has stored.
 
-A statement is canonical JSON (keys sorted, no spaces, UTF-8)::
+A statement is canonical JSON (keys sorted, no spaces, UTF-8). Version 2 (written today)
+carries only what changed since the witness's previous statement::
 
     {"chains": [{"epoch": 0, "first_seen": "2025-01-01T00:00:00.000Z",
                  "head": "<hex of the event hash at seq>", "kind": "decision_event",
                  "producer_id": "p1", "seq": 42}, ...],
-     "prev_hash": "<hex>", "seq": 7, "signed_at": "2025-01-01T00:00:05.000Z",
-     "type": "decision-audit/witness", "version": 1, "witness_id": "worker-a"}
+     "digest": "<hex>", "prev_hash": "<hex>", "seq": 7, "signed_at": "2025-01-01T00:00:05.000Z",
+     "total": 12000, "type": "decision-audit/witness", "version": 2, "witness_id": "worker-a"}
 
-``chains`` is sorted by ``(kind, producer_id, epoch)``; ``kind`` is the record kind's ``.avsc``
-name. The statement's hash is SHA-256 of those bytes; ``prev_hash`` is the previous statement's
-hash (32 zero bytes for ``seq`` 1); the signature is Ed25519 over the same bytes, by the key
-whose id is ``witness_id``. On the ``decision-witness`` topic each message (key: the witness
-id) is ``{"signature": "<base64>", "statement": "<the statement's text>"}``.
+``chains`` lists, sorted by ``(kind, producer_id, epoch)`` and each at most once, the chains
+that are new or whose ``(seq, head)`` moved since statement ``seq - 1``; ``kind`` is the
+record kind's ``.avsc`` name. The witness's full set after statement ``n`` is the fold of
+statements ``1..n`` in seq order: a version-2 statement updates the set with its entries, a
+version-1 statement (the old format, no ``digest``/``total``) lists the whole set. ``total``
+is the size of that set and ``digest`` is :func:`set_digest` of it, so each statement commits
+to the full set while its size is bounded by what changed. A worker splits an interval's
+changes over several consecutive statements whose topic messages stay within
+:data:`MAX_MESSAGE_BYTES`.
+
+The statement's hash is SHA-256 of its bytes; ``prev_hash`` is the previous statement's hash
+(32 zero bytes for ``seq`` 1); the signature is Ed25519 over the same bytes, by the key whose
+id is ``witness_id``. On the ``decision-witness`` topic each message (key: the witness id) is
+``{"signature": "<base64>", "statement": "<the statement's text>"}``.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,9 +38,21 @@ from typing import Any
 from decision_audit.contract.errors import DecisionAuditError
 
 STATEMENT_TYPE = "decision-audit/witness"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
+"""the versions read (1: every statement lists the whole set)"""
 GENESIS = bytes(32)
 """``prev_hash`` of a witness's first statement"""
+MAX_MESSAGE_BYTES = 960_000
+"""the most bytes of one statement's topic message (:func:`envelope`, which JSON-escapes the
+statement): a worker splits an interval's changes so that each stays within it, under
+librdkafka's default ``message.max.bytes`` (1,000,000) and Kafka's ``max.message.bytes``
+(1,048,588) with room for the key and the record's framing"""
+BUCKETS = 1024
+"""the digest's buckets (see :func:`set_digest`)"""
+
+_BUCKET_DOMAIN = b"decision-audit/witness-bucket\n"
+_SET_DOMAIN = b"decision-audit/witness-set\n"
 
 ChainKey = tuple[str, str, int]
 """``(kind, producer_id, producer_epoch)``"""
@@ -59,6 +82,17 @@ class WitnessedChain:
             "" if self.kind == "decision_event" else f" ({self.kind})"
         )
 
+    def entry(self) -> dict[str, Any]:
+        """The chain's canonical entry (in a statement's ``chains`` and in the digest)."""
+        return {
+            "kind": self.kind,
+            "producer_id": self.producer_id,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "head": self.head.hex(),
+            "first_seen": _ts(self.first_seen),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Statement:
@@ -67,41 +101,161 @@ class Statement:
     prev_hash: bytes
     signed_at: datetime
     chains: tuple[WitnessedChain, ...]
+    """version 2: the chains new or moved since statement ``seq - 1``; version 1: all"""
+    total: int = 0
+    """version 2: how many chains the witness's full set holds after this statement"""
+    digest: bytes = GENESIS
+    """version 2: :func:`set_digest` of that full set"""
+    version: int = VERSION
 
     def encode(self) -> bytes:
         """The canonical bytes that are hashed and signed."""
-        doc = {
+        doc: dict[str, Any] = {
             "type": STATEMENT_TYPE,
-            "version": VERSION,
+            "version": self.version,
             "witness_id": self.witness_id,
             "seq": self.seq,
             "prev_hash": self.prev_hash.hex(),
             "signed_at": _ts(self.signed_at),
-            "chains": [
-                {
-                    "kind": c.kind,
-                    "producer_id": c.producer_id,
-                    "epoch": c.epoch,
-                    "seq": c.seq,
-                    "head": c.head.hex(),
-                    "first_seen": _ts(c.first_seen),
-                }
-                for c in sorted(self.chains, key=lambda c: c.key)
-            ],
+            "chains": [c.entry() for c in sorted(self.chains, key=lambda c: c.key)],
         }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if self.version >= 2:
+            doc["total"] = self.total
+            doc["digest"] = self.digest.hex()
+        return _canonical(doc)
 
 
 def statement_hash(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def _bucket(key: ChainKey) -> int:
+    kind, producer_id, epoch = key
+    h = hashlib.sha256(f"{kind}\n{producer_id}\n{epoch}".encode()).digest()
+    return int.from_bytes(h[:4], "big") % BUCKETS
+
+
+class ChainSet:
+    """A witness's full set of chains, with its digest kept up to date by bucket.
+
+    The digest (:func:`set_digest`) is a two-level hash tree of fixed shape: each chain
+    falls into one of :data:`BUCKETS` buckets by the SHA-256 of its key; a bucket's hash is
+    SHA-256 over its entries' canonical bytes sorted by key; the digest is SHA-256 over the
+    bucket hashes in order. Updating a few chains re-hashes only their buckets and the
+    32 KiB of bucket hashes, so the worker and the verifier can check a digest at every
+    statement of a long log without re-hashing the whole set each time.
+    """
+
+    def __init__(self, chains: Iterable[WitnessedChain] = ()) -> None:
+        self.chains: dict[ChainKey, WitnessedChain] = {}
+        self._entries: dict[ChainKey, bytes] = {}
+        """each chain's canonical entry, encoded once"""
+        self._members: list[set[ChainKey]] = [set() for _ in range(BUCKETS)]
+        self._buckets = [b""] * BUCKETS
+        self._dirty: set[int] = set(range(BUCKETS))
+        for c in chains:
+            self.put(c)
+
+    def __len__(self) -> int:
+        return len(self.chains)
+
+    def __iter__(self) -> Iterator[WitnessedChain]:
+        return iter(self.chains.values())
+
+    def get(self, key: ChainKey) -> WitnessedChain | None:
+        return self.chains.get(key)
+
+    def put(self, chain: WitnessedChain) -> None:
+        key = chain.key
+        b = _bucket(key)
+        self._members[b].add(key)
+        self.chains[key] = chain
+        self._entries[key] = _canonical(chain.entry())
+        self._dirty.add(b)
+
+    def remove(self, key: ChainKey) -> None:
+        if self.chains.pop(key, None) is not None:
+            del self._entries[key]
+            b = _bucket(key)
+            self._members[b].discard(key)
+            self._dirty.add(b)
+
+    def digest(self) -> bytes:
+        for b in self._dirty:
+            entries = [self._entries[key] + b"\n" for key in sorted(self._members[b])]
+            self._buckets[b] = hashlib.sha256(_BUCKET_DOMAIN + b"".join(entries)).digest()
+        self._dirty.clear()
+        return hashlib.sha256(_SET_DOMAIN + b"".join(self._buckets)).digest()
+
+
+Replaced = dict[ChainKey, WitnessedChain | None]
+"""the entries a statement replaced in a :class:`ChainSet` (None: the chain was new)"""
+
+
+def set_digest(chains: Iterable[WitnessedChain]) -> bytes:
+    """The digest of a full set of chains (see :class:`ChainSet`)."""
+    return ChainSet(chains).digest()
+
+
+def delta_statements(
+    witness_id: str,
+    seq: int,
+    prev_hash: bytes,
+    signed_at: datetime,
+    chains: ChainSet,
+    changed: Iterable[WitnessedChain],
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> Iterator[tuple[Statement, bytes, Replaced]]:
+    """The version-2 statements ``seq``, ``seq + 1``, ... that carry ``changed`` into ``chains``.
+
+    Yields ``(statement, its bytes, the entries it replaced)`` with ``chains`` already
+    updated by it: the caller writes each before taking the next, and if one cannot be
+    written, takes it back out with :func:`undo` and stops. Each statement holds as many
+    changes, in key order, as keep its topic message (:func:`envelope`) within ``max_bytes``.
+    """
+    pending = sorted(changed, key=lambda c: c.key)
+    widest = Statement(witness_id, seq + len(pending), prev_hash, signed_at, (), 10**12)
+    fixed = len(envelope(widest.encode(), bytes(64)))
+    i = 0
+    while True:
+        size, j = fixed, i
+        while j < len(pending):
+            entry = len(_escaped(_canonical(pending[j].entry()))) + 1
+            if j > i and size + entry > max_bytes:
+                break
+            size, j = size + entry, j + 1
+        part = tuple(pending[i:j])
+        replaced: Replaced = {c.key: chains.get(c.key) for c in part}
+        for c in part:
+            chains.put(c)
+        st = Statement(witness_id, seq, prev_hash, signed_at, part, len(chains), chains.digest())
+        data = st.encode()
+        yield st, data, replaced
+        seq, prev_hash, i = seq + 1, statement_hash(data), j
+        if i >= len(pending):
+            return
+
+
+def undo(chains: ChainSet, replaced: Replaced) -> None:
+    """Take a statement that was not written back out of ``chains``."""
+    for key, old in replaced.items():
+        if old is None:
+            chains.remove(key)
+        else:
+            chains.put(old)
+
+
 def decode(data: bytes) -> Statement:
-    """Parse statement bytes; raises :class:`WitnessFormatError` naming what is wrong."""
+    """Parse statement bytes (version 1 or 2); raises :class:`WitnessFormatError` naming what
+    is wrong."""
     try:
         doc = json.loads(data)
-        if doc.get("type") != STATEMENT_TYPE or doc.get("version") != VERSION:
-            raise WitnessFormatError(f"not a {STATEMENT_TYPE} v{VERSION} statement")
+        if doc.get("type") != STATEMENT_TYPE or doc.get("version") not in VERSIONS:
+            raise WitnessFormatError(
+                f"not a {STATEMENT_TYPE} statement of version "
+                + " or ".join(str(v) for v in VERSIONS)
+            )
+        version = int(doc["version"])
         chains = tuple(
             WitnessedChain(
                 str(c["kind"]),
@@ -113,17 +267,24 @@ def decode(data: bytes) -> Statement:
             )
             for c in doc["chains"]
         )
+        extra: dict[str, Any] = {}
+        if version >= 2:
+            extra = {"total": int(doc["total"]), "digest": _hash(doc["digest"])}
         st = Statement(
             str(doc["witness_id"]),
             int(doc["seq"]),
             _hash(doc["prev_hash"]),
             _parse_ts(doc["signed_at"]),
             chains,
+            version=version,
+            **extra,
         )
     except WitnessFormatError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise WitnessFormatError(f"malformed witness statement: {exc!r}") from None
+    if len({c.key for c in chains}) != len(chains):
+        raise WitnessFormatError("witness statement names a chain twice")
     if st.encode() != data:
         raise WitnessFormatError("witness statement is not in canonical form")
     return st
@@ -131,12 +292,9 @@ def decode(data: bytes) -> Statement:
 
 def envelope(data: bytes, signature: bytes) -> bytes:
     """The ``decision-witness`` topic's message value for a signed statement."""
-    return json.dumps(
-        {"signature": base64.b64encode(signature).decode(), "statement": data.decode()},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+    return _canonical(
+        {"signature": base64.b64encode(signature).decode(), "statement": data.decode()}
+    )
 
 
 def open_envelope(value: bytes) -> tuple[bytes, bytes]:
@@ -146,6 +304,15 @@ def open_envelope(value: bytes) -> tuple[bytes, bytes]:
         return str(doc["statement"]).encode(), base64.b64decode(doc["signature"], validate=True)
     except (ValueError, KeyError, TypeError) as exc:
         raise WitnessFormatError(f"malformed witness message: {exc!r}") from None
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _escaped(text: bytes) -> bytes:
+    """``text`` as it stands inside a JSON string (the envelope's ``statement``)."""
+    return json.dumps(text.decode(), ensure_ascii=False).encode()[1:-1]
 
 
 def _hash(value: Any) -> bytes:

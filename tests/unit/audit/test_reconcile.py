@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,7 +41,14 @@ def test_missing_unreadable_and_unchecked(tmp_path: Path) -> None:
     assert _check_of(str(tmp_path / "gone"), None).status == "no_digest"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fsspec") is not None, reason="fsspec installed")
-def test_other_urls_need_fsspec() -> None:
+def test_other_urls_need_fsspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # as if not installed: import fails
     c = _check_of("s3://bucket/model.bin", "0" * 64)
     assert c.status == "unsupported" and "needs fsspec" in c.detail
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fsspec") is None, reason="fsspec not installed")
+def test_a_scheme_fsspec_has_no_driver_for_is_unsupported() -> None:
+    for uri in ("nodriver://bucket/model.bin", "s3://bucket/model.bin"):  # s3 needs s3fs
+        c = _check_of(uri, "0" * 64)
+        assert c.status == "unsupported" and "fsspec cannot open" in c.detail, uri

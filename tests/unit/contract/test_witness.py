@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
 
 from decision_audit.contract.witness import (
     GENESIS,
+    ChainSet,
     Statement,
     WitnessedChain,
     WitnessFormatError,
     decode,
+    delta_statements,
     envelope,
     open_envelope,
+    set_digest,
+    statement_hash,
+    undo,
 )
 
 AT = datetime(2026, 1, 1, 0, 0, 5, 123000, tzinfo=UTC)
 
 
-def _statement() -> Statement:
-    chains = (
-        WitnessedChain("review", "p/reviews", 2, 7, b"\x02" * 32, AT),
-        WitnessedChain("decision_event", "p", 1, 42, b"\x01" * 32, AT),
-    )
-    return Statement("worker-a", 3, GENESIS, AT, chains)
+CHAINS = (
+    WitnessedChain("review", "p/reviews", 2, 7, b"\x02" * 32, AT),
+    WitnessedChain("decision_event", "p", 1, 42, b"\x01" * 32, AT),
+)
+
+
+def _statement(version: int = 2) -> Statement:
+    if version == 1:
+        return Statement("worker-a", 3, GENESIS, AT, CHAINS, version=1)
+    return Statement("worker-a", 3, GENESIS, AT, CHAINS, 5, set_digest(CHAINS))
 
 
 def test_statements_round_trip_through_their_canonical_bytes() -> None:
@@ -34,6 +44,15 @@ def test_statements_round_trip_through_their_canonical_bytes() -> None:
     assert st.encode() == data
     assert [c.kind for c in st.chains] == ["decision_event", "review"]  # sorted by kind, chain
     assert open_envelope(envelope(data, b"sig")) == (data, b"sig")
+    assert (st.version, st.total, st.digest) == (2, 5, set_digest(CHAINS))
+    assert b'"digest":"' in data and b'"total":5,' in data and b'"version":2,' in data
+
+
+def test_version_1_statements_are_still_read() -> None:
+    data = _statement(version=1).encode()
+    assert b"digest" not in data and b'"version":1,' in data
+    st = decode(data)
+    assert st.version == 1 and st.encode() == data and len(st.chains) == 2
 
 
 @pytest.mark.parametrize(
@@ -43,8 +62,44 @@ def test_statements_round_trip_through_their_canonical_bytes() -> None:
         b'{"type":"other","version":1}',
         _statement().encode().replace(b'"seq":3', b'"seq": 3'),  # not canonical
         _statement().encode().replace(b'"prev_hash":"' + b"0" * 64, b'"prev_hash":"' + b"0" * 62),
+        _statement().encode().replace(b'"version":2', b'"version":3'),
+        _statement(version=1).encode().replace(b'"version":1', b'"version":2'),  # no digest
+        Statement("w", 1, GENESIS, AT, (CHAINS[0], CHAINS[0])).encode(),  # a chain twice
     ],
 )
 def test_anything_else_is_refused_with_a_reason(data: bytes) -> None:
     with pytest.raises(WitnessFormatError):
         decode(data)
+
+
+def test_the_digest_is_of_the_set_whatever_the_order_it_was_built_in() -> None:
+    chains = [
+        WitnessedChain("decision_event", f"p{i}", i, i, bytes([i]) * 32, AT) for i in range(50)
+    ]
+    built = ChainSet()
+    for c in reversed(chains):
+        built.put(c)
+    assert built.digest() == set_digest(chains) == ChainSet(chains).digest()
+    moved = ChainSet(chains)
+    moved.put(WitnessedChain("decision_event", "p3", 3, 4, bytes([3]) * 32, AT))
+    assert moved.digest() != set_digest(chains)
+
+
+def test_changes_too_big_for_one_message_are_split_over_linked_statements() -> None:
+    chains = ChainSet([CHAINS[0]])
+    before = chains.digest()
+    changed = [WitnessedChain("decision_event", f"p{i}", i, 1, bytes(32), AT) for i in range(40)]
+    out = list(delta_statements("w", 2, b"\x07" * 32, AT, chains, changed, max_bytes=4_000))
+    assert len(out) > 2
+    assert all(len(envelope(d, bytes(64))) <= 4_000 for _, d, _ in out)
+    assert [st.seq for st, _, _ in out] == list(range(2, 2 + len(out)))
+    assert out[0][0].prev_hash == b"\x07" * 32
+    for (_, prev, _), (st, _, _) in itertools.pairwise(out):
+        assert st.prev_hash == statement_hash(prev)
+    assert sorted(c.producer_id for st, _, _ in out for c in st.chains) == sorted(
+        c.producer_id for c in changed
+    )
+    assert out[-1][0].total == 41 and out[-1][0].digest == set_digest([CHAINS[0], *changed])
+    for _, _, replaced in reversed(out):  # none written: the set is as it was
+        undo(chains, replaced)
+    assert len(chains) == 1 and chains.digest() == before
