@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from decision_audit import AuditProducer
 from decision_audit.cli.main import main
@@ -378,3 +379,26 @@ def test_a_version_1_log_is_continued_with_version_2_statements(
     _delete(ch, s.database, "producer_id = 'alpha'")  # named only by the version-1 statement
     code, doc = trail.verify()
     assert code == 1 and _problems(doc) == [("missing_chain", "alpha")]
+
+
+@pytest.mark.kafka_only
+def test_the_worker_creates_the_witness_topic_keeping_every_statement(
+    broker: LocalBroker, ch: Any, worker_settings: WorkerSettings, tmp_path: Path
+) -> None:
+    """A chain's head is only in the statement where it last moved: no retention may delete
+    one, so the topic the worker creates has ``retention.ms=-1``."""
+    keys = tmp_path / "keys"
+    generate_keypair(keys, "worker-w1")
+    topic = f"witness-{uuid.uuid4().hex[:8]}"
+    s = worker_settings.model_copy(
+        update={
+            "keys": keys,
+            "witness_key": keys / "worker-w1.key",
+            "witness_topic": topic,
+            "create_topics": True,
+        }
+    )
+    run_worker(s, ch)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    assert admin.describe_configs([res])[res].result(15)["retention.ms"].value == "-1"

@@ -129,9 +129,12 @@ class Worker:
         }
         if s.create_topics:
             partitions = dict.fromkeys((s.topic, s.dlq_topic, *side_topics), s.topic_partitions)
+            configs: dict[str, dict[str, str]] = {}
             if s.witness_key is not None:
                 partitions[s.witness_topic] = 1  # a few small statements, read in order
-            ensure_topics(s.bootstrap_servers, partitions)
+                # A chain's head is only in the statement where it last moved: keep them all.
+                configs[s.witness_topic] = {"retention.ms": "-1"}
+            ensure_topics(s.bootstrap_servers, partitions, configs=configs)
             topics = [s.topic, *side_topics]
         else:
             topics = self._topics_to_consume(side_topics)

@@ -17,12 +17,23 @@ class TopicNotCreated(DecisionAuditError, RuntimeError):
 
 
 def ensure_topics(
-    bootstrap_servers: str, partitions: Mapping[str, int], timeout: float = 15.0
+    bootstrap_servers: str,
+    partitions: Mapping[str, int],
+    timeout: float = 15.0,
+    *,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Create each missing topic with the given partition count (existing ones are left as is)."""
+    """Create each missing topic with the given partition count and topic ``configs``
+    (existing ones are left as is)."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    configs = configs or {}
     missing = [
-        NewTopic(name, num_partitions=partitions[name], replication_factor=1)
+        NewTopic(
+            name,
+            num_partitions=partitions[name],
+            replication_factor=1,
+            config=dict(configs.get(name, {})),
+        )
         for name in _absent(admin, bootstrap_servers, partitions, timeout)
     ]
     if not missing:
