@@ -157,7 +157,7 @@ def lifecycle_figures(r: dict[str, Any]) -> list[Figure]:
             "ms",
             ours["flush_p50_ms"],
             idem["flush_p50_ms"],
-            "ours without idempotence",
+            "ours with librdkafka's idempotence (earlier default)",
         ),
         Figure(
             "lifecycle.close_p99_ms",

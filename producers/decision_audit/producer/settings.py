@@ -102,17 +102,24 @@ class ProducerSettings(AuditSettings):
     )
 
     def kafka_config(self) -> dict[str, object]:
-        """librdkafka settings: idempotent, acks=all, lz4, a short linger.
+        """librdkafka settings: acks=all, one request in flight, lz4, a short linger.
 
-        Idempotence costs a new producer 0.5-1 s before its first delivery (librdkafka asks
-        for a producer id on a 500 ms timer), which a short-lived producer pays in ``flush``.
-        Turning it off (``enable_idempotence=False``) was measured to lose events across a
-        broker kill -9 with a spool (tests/faults/test_broker_kill9.py), so it stays on.
+        Order without librdkafka's idempotence: with one produce request in flight per
+        broker connection a retried batch cannot be overtaken, so every chain reaches the
+        broker in seq order; a batch written whose acknowledgement was lost is sent again,
+        and the worker drops the copy by its hash. Idempotence would make the broker drop it
+        instead, but it costs every new producer 0.5-1 s before its first delivery
+        (librdkafka asks for a producer id on a 500 ms timer), which a short-lived producer
+        pays in ``flush``. With librdkafka's default of many requests in flight and no
+        idempotence, events were lost across a broker kill -9 (reordered retries); with one,
+        none were (tests/faults/test_broker_kill9.py). ``enable_idempotence=True`` brings
+        idempotence back.
         """
         return {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": f"decision-audit-producer-{self.producer_id}",
-            "enable.idempotence": True,
+            "enable.idempotence": False,
+            "max.in.flight.requests.per.connection": 1,
             "acks": "all",
             "compression.type": "lz4",
             "linger.ms": 5,
