@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from decision_audit import AuditProducer
-from decision_audit.audit.verify import TrailReport, TrailVerifier
+from decision_audit.audit.verify import TrailVerifier
+from decision_audit.audit.verify_report import TrailReport
 from decision_audit.cli.main import main
 from decision_audit.contract import default_codec
 from decision_audit.contract.checkpoint import checkpoint_message

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from decision_audit import AuditProducer
-from decision_audit.audit.verify import TrailReport, TrailVerifier
+from decision_audit.audit.verify import TrailVerifier
+from decision_audit.audit.verify_report import TrailReport
 from decision_audit.contract.keys import KeyRing
 from decision_audit.devtools.tansu_broker import free_port
 from decision_audit.producer.signing import generate_keypair

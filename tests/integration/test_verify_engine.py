@@ -23,7 +23,8 @@ from click.testing import CliRunner
 
 from decision_audit.audit import engine_walk
 from decision_audit.audit.avro_sql import SMALL_VARINTS, SMALL_VARINTS_SQL, body_sql
-from decision_audit.audit.verify import TrailReport, TrailVerifier
+from decision_audit.audit.verify import TrailVerifier
+from decision_audit.audit.verify_report import TrailReport
 from decision_audit.cli.main import main
 from decision_audit.clickhouse.migrate import load_migrations, migrate
 from decision_audit.contract import chain_hash, default_codec, genesis_hash

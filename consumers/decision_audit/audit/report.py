@@ -28,7 +28,8 @@ from html import escape
 from typing import Any
 
 from decision_audit.audit import charts
-from decision_audit.audit.verify import TrailReport, TrailVerifier
+from decision_audit.audit.verify import TrailVerifier
+from decision_audit.audit.verify_report import TrailReport
 from decision_audit.audit.version_stats import (
     Z_ALERT,
     Z_MODERATE,

@@ -31,13 +31,14 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
 from decision_audit.audit.engine_walk import ABOVE_BOUND, EngineChain, EngineWalk, bound_parameters
 from decision_audit.audit.retention import ChainStart, chain_starts
+from decision_audit.audit.verify_report import ChainReport, Problem, TrailReport
 from decision_audit.audit.verify_runs import Boundary, RunRecorder, boundaries
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import HEADER_SIZE, CodecError, SingleObjectCodec, default_codec
@@ -53,60 +54,6 @@ COMPARED = DECISION_EVENT.compared
 REORDER_WINDOW = 10_000
 
 Chain = tuple[str, int]
-
-
-@dataclass
-class Problem:
-    kind: ProblemKind
-    seq: int | None
-    detail: str
-    event_ids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ChainReport:
-    producer_id: str
-    producer_epoch: int
-    events: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-    key_id: str | None = None
-    checkpoints: int = 0
-    attested_to: int = 0
-    """highest seq vouched for by a valid checkpoint whose head matches the stored chain"""
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-@dataclass
-class TrailReport:
-    database: str
-    keys_checked: bool
-    chains: list[ChainReport]
-    incremental: bool = False
-    """only what arrived since the last recorded run was checked"""
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.chains)
-
-    @property
-    def events(self) -> int:
-        return sum(c.events for c in self.chains)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "database": self.database,
-            "signatures_checked": self.keys_checked,
-            "incremental": self.incremental,
-            "events": self.events,
-            "problems": sum(len(c.problems) for c in self.chains),
-            "chains": [{**asdict(c), "ok": c.ok} for c in self.chains],
-        }
 
 
 @dataclass

@@ -1,13 +1,70 @@
-"""Printing a :class:`.verify.TrailReport` for people (text) or machines (JSON)."""
+"""What ``verify`` found (:class:`TrailReport`, per chain :class:`ChainReport`), printed for
+people (text) or machines (JSON)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from decision_audit.audit.verify import TrailReport
+from decision_audit.contract.reasons import ProblemKind
+
+
+@dataclass
+class Problem:
+    kind: ProblemKind
+    seq: int | None
+    detail: str
+    event_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChainReport:
+    producer_id: str
+    producer_epoch: int
+    events: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    key_id: str | None = None
+    checkpoints: int = 0
+    attested_to: int = 0
+    """highest seq vouched for by a valid checkpoint whose head matches the stored chain"""
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class TrailReport:
+    database: str
+    keys_checked: bool
+    chains: list[ChainReport]
+    incremental: bool = False
+    """only what arrived since the last recorded run was checked"""
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.chains)
+
+    @property
+    def events(self) -> int:
+        return sum(c.events for c in self.chains)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "database": self.database,
+            "signatures_checked": self.keys_checked,
+            "incremental": self.incremental,
+            "events": self.events,
+            "problems": sum(len(c.problems) for c in self.chains),
+            "chains": [{**asdict(c), "ok": c.ok} for c in self.chains],
+        }
 
 
 def print_report(report: TrailReport, fmt: str, console: Console) -> None:

@@ -26,13 +26,11 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from decision_audit.audit.access_log import AccessSettings, os_user
 from decision_audit.audit.chain_walk import ChainRow
-
-if TYPE_CHECKING:
-    from decision_audit.audit.verify import ChainReport, TrailReport
+from decision_audit.audit.verify_report import ChainReport, TrailReport
 
 log = logging.getLogger("decision_audit.verify")
 

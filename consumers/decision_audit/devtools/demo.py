@@ -17,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from decision_audit import AuditProducer
 from decision_audit.audit.output import render
-from decision_audit.audit.verify import TrailReport, TrailVerifier
-from decision_audit.audit.verify_report import print_report
+from decision_audit.audit.verify import TrailVerifier
+from decision_audit.audit.verify_report import TrailReport, print_report
 from decision_audit.clickhouse.connect import connect
 from decision_audit.clickhouse.migrate import migrate
 from decision_audit.contract.keys import KeyRing

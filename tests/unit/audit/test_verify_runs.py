@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from decision_audit.audit.chain_walk import ChainRow
-from decision_audit.audit.verify import ChainReport, Problem
+from decision_audit.audit.verify_report import ChainReport, Problem
 from decision_audit.audit.verify_runs import Boundary, RunRecorder
 from decision_audit.contract.reasons import ProblemKind
 
