@@ -301,7 +301,7 @@ def latency_figures(r: dict[str, Any]) -> list[Figure]:
             ours["p99_ms"],
             naive["p99_ms"],
             "naive consumer",
-            Target("≤ 2,000 ms", at_most(2000)),
+            Target("≤ 1,000 ms", at_most(1000)),
         ),
     ]
 

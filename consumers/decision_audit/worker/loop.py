@@ -238,20 +238,19 @@ class Worker:
     def _poll(self, consumer: Consumer) -> None:
         """Poll into the pending batch, flushing it when full or old, until stopped or idle."""
         s = self.settings
-        last_activity = time.monotonic()
+        last_activity = last_return = time.monotonic()
         batch_started = 0.0
         while not self._stop.is_set():
-            timeout = s.flush_interval
-            if self._pending:
-                timeout = max(0.0, batch_started + s.flush_interval - time.monotonic())
+            # A new batch's messages may have been queued since the last consume() returned
+            # (during a flush, say): its age counts from there, not from this call.
+            started = batch_started if self._pending else last_return
+            timeout = max(0.0, started + s.flush_interval - time.monotonic())
             want = min(s.batch_size - len(self._pending), 10_000)
-            polled_at = time.monotonic()
             messages = consumer.consume(num_messages=max(want, 1), timeout=min(timeout, 1.0))
             now = time.monotonic()
             if messages and not self._pending:
-                # consume() waits for a full batch or the timeout, so the first message may
-                # have arrived as early as the call: count the batch's age from there.
-                batch_started = polled_at
+                batch_started = last_return
+            last_return = now
             self._receive(messages)
             if self._paused:  # e.g. assigned while a retry had paused the partitions
                 self._resume()
