@@ -424,4 +424,9 @@ def _ts(t: datetime) -> str:
 
 
 def _parse_ts(value: Any) -> datetime:
-    return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat is ~20x faster than strptime (a restatement holds thousands); decode's
+    # canonical check refuses any form but _ts's
+    t = datetime.fromisoformat(str(value))
+    if t.tzinfo is None:
+        raise ValueError(f"time {value!r} has no zone")
+    return t.astimezone(UTC)
