@@ -13,7 +13,7 @@ witness's previous statement::
 ``chains`` lists, sorted by ``(kind, producer_id, epoch)`` and each at most once, the chains
 that are new or whose ``(seq, head)`` moved since statement ``seq - 1``; ``kind`` is the
 record kind's ``.avsc`` name. The witness's full set after statement ``n`` is the fold of
-statements ``1..n`` in seq order: a version-2 statement updates the set with its entries, a
+statements ``1..n`` in seq order: a delta (version 2 or 3) updates the set with its entries, a
 version-1 statement (the old format, no ``digest``/``total``) lists the whole set. ``total``
 is the size of that set and ``digest`` is :func:`set_digest` of it, so each statement commits
 to the full set while its size is bounded by what changed. A worker splits an interval's
@@ -112,11 +112,13 @@ class Statement:
     prev_hash: bytes
     signed_at: datetime
     chains: tuple[WitnessedChain, ...]
-    """version 2: the chains new or moved since statement ``seq - 1``; version 1: all"""
+    """a delta: the chains new or moved since statement ``seq - 1``; a restatement's part:
+    its share of the whole set; version 1: all"""
     total: int = 0
-    """version 2: how many chains the witness's full set holds after this statement"""
+    """version 2+: how many chains the witness's full set holds after this statement (a
+    restatement's parts: after the restatement)"""
     digest: bytes = GENESIS
-    """version 2: :func:`set_digest` of that full set"""
+    """version 2+: :func:`set_digest` of that full set"""
     version: int = VERSION
     full: tuple[int, int] | None = None
     """version 3: ``(part, of)`` when the statement is part of a full restatement"""
