@@ -22,6 +22,7 @@ from decision_audit.contract.witness import (
     GENESIS,
     ChainSet,
     Statement,
+    complete_restatements,
     decode,
     set_digest,
     statement_hash,
@@ -30,8 +31,9 @@ from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.producer.signing import Signer, generate_keypair
 from decision_audit.worker.loop import Worker
 from decision_audit.worker.settings import WorkerSettings
-from decision_audit.worker.store import WITNESS_COLUMNS
+from decision_audit.worker.store import WITNESS_COLUMNS, Store
 from decision_audit.worker.topics import ensure_topics
+from decision_audit.worker.witness import Witness
 from tests.helpers import count, run_worker
 
 pytestmark = pytest.mark.integration
@@ -131,11 +133,12 @@ def test_a_clean_trail_is_witnessed_across_worker_restarts(trail: Trail, ch: Any
     # The restarted worker continued the log: each statement links to the one before.
     for (prev, data), (st, _) in itertools.pairwise(statements):
         assert st.prev_hash == statement_hash(data), (prev.seq, st.seq)
-    # Each statement carries what moved; folded in order they give every chain at its head,
-    # and the latest commits to that whole set.
+    # The first restates the (new) log's whole set; each later one carries what moved; folded
+    # in order they give every chain at its head, and the latest commits to that whole set.
+    assert statements[0][0].full == (1, 1)
     folded = ChainSet()
     for st, _ in statements:
-        assert st.version == 2 and st.chains
+        assert st.version == 3 and st.chains
         for c in st.chains:
             folded.put(c)
         assert (st.total, st.digest) == (len(folded), folded.digest())
@@ -366,7 +369,8 @@ def test_a_version_1_log_is_continued_with_version_2_statements(
     _log(broker, s.topic, keys, "beta", 30)
     assert run_worker(s, ch).inserted == 30
     statements = _statements(ch, s.database)
-    assert [(st.seq, st.version) for st, _ in statements] == [(1, 1), (2, 2)]
+    # the version-1 statement is a complete restatement: no new one is needed
+    assert [(st.seq, st.version, st.full) for st, _ in statements] == [(1, 1, None), (2, 3, None)]
     second = statements[1][0]
     assert [c.producer_id for c in second.chains] == ["beta"] and second.total == 2
     assert second.prev_hash == statement_hash(body)
@@ -377,6 +381,87 @@ def test_a_version_1_log_is_continued_with_version_2_statements(
     assert doc["witness"]["chains"] == 2
 
     _delete(ch, s.database, "producer_id = 'alpha'")  # named only by the version-1 statement
+    code, doc = trail.verify()
+    assert code == 1 and _problems(doc) == [("missing_chain", "alpha")]
+
+
+def test_full_restatements_bound_what_a_restart_reads_and_verify_stays_green(
+    broker: LocalBroker, ch: Any, chdb_dir: Path, worker_settings: WorkerSettings, tmp_path: Path
+) -> None:
+    """With --witness-full-every 2 a worker restarted four times writes full restatements
+    among its deltas; each restart folds only its latest complete restatement and what
+    follows, and verify (folding from the restatement before) stays green."""
+    keys = tmp_path / "keys"
+    generate_keypair(keys, "serving-1")
+    generate_keypair(keys, "worker-w1")
+    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
+    s = worker_settings.model_copy(
+        update={
+            "keys": keys,
+            "witness_key": keys / "worker-w1.key",
+            "witness_interval": 0.2,
+            "witness_topic": witness_topic,
+            "witness_full_every": 2,
+        }
+    )
+
+    def restarted() -> Witness:
+        """What a worker's start reads back (the same resume, without consuming)."""
+        return Witness(
+            Signer(s.witness_key or keys),
+            Store(ch, s.database),
+            s.witness_producer_config(),
+            s.witness_topic,
+            s.witness_interval,
+            s.witness_full_every,
+        )
+
+    for producer_id in ("alpha", "beta", "gamma", "delta"):
+        _log(broker, s.topic, keys, producer_id, 10)
+        assert run_worker(s, ch).inserted == 10
+        statements = _statements(ch, s.database)
+        first, last = complete_restatements({st.seq: st.marker for st, _ in statements})[-1]
+        w = restarted()
+        assert w.seq == len(statements)
+        assert (w.resumed_from, w.resume_read) == (first, len(statements) - first + 1)
+    restatements = complete_restatements({st.seq: st.marker for st, _ in statements})
+    assert len(restatements) >= 2 and restatements[0][0] == 1
+    first, last = restatements[-1]
+    assert first > 1 and w.resume_read < len(statements)
+    restated = {c.producer_id for st, _ in statements[first - 1 : last] for c in st.chains}
+    assert restated >= {"alpha", "beta", "gamma"}  # every chain stored before it
+    chains = sorted(w._chains, key=lambda c: c.key)
+    assert [c.producer_id for c in chains] == ["alpha", "beta", "delta", "gamma"]
+    trail = Trail(s, keys, chdb_dir, broker)
+    code, doc = trail.verify("--witness-from-kafka")
+    assert code == 0 and doc["ok"], doc["witness"]
+
+    # A restatement begun and not finished (part 1 of 2, then the worker was killed) is not
+    # complete: a restart still folds from the one before, through the lone part.
+    top, data = statements[-1]
+    part = Statement(
+        top.witness_id,
+        top.seq + 1,
+        statement_hash(data),
+        top.signed_at,
+        tuple(chains[:2]),
+        len(chains),
+        set_digest(chains),
+        full=(1, 2),
+    )
+    body = part.encode()
+    row = [part.witness_id, part.seq, part.prev_hash, statement_hash(body), part.signed_at]
+    row += [part.total, body, Signer(keys / "worker-w1.key").sign(body)]
+    ch.insert(f"{s.database}.witness_statements", [row], column_names=list(WITNESS_COLUMNS))
+    w = restarted()
+    assert (w.seq, w.resumed_from, w.resume_read) == (part.seq, first, part.seq - first + 1)
+    code, doc = trail.verify()
+    assert code == 0 and doc["ok"], doc["witness"]
+    assert doc["witness"]["chains"] == 4
+    assert doc["witness"]["witnesses"] == {"worker-w1": part.seq}
+
+    _delete(ch, s.database, "producer_id = 'alpha'")  # restated, so still witnessed
     code, doc = trail.verify()
     assert code == 1 and _problems(doc) == [("missing_chain", "alpha")]
 

@@ -3,10 +3,13 @@
 Run by ``decision-audit verify`` after the chains' own checks. The statements come from
 ``witness_statements`` or, with ``--witness-from-kafka``, from the witness topic (then a
 statement the topic has and ClickHouse lacks or holds otherwise is reported too: the log was
-rewritten inside ClickHouse). Each witness's statements are folded in seq order into its full
-set of chains (:mod:`decision_audit.contract.witness`: a version-2 statement carries what
-changed, a version-1 statement the whole set; the two mix in one log), and each version-2
-statement's ``total`` and ``digest`` are checked against the set folded up to it. Several
+rewritten inside ClickHouse). Every statement's link and signature is checked. Each witness's
+set of chains is folded in seq order (:mod:`decision_audit.contract.witness`: a delta carries
+what changed, a full restatement — or a version-1 statement — the whole set; they mix in one
+log) from its second-latest complete restatement on, so the work of folding stays bounded
+by ``witness_full_every`` however long the log: each delta's ``total`` and ``digest`` are
+checked against the set folded up to it, and each complete restatement against that set
+(one that drops a chain is ``restatement_mismatch``). Several
 workers keep one witness each (id: its key id) over the chains they stored; the check unions
 their folded sets: every chain any witness names must exist at least to the seq that witness
 last saw, with the witnessed head hash at that seq — or have been pruned by retention past it
@@ -31,6 +34,7 @@ from decision_audit.contract.witness import (
     Statement,
     WitnessedChain,
     WitnessFormatError,
+    complete_restatements,
     decode,
     open_envelope,
     statement_hash,
@@ -230,12 +234,22 @@ def _logs(statements: Iterable[StoredStatement], keyring: KeyRing, report: Witne
 def _fold_log(
     wid: str, log: dict[int, tuple[Statement, StoredStatement]], report: WitnessReport
 ) -> list[Claim]:
-    """Seqs 1..n, each linked to the one before, none moving a chain back; each version-2
-    statement's total and digest those of the set folded up to it. Returns the folded set,
-    each chain with the seq of the statement that last witnessed it."""
+    """Seqs 1..n, each linked to the one before. The set is folded from the first part of the
+    second-latest complete restatement (from statement 1 if there is none): no statement may
+    move a chain back, each delta's total and digest are those of the set folded up to it,
+    and each complete restatement must list every chain folded before it and commit to the
+    set its parts list. Returns the folded set, each chain with the seq of the statement that
+    last witnessed it."""
+    restatements = complete_restatements({seq: st.marker for seq, (st, _) in log.items()})
+    ends = {first: last for first, last in restatements}
+    fold_from = restatements[-2][0] if len(restatements) >= 2 else 1
     chains = ChainSet()
     witnessed_in: dict[ChainKey, int] = {}
-    complete = True  # False past a missing statement: digests cannot be checked until a v1
+    # False past a missing statement or before the first restatement folded from: digests
+    # cannot be checked until a complete restatement states the set again
+    complete = fold_from == 1
+    restating: tuple[int, int] | None = None  # (first, last seq) of the restatement being read
+    listed_in: dict[ChainKey, WitnessedChain] = {}  # what that restatement's parts list
     prev_hash = GENESIS
     for seq in range(1, max(log) + 1):
         entry = log.get(seq)
@@ -243,7 +257,7 @@ def _fold_log(
             report.problems.append(
                 WitnessProblem("missing_statement", wid, seq, f"statement {seq} is missing")
             )
-            prev_hash, complete = b"", False
+            prev_hash, complete, restating = b"", False, None
             continue
         st, stored = entry
         if prev_hash and st.prev_hash != prev_hash:
@@ -255,21 +269,13 @@ def _fold_log(
                     f"statement {seq} ({stored.origin}) does not link to statement {seq - 1}",
                 )
             )
-        listed = {c.key: c for c in st.chains}
-        if st.version == 1:  # the whole set: nothing known before may be missing from it
-            for c in chains:
-                if c.key not in listed:
-                    report.problems.append(
-                        WitnessProblem(
-                            "witness_rewritten",
-                            wid,
-                            seq,
-                            f"statement {seq} drops chain {c.name} "
-                            f"(seq {c.seq} in statement {witnessed_in[c.key]})",
-                            c.name,
-                        )
-                    )
+        prev_hash = statement_hash(stored.data)
+        if seq < fold_from:
+            continue  # linked and signed; its chains are stated again by a later restatement
+        if seq in ends:
+            restating, listed_in = (seq, ends[seq]), {}
         for c in st.chains:
+            listed_in[c.key] = c
             known = chains.get(c.key)
             if known is not None and (
                 known.seq > c.seq or (known.seq == c.seq and known.head != c.head)
@@ -290,21 +296,75 @@ def _fold_log(
             if known != c:
                 chains.put(c)
                 witnessed_in[c.key] = seq
-        if st.version == 1:
-            complete = True
-        elif complete and (st.total, st.digest) != (len(chains), chains.digest()):
+        if restating is not None:
+            if seq == restating[1]:
+                complete = _check_restatement(wid, restating, log, listed_in, chains, report)
+                restating = None
+            continue
+        if st.full is not None:
+            continue  # a part of a restatement never completed: it commits to no folded set
+        if st.version >= 2 and complete and (st.total, st.digest) != (len(chains), chains.digest()):
             report.problems.append(
                 WitnessProblem(
                     "digest_mismatch",
                     wid,
                     seq,
                     f"statement {seq} ({stored.origin}) commits to {st.total} chains, digest "
-                    f"{st.digest.hex()[:16]}…; statements 1..{seq} fold to {len(chains)}, "
-                    f"digest {chains.digest().hex()[:16]}… (a statement dropped or edited)",
+                    f"{st.digest.hex()[:16]}…; statements {fold_from}..{seq} fold to "
+                    f"{len(chains)}, digest {chains.digest().hex()[:16]}… "
+                    "(a statement dropped or edited)",
                 )
             )
-        prev_hash = statement_hash(stored.data)
     return [(wid, witnessed_in[c.key], c) for c in chains]
+
+
+def _check_restatement(
+    wid: str,
+    span: tuple[int, int],
+    log: dict[int, tuple[Statement, StoredStatement]],
+    listed: dict[ChainKey, WitnessedChain],
+    chains: ChainSet,
+    report: WitnessReport,
+) -> bool:
+    """A complete restatement (statements ``span``) against the set folded up to its end: it
+    lists every chain, at its head, and all its parts commit to the set they list. Returns
+    whether digests can be checked after it."""
+    first, last = span
+    where = f"statements {first}..{last}" if last > first else f"statement {first}"
+    ok = True
+    for c in chains:
+        if listed.get(c.key) != c:
+            ok = False
+            report.problems.append(
+                WitnessProblem(
+                    "restatement_mismatch",
+                    wid,
+                    last,
+                    f"the full restatement in {where} "
+                    + ("drops" if c.key not in listed else "lists another head of")
+                    + f" chain {c.name} (seq {c.seq} folded before it)",
+                    c.name,
+                )
+            )
+    final = log[last][0]
+    if final.version == 1:
+        return ok
+    stated = ChainSet(listed.values())
+    for seq in range(first, last + 1):
+        st, stored = log[seq]
+        if (st.total, st.digest) != (len(stated), stated.digest()):
+            ok = False
+            report.problems.append(
+                WitnessProblem(
+                    "digest_mismatch",
+                    wid,
+                    seq,
+                    f"statement {seq} ({stored.origin}) commits to {st.total} chains, digest "
+                    f"{st.digest.hex()[:16]}…; the full restatement in {where} lists "
+                    f"{len(stated)}, digest {stated.digest().hex()[:16]}…",
+                )
+            )
+    return ok
 
 
 def check_logs(

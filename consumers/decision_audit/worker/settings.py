@@ -131,6 +131,12 @@ class WorkerSettings(ClickHouseSettings):
         description="seconds between witness statements (one more at shutdown; written only "
         "when a chain head moved)",
     )
+    witness_full_every: int = Field(
+        2880,
+        ge=1,
+        description="witness statements between full restatements of every chain witnessed "
+        "(2880: daily at a 30 s interval); a restart reads back to the latest one",
+    )
     witness_topic: str = Field(
         "decision-witness",
         min_length=1,

@@ -1,14 +1,17 @@
 """The worker's witness log: signed, hash-linked statements of the chain heads it stored.
 
 Every ``witness_interval`` seconds (and at shutdown), if a chain it stored has moved, the
-worker signs a statement (:mod:`decision_audit.contract.witness`, version 2) carrying the
+worker signs a statement (:mod:`decision_audit.contract.witness`, version 3) carrying the
 chains new or moved since its previous statement, at their latest heads, with the size and
 digest of the full set it has witnessed since its log began — several consecutive statements
-when the changes would not fit one topic message. Each goes to ``witness_statements``
-(through :class:`.store.Store`) and then to the witness topic, so a copy lives outside
-ClickHouse. On start the worker rebuilds its full set by folding its own statements in
-ClickHouse (from its latest version-1 statement, which lists the whole set, if any) and
-continues the log after the latest.
+when the changes would not fit one topic message. Every ``witness_full_every`` statements,
+and at its first statement if its log holds no complete full restatement yet (a new log, or
+one written before restatements), it writes a full restatement instead: the whole set, over
+as many parts as it needs. Each statement goes to ``witness_statements`` (through
+:class:`.store.Store`) and then to the witness topic, so a copy lives outside ClickHouse. On
+start the worker rebuilds its set from its latest complete restatement in ClickHouse and the
+statements after it (at most about ``witness_full_every``), and continues the log after the
+latest.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from decision_audit.contract.witness import (
     GENESIS,
     ChainKey,
     ChainSet,
+    Marker,
     Statement,
     WitnessedChain,
     decode,
     delta_statements,
     envelope,
+    full_statements,
+    latest_restatement,
     statement_hash,
     undo,
 )
@@ -55,6 +61,7 @@ class Witness:
         producer_config: dict[str, object],
         topic: str,
         interval: float,
+        full_every: int = 2880,
     ) -> None:
         self.witness_id = signer.key_id
         self._signer = signer
@@ -69,6 +76,13 @@ class Witness:
         self._prev = GENESIS
         self._last = time.monotonic()
         self._unpublished: list[bytes] = []
+        self._full_every = full_every
+        self._full_start = 0
+        """first seq of the latest complete restatement (0: none)"""
+        self.resumed_from = 0
+        """the seq the resume read from (0: an empty log)"""
+        self.resume_read = 0
+        """how many statements the resume folded"""
         self._resume()
 
     @property
@@ -76,45 +90,83 @@ class Witness:
         """The seq of the latest statement written (0: none yet)."""
         return self._seq
 
-    def _resume(self) -> None:
-        """Continue from this witness's statements in ClickHouse, if any (folded in order)."""
+    _SCAN = 4096
+    """statements whose markers one query of the resume's backward scan reads"""
+
+    def _restatement_start(self) -> int:
+        """The first seq of this witness's latest complete restatement (0: none), found by
+        reading markers back from the latest statement, a window at a time."""
         db = self._store.database
+        top = self._store.client.query(
+            f"SELECT max(seq) FROM {db}.witness_statements WHERE witness_id = {{w:String}}",
+            parameters={"w": self.witness_id},
+        ).result_rows
+        hi = int(top[0][0] or 0) if top else 0
+        markers: dict[int, Marker] = {}
+        while hi > 0:
+            lo = max(hi - self._SCAN, 0)
+            for seq, part, of in self._store.client.query(
+                "WITH JSONExtractUInt(statement, 'version') = 1 AS v1 "
+                "SELECT seq, if(v1, 1, JSONExtractUInt(statement, 'full', 'part')), "
+                "if(v1, 1, JSONExtractUInt(statement, 'full', 'of')) "
+                f"FROM {db}.witness_statements WHERE witness_id = {{w:String}} "
+                "AND seq > {lo:UInt64} AND seq <= {hi:UInt64}",
+                parameters={"w": self.witness_id, "lo": lo, "hi": hi},
+            ).result_rows:
+                markers[int(seq)] = (int(part), int(of))
+            start = latest_restatement(markers, lo)
+            if start is not None:
+                return start
+            hi = lo
+        return 0
+
+    def _resume(self) -> None:
+        """Continue from this witness's statements in ClickHouse, if any: its latest complete
+        restatement and the statements after it, folded in order."""
+        db = self._store.database
+        start = self._restatement_start()
         rows = self._store.client.query(
             f"SELECT statement FROM {db}.witness_statements WHERE witness_id = {{w:String}} "
-            f"AND seq >= (SELECT max(seq) FROM {db}.witness_statements "
-            "WHERE witness_id = {w:String} AND position(statement, '\"version\":1,') > 0) "
-            "ORDER BY seq",
-            parameters={"w": self.witness_id},
+            "AND seq >= {s:UInt64} ORDER BY seq LIMIT 1 BY seq",
+            parameters={"w": self.witness_id, "s": start},
             column_formats={"statement": "bytes"},
         ).result_rows
         last: Statement | None = None
+        checkable = False
         for (raw,) in rows:
             data = bytes(raw)
             last = decode(data)
-            if last.version == 1:
-                self._chains = ChainSet(last.chains)
-            else:
-                for c in last.chains:
-                    self._chains.put(c)
+            if last.seq == start:
+                self._chains = ChainSet()
+            for c in last.chains:
+                self._chains.put(c)
+            part, of = last.marker
+            # a part before its restatement's last commits to the set complete only at the
+            # last; a lone last part (not the restatement resumed from) to a set never made
+            checkable = last.version >= 2 and (
+                part == 0 or (part == of and last.seq - of + 1 >= start)
+            )
             self._seq, self._prev = last.seq, statement_hash(data)
+        self._full_start = start
+        self.resumed_from, self.resume_read = start or (1 if rows else 0), len(rows)
         if last is None:
             return
-        if last.version >= 2 and (len(self._chains), self._chains.digest()) != (
-            last.total,
-            last.digest,
-        ):
+        if checkable and (len(self._chains), self._chains.digest()) != (last.total, last.digest):
             # verify reports the log; this worker goes on from what its statements say
             log.error(
-                "witness %s: statements up to %d do not fold to the digest of statement %d",
+                "witness %s: statements %d..%d do not fold to the digest of statement %d",
                 self.witness_id,
+                self.resumed_from,
                 last.seq,
                 last.seq,
             )
         log.info(
-            "witness %s continues after statement %d (%d chains)",
+            "witness %s continues after statement %d (%d chains; read %d statements from %d)",
             self.witness_id,
             self._seq,
             len(self._chains),
+            self.resume_read,
+            self.resumed_from,
         )
 
     def observe(self, heads: Mapping[ChainKey, Head]) -> None:
@@ -150,7 +202,8 @@ class Witness:
         if not self._changed:
             return []
         written: list[Statement] = []
-        statements = delta_statements(
+        restate = self._full_start == 0 or self._seq + 1 - self._full_start >= self._full_every
+        statements = (full_statements if restate else delta_statements)(
             self.witness_id,
             self._seq + 1,
             self._prev,
@@ -181,18 +234,21 @@ class Witness:
                     raise
                 self._seq, self._prev = st.seq, digest
                 for c in st.chains:
-                    del self._changed[c.key]
+                    self._changed.pop(c.key, None)
+                if st.full is not None and st.full[0] == st.full[1]:
+                    self._full_start = st.seq - st.full[1] + 1
                 self._unpublished.append(envelope(data, signature))
                 written.append(st)
         finally:
             self._publish()
             for st in written:
                 log.info(
-                    "witness %s: statement %d with %d of %d chains",
+                    "witness %s: statement %d with %d of %d chains%s",
                     st.witness_id,
                     st.seq,
                     len(st.chains),
                     st.total,
+                    f" (full restatement, part {st.full[0]} of {st.full[1]})" if st.full else "",
                 )
         return written
 
@@ -242,4 +298,5 @@ def witness_for(settings: Any, store: Store) -> Witness | None:
         settings.witness_producer_config(),
         settings.witness_topic,
         settings.witness_interval,
+        settings.witness_full_every,
     )

@@ -1,23 +1,31 @@
 """The witness statement: a worker's signed, hash-linked record of the chains it has stored.
 
-A statement is canonical JSON (keys sorted, no spaces, UTF-8). Version 2 (written today)
-carries only what changed since the witness's previous statement::
+A statement is canonical JSON (keys sorted, no spaces, UTF-8). Version 3 (written today; a
+version-2 statement is the same without ``full``) carries only what changed since the
+witness's previous statement::
 
     {"chains": [{"epoch": 0, "first_seen": "2025-01-01T00:00:00.000Z",
                  "head": "<hex of the event hash at seq>", "kind": "decision_event",
                  "producer_id": "p1", "seq": 42}, ...],
      "digest": "<hex>", "prev_hash": "<hex>", "seq": 7, "signed_at": "2025-01-01T00:00:05.000Z",
-     "total": 12000, "type": "decision-audit/witness", "version": 2, "witness_id": "worker-a"}
+     "total": 12000, "type": "decision-audit/witness", "version": 3, "witness_id": "worker-a"}
 
 ``chains`` lists, sorted by ``(kind, producer_id, epoch)`` and each at most once, the chains
 that are new or whose ``(seq, head)`` moved since statement ``seq - 1``; ``kind`` is the
 record kind's ``.avsc`` name. The witness's full set after statement ``n`` is the fold of
-statements ``1..n`` in seq order: a version-2 statement updates the set with its entries, a
+statements ``1..n`` in seq order: a delta (version 2 or 3) updates the set with its entries, a
 version-1 statement (the old format, no ``digest``/``total``) lists the whole set. ``total``
 is the size of that set and ``digest`` is :func:`set_digest` of it, so each statement commits
 to the full set while its size is bounded by what changed. A worker splits an interval's
 changes over several consecutive statements whose topic messages stay within
 :data:`MAX_MESSAGE_BYTES`.
+
+A **full restatement** (every ``witness_full_every`` statements) lists the witness's whole
+set, at its latest heads, over ``n`` consecutive statements marked ``"full": {"of": n,
+"part": i}`` (version 3), each committing to the ``total`` and ``digest`` of the whole set
+the restatement states. It is complete when all ``n`` parts are in the log; a version-1
+statement is a complete restatement of one part. A reader may build the set from the latest
+complete restatement instead of folding from statement 1 (:func:`complete_restatements`).
 
 The statement's hash is SHA-256 of its bytes; ``prev_hash`` is the previous statement's hash
 (32 zero bytes for ``seq`` 1); the signature is Ed25519 over the same bytes, by the key whose
@@ -30,7 +38,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,9 +46,10 @@ from typing import Any
 from decision_audit.contract.errors import DecisionAuditError
 
 STATEMENT_TYPE = "decision-audit/witness"
-VERSION = 2
-VERSIONS = (1, 2)
-"""the versions read (1: every statement lists the whole set)"""
+VERSION = 3
+VERSIONS = (1, 2, 3)
+"""the versions read (1: every statement lists the whole set; 2: as 3 without ``full``, which
+a version-2 reader would refuse as not canonical, hence the bump)"""
 GENESIS = bytes(32)
 """``prev_hash`` of a witness's first statement"""
 MAX_MESSAGE_BYTES = 960_000
@@ -56,6 +65,8 @@ _SET_DOMAIN = b"decision-audit/witness-set\n"
 
 ChainKey = tuple[str, str, int]
 """``(kind, producer_id, producer_epoch)``"""
+Marker = tuple[int, int]
+"""``(part, of)`` of a statement in a full restatement; ``(0, 0)`` for a delta"""
 
 
 class WitnessFormatError(DecisionAuditError, ValueError):
@@ -101,12 +112,23 @@ class Statement:
     prev_hash: bytes
     signed_at: datetime
     chains: tuple[WitnessedChain, ...]
-    """version 2: the chains new or moved since statement ``seq - 1``; version 1: all"""
+    """a delta: the chains new or moved since statement ``seq - 1``; a restatement's part:
+    its share of the whole set; version 1: all"""
     total: int = 0
-    """version 2: how many chains the witness's full set holds after this statement"""
+    """version 2+: how many chains the witness's full set holds after this statement (a
+    restatement's parts: after the restatement)"""
     digest: bytes = GENESIS
-    """version 2: :func:`set_digest` of that full set"""
+    """version 2+: :func:`set_digest` of that full set"""
     version: int = VERSION
+    full: tuple[int, int] | None = None
+    """version 3: ``(part, of)`` when the statement is part of a full restatement"""
+
+    @property
+    def marker(self) -> Marker:
+        """``(part, of)`` of the full restatement it belongs to (``(0, 0)``: none)."""
+        if self.version == 1:
+            return (1, 1)
+        return self.full or (0, 0)
 
     def encode(self) -> bytes:
         """The canonical bytes that are hashed and signed."""
@@ -122,6 +144,8 @@ class Statement:
         if self.version >= 2:
             doc["total"] = self.total
             doc["digest"] = self.digest.hex()
+        if self.version >= 3 and self.full is not None:
+            doc["full"] = {"part": self.full[0], "of": self.full[1]}
         return _canonical(doc)
 
 
@@ -197,6 +221,25 @@ def set_digest(chains: Iterable[WitnessedChain]) -> bytes:
     return ChainSet(chains).digest()
 
 
+def _parts(
+    entries: list[WitnessedChain], fixed: int, max_bytes: int
+) -> list[tuple[WitnessedChain, ...]]:
+    """``entries`` in order, cut so that each part plus ``fixed`` bytes fits ``max_bytes``."""
+    parts: list[tuple[WitnessedChain, ...]] = []
+    i = 0
+    while True:
+        size, j = fixed, i
+        while j < len(entries):
+            entry = len(_escaped(_canonical(entries[j].entry()))) + 1
+            if j > i and size + entry > max_bytes:
+                break
+            size, j = size + entry, j + 1
+        parts.append(tuple(entries[i:j]))
+        i = j
+        if i >= len(entries):
+            return parts
+
+
 def delta_statements(
     witness_id: str,
     seq: int,
@@ -206,7 +249,7 @@ def delta_statements(
     changed: Iterable[WitnessedChain],
     max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Iterator[tuple[Statement, bytes, Replaced]]:
-    """The version-2 statements ``seq``, ``seq + 1``, ... that carry ``changed`` into ``chains``.
+    """The statements ``seq``, ``seq + 1``, ... that carry ``changed`` into ``chains``.
 
     Yields ``(statement, its bytes, the entries it replaced)`` with ``chains`` already
     updated by it: the caller writes each before taking the next, and if one cannot be
@@ -216,24 +259,75 @@ def delta_statements(
     pending = sorted(changed, key=lambda c: c.key)
     widest = Statement(witness_id, seq + len(pending), prev_hash, signed_at, (), 10**12)
     fixed = len(envelope(widest.encode(), bytes(64)))
-    i = 0
-    while True:
-        size, j = fixed, i
-        while j < len(pending):
-            entry = len(_escaped(_canonical(pending[j].entry()))) + 1
-            if j > i and size + entry > max_bytes:
-                break
-            size, j = size + entry, j + 1
-        part = tuple(pending[i:j])
+    for part in _parts(pending, fixed, max_bytes):
         replaced: Replaced = {c.key: chains.get(c.key) for c in part}
         for c in part:
             chains.put(c)
         st = Statement(witness_id, seq, prev_hash, signed_at, part, len(chains), chains.digest())
         data = st.encode()
         yield st, data, replaced
-        seq, prev_hash, i = seq + 1, statement_hash(data), j
-        if i >= len(pending):
-            return
+        seq, prev_hash = seq + 1, statement_hash(data)
+
+
+def full_statements(
+    witness_id: str,
+    seq: int,
+    prev_hash: bytes,
+    signed_at: datetime,
+    chains: ChainSet,
+    changed: Iterable[WitnessedChain],
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> Iterator[tuple[Statement, bytes, Replaced]]:
+    """A full restatement: the statements ``seq``, ... that list every chain of ``chains``
+    with ``changed`` carried into it, marked part ``i`` of ``n``; as :func:`delta_statements`
+    (each part's changes are in ``chains`` once it is yielded, :func:`undo` takes them back),
+    but every part commits to the ``total`` and ``digest`` of the whole restated set."""
+    updates = {c.key: c for c in changed}
+    before: Replaced = {key: chains.get(key) for key in updates}
+    for c in updates.values():
+        chains.put(c)
+    total, digest = len(chains), chains.digest()
+    entries = sorted(chains, key=lambda c: c.key)
+    undo(chains, before)  # put back part by part below, so a failed part can be undone
+    n = len(entries)
+    widest = Statement(witness_id, seq + n, prev_hash, signed_at, (), 10**12, full=(n, n))
+    fixed = len(envelope(widest.encode(), bytes(64)))
+    parts = _parts(entries, fixed, max_bytes)
+    for i, part in enumerate(parts, 1):
+        replaced: Replaced = {c.key: before[c.key] for c in part if c.key in before}
+        for key in replaced:
+            chains.put(updates[key])
+        st = Statement(
+            witness_id, seq, prev_hash, signed_at, part, total, digest, full=(i, len(parts))
+        )
+        data = st.encode()
+        yield st, data, replaced
+        seq, prev_hash = seq + 1, statement_hash(data)
+
+
+def complete_restatements(markers: Mapping[int, Marker]) -> list[tuple[int, int]]:
+    """``(first seq, last seq)`` of each complete full restatement, in seq order: parts
+    ``1..n`` of ``n`` at consecutive seqs (``markers``: seq -> :attr:`Statement.marker`)."""
+    out: list[tuple[int, int]] = []
+    for seq, (part, of) in sorted(markers.items()):
+        if part and part == of:
+            first = seq - of + 1
+            if all(markers.get(first + k) == (k + 1, of) for k in range(of)):
+                out.append((first, seq))
+    return out
+
+
+def latest_restatement(markers: Mapping[int, Marker], known_above: int) -> int | None:
+    """The first seq of the latest complete restatement, given the markers of every seq above
+    ``known_above`` (0: of the whole log); 0 if the log has none; None if that cannot be told
+    without the markers at or below ``known_above`` (a last part whose first parts lie there,
+    later than any restatement complete above it)."""
+    found = complete_restatements(markers)
+    best = found[-1][1] if found else 0
+    for seq, (part, of) in markers.items():
+        if part and part == of and seq > best and seq - of + 1 <= known_above:
+            return None
+    return found[-1][0] if found else (0 if known_above <= 0 else None)
 
 
 def undo(chains: ChainSet, replaced: Replaced) -> None:
@@ -246,7 +340,7 @@ def undo(chains: ChainSet, replaced: Replaced) -> None:
 
 
 def decode(data: bytes) -> Statement:
-    """Parse statement bytes (version 1 or 2); raises :class:`WitnessFormatError` naming what
+    """Parse statement bytes (version 1, 2 or 3); raises :class:`WitnessFormatError` naming what
     is wrong."""
     try:
         doc = json.loads(data)
@@ -270,6 +364,11 @@ def decode(data: bytes) -> Statement:
         extra: dict[str, Any] = {}
         if version >= 2:
             extra = {"total": int(doc["total"]), "digest": _hash(doc["digest"])}
+        if version >= 3 and "full" in doc:
+            part, of = int(doc["full"]["part"]), int(doc["full"]["of"])
+            if not 1 <= part <= of:
+                raise WitnessFormatError(f"witness statement is part {part} of {of}")
+            extra["full"] = (part, of)
         st = Statement(
             str(doc["witness_id"]),
             int(doc["seq"]),
@@ -327,4 +426,9 @@ def _ts(t: datetime) -> str:
 
 
 def _parse_ts(value: Any) -> datetime:
-    return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat is ~20x faster than strptime (a restatement holds thousands); decode's
+    # canonical check refuses any form but _ts's
+    t = datetime.fromisoformat(str(value))
+    if t.tzinfo is None:
+        raise ValueError(f"time {value!r} has no zone")
+    return t.astimezone(UTC)

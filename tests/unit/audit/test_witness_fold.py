@@ -23,6 +23,7 @@ from decision_audit.contract.witness import (
     decode,
     delta_statements,
     envelope,
+    full_statements,
     set_digest,
     statement_hash,
 )
@@ -58,6 +59,19 @@ class Log:
         at = T0 + timedelta(seconds=30 * seq)
         out = []
         for st, data, _ in delta_statements(self.witness_id, seq, prev, at, self.chains, changed):
+            self.statements.append((st, data))
+            out.append(st)
+        return out
+
+    def restate(self, changed: list[WitnessedChain], max_bytes: int = 20_000) -> list[Statement]:
+        """A full restatement (as the worker writes one every witness_full_every)."""
+        seq = len(self.statements) + 1
+        prev = statement_hash(self.statements[-1][1]) if self.statements else GENESIS
+        at = T0 + timedelta(seconds=30 * seq)
+        out = []
+        for st, data, _ in full_statements(
+            self.witness_id, seq, prev, at, self.chains, changed, max_bytes
+        ):
             self.statements.append((st, data))
             out.append(st)
         return out
@@ -217,7 +231,8 @@ def test_version_1_and_version_2_statements_mix_in_one_log() -> None:
         (b.producer_id, 9, 3),
         (c.producer_id, 4, 5),
     ]
-    # A later version-1 statement that leaves out b, or a delta moving a back, is a rewrite.
+    # A later version-1 statement (a full restatement) that leaves out b, or a delta moving a
+    # back, is a rewrite.
     log.append(
         Statement(
             "worker-a",
@@ -231,7 +246,7 @@ def test_version_1_and_version_2_statements_mix_in_one_log() -> None:
     log.interval([replace(a, seq=2)])
     report, claims = check_logs(log.stored(), KeyRing())
     problems = [(p.kind, p.statement, p.chain) for p in report.problems]
-    assert ("witness_rewritten", 6, b.name) in problems
+    assert ("restatement_mismatch", 6, b.name) in problems
     assert ("witness_rewritten", 7, a.name) in problems
     assert _set(claims)[b.key].seq == 9 and _set(claims)[a.key].seq == 6  # the highest seen
 
@@ -249,3 +264,105 @@ def test_several_witnesses_are_unioned_at_the_highest_seq_each_saw() -> None:
         ("worker-a", y.producer_id, 3),
         ("worker-b", x.producer_id, 25),
     ]
+
+
+def _anchored_log(signer: Signer | None = None) -> tuple[Log, dict[ChainKey, WitnessedChain]]:
+    """500 chains: three restatements (each in parts), each followed by deltas."""
+    rng = random.Random(5)
+    log = Log(signer)
+    full = {c.key: c for c in (_chain(i, 1) for i in range(500))}
+    log.restate(list(full.values()))
+
+    def moves(n: int) -> list[WitnessedChain]:
+        moved = [replace(full[k], seq=full[k].seq + 1) for k in rng.sample(sorted(full), n)]
+        new = [_chain(len(full) + 1000, 1)]
+        for c in moved + new:
+            full[c.key] = c
+        return moved + new
+
+    for _ in range(4):
+        log.interval(moves(20))
+    for _ in range(2):
+        assert len(log.restate(moves(20))) > 2  # 500 chains over 20 KB parts
+        for _ in range(3):
+            log.interval(moves(20))
+    return log, full
+
+
+def _restatements(log: Log) -> list[list[int]]:
+    """The seqs of each restatement's parts."""
+    out: list[list[int]] = []
+    for st, _ in log.statements:
+        if st.full is not None:
+            if st.full[0] == 1:
+                out.append([])
+            out[-1].append(st.seq)
+    return out
+
+
+def test_restatements_split_over_parts_fold_to_the_whole_set(
+    keys: tuple[Signer, KeyRing],
+) -> None:
+    signer, keyring = keys
+    log, full = _anchored_log(signer)
+    restatements = _restatements(log)
+    assert len(restatements) == 3 and all(len(r) > 2 for r in restatements)
+    report, claims = check_logs(log.stored(), keyring)
+    assert report.ok, report.problems[:3]
+    assert _set(claims) == full and report.witnesses == {"worker-a": len(log.statements)}
+
+
+def test_a_restatement_that_drops_a_chain_is_named(keys: tuple[Signer, KeyRing]) -> None:
+    """Signed by the witness's own key and with a digest over what it lists: only the fold
+    from the restatement before shows the chain it left out."""
+    signer, keyring = keys
+    log, full = _anchored_log(signer)
+    dropped = sorted(full)[7]
+    log.chains.remove(dropped)
+    log.restate([])
+    log.interval([replace(full[sorted(full)[0]], seq=99)])
+    report, claims = check_logs(log.stored(), keyring)
+    kinds = {(p.kind, p.chain) for p in report.problems}
+    assert kinds == {("restatement_mismatch", full[dropped].name)}
+    assert "drops chain" in report.problems[0].detail
+    assert _set(claims)[dropped] == full[dropped]  # still claimed, so still checked
+
+
+def test_a_tampered_statement_is_still_caught_before_and_after_the_restatements(
+    keys: tuple[Signer, KeyRing],
+) -> None:
+    signer, keyring = keys
+    for at in (9, -1):  # before the restatement folded from (link only), the latest
+        log, _ = _anchored_log(signer)
+        st, _ = log.statements[at]
+        assert (st.full is None and st.seq < _restatements(log)[1][0]) or at == -1
+        edited = replace(st, chains=st.chains[1:])
+        stored = log.stored()
+        stored[at] = replace(stored[at], data=edited.encode())
+        report, _ = check_logs(stored, keyring)
+        assert ("bad_signature", st.seq) in _kinds(report.problems)
+        report, _ = check_logs(stored, KeyRing())
+        assert _kinds(report.problems) == (
+            [("broken_link", st.seq + 1)] if at == 9 else [("digest_mismatch", st.seq)]
+        )
+
+
+def test_a_missing_statement_is_reported_and_a_later_restatement_restores_the_set() -> None:
+    log, full = _anchored_log()
+    first = _restatements(log)[2][0]
+    lost, _ = log.statements[first - 3]  # a delta between the last two restatements
+    assert lost.full is None
+    del log.statements[first - 3]
+    report, claims = check_logs(log.stored(), KeyRing())
+    assert _kinds(report.problems) == [("missing_statement", lost.seq)]
+    assert _set(claims) == full  # what only the lost statement carried is restated later
+
+
+def test_a_restatement_missing_its_last_part_is_not_complete() -> None:
+    """Folding starts at the restatement before it, and its parts commit to no folded set."""
+    log, full = _anchored_log()
+    last = _restatements(log)[-1][-1]
+    del log.statements[last - 1]
+    report, claims = check_logs(log.stored(), KeyRing())
+    assert _kinds(report.problems) == [("missing_statement", last)]
+    assert _set(claims) == full

@@ -152,6 +152,7 @@ def test_every_flag_reaches_its_field(tmp_path: Path) -> None:
         "--schema-registry-url": "http://sr:8081", "--schema-registry-timeout": "3",
         "--group-protocol": "consumer", "--broker-workarounds": "on",
         "--witness-key": str(witness_key), "--witness-interval": "3", "--witness-topic": "w",
+        "--witness-full-every": "5",
     }  # fmt: skip
     switches = ["--no-create-topics", "--parse-in-python", "--require-signed"]
     s = worker_settings(*[t for kv in given.items() for t in kv], *switches)

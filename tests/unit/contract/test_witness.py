@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -13,9 +14,12 @@ from decision_audit.contract.witness import (
     Statement,
     WitnessedChain,
     WitnessFormatError,
+    complete_restatements,
     decode,
     delta_statements,
     envelope,
+    full_statements,
+    latest_restatement,
     open_envelope,
     set_digest,
     statement_hash,
@@ -44,8 +48,8 @@ def test_statements_round_trip_through_their_canonical_bytes() -> None:
     assert st.encode() == data
     assert [c.kind for c in st.chains] == ["decision_event", "review"]  # sorted by kind, chain
     assert open_envelope(envelope(data, b"sig")) == (data, b"sig")
-    assert (st.version, st.total, st.digest) == (2, 5, set_digest(CHAINS))
-    assert b'"digest":"' in data and b'"total":5,' in data and b'"version":2,' in data
+    assert (st.version, st.total, st.digest) == (3, 5, set_digest(CHAINS))
+    assert b'"digest":"' in data and b'"total":5,' in data and b'"version":3,' in data
 
 
 def test_version_1_statements_are_still_read() -> None:
@@ -62,7 +66,7 @@ def test_version_1_statements_are_still_read() -> None:
         b'{"type":"other","version":1}',
         _statement().encode().replace(b'"seq":3', b'"seq": 3'),  # not canonical
         _statement().encode().replace(b'"prev_hash":"' + b"0" * 64, b'"prev_hash":"' + b"0" * 62),
-        _statement().encode().replace(b'"version":2', b'"version":3'),
+        _statement().encode().replace(b'"version":3', b'"version":4'),
         _statement(version=1).encode().replace(b'"version":1', b'"version":2'),  # no digest
         Statement("w", 1, GENESIS, AT, (CHAINS[0], CHAINS[0])).encode(),  # a chain twice
     ],
@@ -103,3 +107,67 @@ def test_changes_too_big_for_one_message_are_split_over_linked_statements() -> N
     for _, _, replaced in reversed(out):  # none written: the set is as it was
         undo(chains, replaced)
     assert len(chains) == 1 and chains.digest() == before
+
+
+def test_a_full_restatement_is_split_over_parts_that_commit_to_the_whole_set() -> None:
+    chains = ChainSet(
+        WitnessedChain("decision_event", f"p{i}", i, 3, bytes([i]) * 32, AT) for i in range(30)
+    )
+    before = chains.digest()
+    moved = WitnessedChain("decision_event", "p4", 4, 9, b"\x09" * 32, AT)
+    new = WitnessedChain("review", "q", 1, 1, b"\x05" * 32, AT)
+    out = list(full_statements("w", 8, b"\x07" * 32, AT, chains, [moved, new], max_bytes=3_000))
+    n = len(out)
+    assert n > 2 and all(len(envelope(d, bytes(64))) <= 3_000 for _, d, _ in out)
+    assert [(st.seq, st.full, st.version) for st, _, _ in out] == [
+        (8 + i, (i + 1, n), 3) for i in range(n)
+    ]
+    for (_, prev, _), (st, _, _) in itertools.pairwise(out):
+        assert st.prev_hash == statement_hash(prev)
+    listed = [c for st, _, _ in out for c in st.chains]
+    assert len(listed) == 31 and ChainSet(listed).digest() == chains.digest()
+    assert {(st.total, st.digest) for st, _, _ in out} == {(31, set_digest(listed))}
+    assert moved in listed and new in listed
+    assert all(decode(d) == st for st, d, _ in out)
+    assert b'"full":{"of":' + str(n).encode() + b',"part":1}' in out[0][1]
+    for _, _, replaced in reversed(out):  # none written: the set is as it was
+        undo(chains, replaced)
+    assert len(chains) == 30 and chains.digest() == before
+
+
+def test_version_2_statements_are_still_read() -> None:
+    data = replace(_statement(), version=2).encode()
+    assert b'"version":2,' in data
+    st = decode(data)
+    assert (st.version, st.full, st.marker) == (2, None, (0, 0)) and st.encode() == data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        replace(_statement(), full=(1, 2)).encode().replace(b'"version":3', b'"version":2'),
+        replace(_statement(), full=(3, 2)).encode(),
+        replace(_statement(), full=(0, 2)).encode(),
+    ],
+)
+def test_a_restatement_marker_is_version_3_and_a_part_within_its_count(data: bytes) -> None:
+    with pytest.raises(WitnessFormatError):
+        decode(data)
+
+
+def test_the_latest_complete_restatement_is_found_and_an_incomplete_one_skipped() -> None:
+    delta = (0, 0)
+    # 1: v1 (one part); 2-4: parts 1..3 of 3; 5: a delta; 6-7: parts 1..2 of 3 (the worker
+    # stopped before the last part); 8: a delta
+    markers = {1: (1, 1), 2: (1, 3), 3: (2, 3), 4: (3, 3), 5: delta, 6: (1, 3), 7: (2, 3)}
+    markers[8] = delta
+    assert complete_restatements(markers) == [(1, 1), (2, 4)]
+    assert latest_restatement(markers, 0) == 2
+    # A last part whose first parts were deleted does not count either.
+    gapped = {**markers, 9: (1, 2), 11: (2, 2)}
+    assert latest_restatement(gapped, 0) == 2
+    # Reading back from the end: parts 2..4 alone cannot tell yet, 2..11 can.
+    assert latest_restatement({s: m for s, m in markers.items() if s > 2}, 2) is None
+    assert latest_restatement({s: m for s, m in markers.items() if s > 1}, 1) == 2
+    assert latest_restatement({5: delta, 8: delta}, 4) is None
+    assert latest_restatement({1: delta, 2: delta}, 0) == 0
