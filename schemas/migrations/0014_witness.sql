@@ -1,8 +1,9 @@
 -- The witness log (decision_audit.contract.witness): each worker with a witness key signs, every
 -- witness_interval seconds and at shutdown, a statement carrying the chains whose head (seq and
 -- event hash) moved since its previous statement, with the count (`chains`) and a digest of
--- every chain it has stored (version 2; a version-1 statement listed them all), linked to its
--- previous statement by hash. A copy of each statement goes to the decision-witness topic.
+-- every chain it has stored, linked to its previous statement by hash; every
+-- witness_full_every statements it restates the whole set over consecutive statements marked
+-- `full` (version 3; a version-1 statement listed them all). A copy of each statement goes to the decision-witness topic.
 -- `statement` holds the exact signed bytes (canonical JSON); the other columns are read from
 -- them for queries. verify checks the bytes.
 CREATE TABLE IF NOT EXISTS {database}.witness_statements
