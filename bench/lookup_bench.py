@@ -114,6 +114,8 @@ LABELS = {
     "input_field_all": "every row filtered on two input fields (JSON)",
     "trace_find_or": "trace's lookup (event id OR request id OR prediction id)",
     "trace_find_split": "trace's lookup, each predicate's keys found apart",
+    "trace_chain_final": "trace's chain walk (1,000 seqs), FINAL over the chain filter",
+    "trace_chain_keys": "trace's chain walk (1,000 seqs), the chain's keys found first",
 }
 
 

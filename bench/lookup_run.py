@@ -31,7 +31,7 @@ from typing import Any
 from bench.common import percentile
 from bench.verify_scale_run import _keys
 from bench.verify_store import build_store
-from decision_audit.audit.trace import lookup_sql
+from decision_audit.audit.trace import chain_rows_sql, lookup_sql
 from decision_audit.clickhouse.connect import connect
 from decision_audit.clickhouse.migrate import load_migrations, migrate
 from decision_audit.producer.signing import Signer
@@ -237,6 +237,20 @@ def measure(client: Any, a: argparse.Namespace) -> dict[str, Any]:
         lookup_sql(db, trace_cols),
         [{"eid": zero, "id": s[0]} for s in sample],
     )
+    chain_params = [
+        {"p": pid, "e": epoch, "lo": max(1, seq - 1), "hi": seq - 1 + 1000}
+        for pid, epoch, seq in client.query(
+            f"SELECT producer_id, producer_epoch, seq FROM {db}.decisions "
+            f"ORDER BY rand() LIMIT {reps}"
+        ).result_rows
+    ]
+    queries["trace_chain_final"] = (
+        f"SELECT seq, toString(event_id) AS eid, event_hash, raw FROM {db}.decisions FINAL "
+        "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} "
+        "AND seq BETWEEN {lo:UInt64} AND {hi:UInt64} ORDER BY seq, eid",
+        chain_params,
+    )
+    queries["trace_chain_keys"] = (chain_rows_sql(db), chain_params)
     if a.full_scan:
         queries["input_field_all"] = (
             f"SELECT count() FROM {db}.decisions WHERE JSONExtractString(inputs, 'cc') = "
