@@ -74,10 +74,14 @@ def trace_runs(chdb: str, db: str, request_ids: list[str]) -> dict[str, Any]:
 
 
 def run(a: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    chdb, db = str(workdir / "chdb"), "lk"
+    chdb, db = str(a.store or workdir / "chdb"), "lk"
     r: dict[str, Any] = {"events": a.events, "reps": a.reps}
-    say(f"building {a.events:,} events in 100 chains over 28 days")
-    r["build"] = _step("build", "--chdb", chdb, "--db", db, "--events", str(a.events))
+    if a.store:
+        say(f"reusing the store in {a.store}, built before by this bench")
+        r["build"] = _step("disk", "--chdb", chdb, "--db", db)
+    else:
+        say(f"building {a.events:,} events in 100 chains over 28 days")
+        r["build"] = _step("build", "--chdb", chdb, "--db", db, "--events", str(a.events))
     rids = _step("keys", "--chdb", chdb, "--db", db, "--reps", str(a.traces))["request_ids"]
     say("lookups, trace and verify on the layout of migrations 0001-0014")
     r["before"] = _step(
@@ -222,9 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int)
     p.add_argument("--traces", type=int)
     p.add_argument("--no-verify", action="store_true", help="skip verify at that size")
+    p.add_argument(
+        "--store", type=Path, help="a chDB directory this bench built (not yet tuned): reuse it"
+    )
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
+    p.add_argument("--render", type=Path, help="only print the figures of a run's --json file")
     a = p.parse_args(argv)
+    if a.render:
+        figs = figures(json.loads(a.render.read_text())["raw"])
+        print(render_table(figs))
+        if a.markdown:
+            a.markdown.write_text(render_markdown(figs) + "\n")
+        return 0
     a.events = a.events or (50_000 if a.quick else 10_000_000)
     a.reps = a.reps or (20 if a.quick else 200)
     a.traces = a.traces or (3 if a.quick else 10)
