@@ -10,6 +10,7 @@ already satisfy). Chains are filled round-robin, so every insert block holds eve
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,13 +43,19 @@ def build_store(
     signer: Signer,
     checkpoint_every: int = 1000,
     run: str | None = None,
+    unique_requests: bool = False,
+    step: timedelta = timedelta(milliseconds=1),
 ) -> list[tuple[str, int]]:
-    """Store ``events`` decisions spread over ``chains`` new chains; returns the chains."""
+    """Store ``events`` decisions spread over ``chains`` new chains; returns the chains.
+
+    By default the request ids cycle with the 4,096 decisions drawn and events sit 1 ms
+    apart; ``unique_requests`` gives every event a request id of its own and ``step`` spreads
+    them in time (the lookup bench: 10M events over four weeks)."""
     run = run or uuid.uuid4().hex[:8]
     state = [_Chain(f"bench-{run}-{k}", 1_700_000_000_000_000 + k, 0, b"") for k in range(chains)]
     for c in state:
         c.head = genesis_hash(c.producer_id, c.epoch)
-    _write(client, database, state, events, signer, checkpoint_every, _START)
+    _write(client, database, state, events, signer, checkpoint_every, _START, unique_requests, step)
     return [(c.producer_id, c.epoch) for c in state]
 
 
@@ -83,6 +90,8 @@ def _write(
     signer: Signer,
     checkpoint_every: int,
     start: datetime,
+    unique_requests: bool = False,
+    step: timedelta = timedelta(milliseconds=1),
 ) -> None:
     codec = default_codec()
     schema = codec.registry.latest("decision_event")
@@ -99,14 +108,17 @@ def _write(
         chain.seq += 1
         rec = {
             "event_id": str(uuid7()),
-            "occurred_at": start + timedelta(milliseconds=i),
+            "occurred_at": start + i * step,
             "model_name": c.model_name,
             "model_version": c.model_version,
             "deployment_id": c.deployment_id,
-            "request_id": c.request_id,
+            "request_id": os.urandom(8).hex() if unique_requests else c.request_id,
             "inputs": inputs[i % len(pool)],
             "prediction": c.prediction,
             "prediction_is_json": False,
+            "status": "ok",
+            "error_type": None,
+            "error_message": None,
             "score": c.score,
             "explanation": None,
             "run_id": None,

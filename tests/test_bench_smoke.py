@@ -87,3 +87,36 @@ def test_bench_runs_the_worker_and_latency_figures_on_both_brokers(tmp_path: Pat
         assert positive(figures[key]), key
         assert positive(figures[f"{key}@kafka"]), f"{key}@kafka"
     assert "[Apache Kafka]" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_lookup_bench_quick_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "lookups.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.lookup_bench", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
+    doc = json.loads(out.read_text())
+    figures = doc["figures"]
+    for key in (
+        "lookup.by_request_id_p50_ms",
+        "lookup.by_event_id_p99_ms",
+        "lookup.deployment_hour_p50_ms",
+        "lookup.model_day_rollup_p50_ms",
+        "lookup.model_day_base_p50_ms",
+        "lookup.input_field_day_p50_ms",
+        "layout.by_request_id_0015_p50_ms",
+        "layout.by_event_id_0015_p50_ms",
+        "trace.e2e_ms",
+        "footprint.bytes_per_event",
+        "verify.peak_rss_mib_at_lookup_store",
+    ):
+        assert positive(figures[key]), key
+    # trace beyond start-up is a difference of two noisy timings: only that it is a number
+    assert math.isfinite(figures["trace.beyond_startup_ms"])
+    assert "ours" in proc.stdout and "baseline" in proc.stdout

@@ -69,6 +69,54 @@ VERSION_ACTIONS = (
 MAX_MATCHES = 20
 
 
+def lookup_sql(database: str, columns: str) -> str:
+    """The decisions with event id ``{eid:UUID}``, request id or prediction id ``{id:String}``.
+
+    An OR of three columns defeats each one's skip index (every granule is read), so the
+    sorting keys of the rows each predicate matches are found apart, each through its own
+    index or projection (migration 0015), and the rows read by those keys; the OR is kept
+    outside so that FINAL keeps the same rows as before. GLOBAL: on a cluster the keys are
+    gathered from every shard first (``decisions`` is then a Distributed table).
+    """
+    keys = " UNION ALL ".join(
+        f"SELECT model_name, model_version, occurred_at, event_id FROM {database}.decisions "
+        f"WHERE {where}"
+        for where in (
+            "event_id = {eid:UUID}",
+            "request_id = {id:String}",
+            "tags['prediction_id'] = {id:String}",
+        )
+    )
+    return (
+        f"SELECT {columns} FROM {database}.decisions FINAL "
+        f"WHERE (model_name, model_version, occurred_at, event_id) GLOBAL IN ({keys}) "
+        "AND (event_id = {eid:UUID} OR request_id = {id:String} "
+        "OR tags['prediction_id'] = {id:String}) "
+        f"ORDER BY occurred_at DESC LIMIT {MAX_MATCHES}"
+    )
+
+
+def chain_rows_sql(database: str) -> str:
+    """Seq, event id, hash and raw bytes of chain ``{p:String}``/``{e:UInt64}`` from seq
+    ``{lo:UInt64}`` to ``{hi:UInt64}``.
+
+    ``decisions`` is not sorted by chain, so FINAL over a filter on the chain columns would
+    merge every row's sorting key; the keys of the chain's rows are found first without
+    FINAL (a scan of three narrow columns), and FINAL then reads only those rows' granules.
+    The filter is kept outside so that FINAL keeps the same rows as before.
+    """
+    chain = (
+        "producer_id = {p:String} AND producer_epoch = {e:UInt64} "
+        "AND seq BETWEEN {lo:UInt64} AND {hi:UInt64}"
+    )
+    return (
+        f"SELECT seq, toString(event_id) AS eid, event_hash, raw FROM {database}.decisions FINAL "
+        f"WHERE (model_name, model_version, occurred_at, event_id) GLOBAL IN ("
+        f"SELECT model_name, model_version, occurred_at, event_id FROM {database}.decisions "
+        f"WHERE {chain}) AND {chain} ORDER BY seq, eid"
+    )
+
+
 class TraceNotFound(DecisionAuditError, LookupError):
     """No decision has that event id, request id or prediction id."""
 
@@ -247,10 +295,7 @@ class Tracer:
         except ValueError:
             eid = "00000000-0000-0000-0000-000000000000"
         result = self.client.query(
-            f"SELECT {cols} FROM {self.db}.decisions FINAL "
-            "WHERE event_id = {eid:UUID} OR request_id = {id:String} "
-            "OR tags['prediction_id'] = {id:String} "
-            f"ORDER BY occurred_at DESC LIMIT {MAX_MATCHES}",
+            lookup_sql(self.db, cols),
             parameters={"eid": eid, "id": ident},
             column_formats={"event_hash": "bytes", "raw": "bytes", "prev_hash": "bytes"},
         )
@@ -283,10 +328,7 @@ class Tracer:
     def _chain_rows(self, pid: str, epoch: int, lo: int, hi: int) -> list[tuple[Any, ...]]:
         return list(
             self.client.query(
-                f"SELECT seq, toString(event_id) AS eid, event_hash, raw "
-                f"FROM {self.db}.decisions FINAL "
-                "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} "
-                "AND seq BETWEEN {lo:UInt64} AND {hi:UInt64} ORDER BY seq, eid",
+                chain_rows_sql(self.db),
                 parameters={"p": pid, "e": epoch, "lo": lo, "hi": hi},
                 column_formats={"event_hash": "bytes", "raw": "bytes"},
             ).result_rows
