@@ -187,6 +187,11 @@ class WorkerSettings(ClickHouseSettings):
             "queued.max.messages.kbytes": self.prefetch_kbytes,
             "fetch.max.bytes": max(min(52428800, self.prefetch_kbytes * 1024), partition_fetch),
             "max.partition.fetch.bytes": partition_fetch,
+            # How long a fetch may wait for data. Apache Kafka answers as soon as data
+            # arrives; Tansu holds the fetch to the end of this wait, which librdkafka's
+            # 500 ms default made part of every event's latency (produce to consume p50
+            # 130 ms, p99 253 ms on loopback; 26 and 52 ms with 100).
+            "fetch.wait.max.ms": 100,
         }
         if self.group_protocol == "consumer":
             # librdkafka refuses session.timeout.ms and heartbeat.interval.ms here.
