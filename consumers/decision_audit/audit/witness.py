@@ -303,17 +303,15 @@ def _fold_log(
             continue
         if st.full is not None:
             continue  # a part of a restatement never completed: it commits to no folded set
-        if st.version >= 2 and complete and (st.total, st.digest) != (len(chains), chains.digest()):
-            report.problems.append(
-                WitnessProblem(
-                    "digest_mismatch",
-                    wid,
-                    seq,
-                    f"statement {seq} ({stored.origin}) commits to {st.total} chains, digest "
-                    f"{st.digest.hex()[:16]}…; statements {fold_from}..{seq} fold to "
-                    f"{len(chains)}, digest {chains.digest().hex()[:16]}… "
-                    "(a statement dropped or edited)",
-                )
+        if st.version >= 2 and complete:
+            _check_digest(
+                wid,
+                st,
+                stored,
+                chains,
+                f"statements {fold_from}..{seq} fold to",
+                report,
+                " (a statement dropped or edited)",
             )
     return [(wid, witnessed_in[c.key], c) for c in chains]
 
@@ -352,19 +350,34 @@ def _check_restatement(
     stated = ChainSet(listed.values())
     for seq in range(first, last + 1):
         st, stored = log[seq]
-        if (st.total, st.digest) != (len(stated), stated.digest()):
-            ok = False
-            report.problems.append(
-                WitnessProblem(
-                    "digest_mismatch",
-                    wid,
-                    seq,
-                    f"statement {seq} ({stored.origin}) commits to {st.total} chains, digest "
-                    f"{st.digest.hex()[:16]}…; the full restatement in {where} lists "
-                    f"{len(stated)}, digest {stated.digest().hex()[:16]}…",
-                )
-            )
+        against = f"the full restatement in {where} lists"
+        ok = _check_digest(wid, st, stored, stated, against, report) and ok
     return ok
+
+
+def _check_digest(
+    wid: str,
+    st: Statement,
+    stored: StoredStatement,
+    chains: ChainSet,
+    against: str,
+    report: WitnessReport,
+    why: str = "",
+) -> bool:
+    """Whether statement ``st`` commits to ``chains`` (count and digest); if not, reports it."""
+    if (st.total, st.digest) == (len(chains), chains.digest()):
+        return True
+    report.problems.append(
+        WitnessProblem(
+            "digest_mismatch",
+            wid,
+            st.seq,
+            f"statement {st.seq} ({stored.origin}) commits to {st.total} chains, digest "
+            f"{st.digest.hex()[:16]}…; {against} {len(chains)}, digest "
+            f"{chains.digest().hex()[:16]}…{why}",
+        )
+    )
+    return False
 
 
 def check_logs(
