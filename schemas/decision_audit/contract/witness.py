@@ -240,6 +240,15 @@ def _parts(
             return parts
 
 
+def _overhead(
+    witness_id: str, last_seq: int, prev_hash: bytes, signed_at: datetime, full: Marker | None
+) -> int:
+    """Bytes of a statement's envelope with no chains, as wide as any of a run ending at
+    ``last_seq`` can be (its numbers at their widest)."""
+    widest = Statement(witness_id, last_seq, prev_hash, signed_at, (), 10**12, full=full)
+    return len(envelope(widest.encode(), bytes(64)))
+
+
 def delta_statements(
     witness_id: str,
     seq: int,
@@ -257,8 +266,7 @@ def delta_statements(
     changes, in key order, as keep its topic message (:func:`envelope`) within ``max_bytes``.
     """
     pending = sorted(changed, key=lambda c: c.key)
-    widest = Statement(witness_id, seq + len(pending), prev_hash, signed_at, (), 10**12)
-    fixed = len(envelope(widest.encode(), bytes(64)))
+    fixed = _overhead(witness_id, seq + len(pending), prev_hash, signed_at, None)
     for part in _parts(pending, fixed, max_bytes):
         replaced: Replaced = {c.key: chains.get(c.key) for c in part}
         for c in part:
@@ -290,9 +298,7 @@ def full_statements(
     entries = sorted(chains, key=lambda c: c.key)
     undo(chains, before)  # put back part by part below, so a failed part can be undone
     n = len(entries)
-    widest = Statement(witness_id, seq + n, prev_hash, signed_at, (), 10**12, full=(n, n))
-    fixed = len(envelope(widest.encode(), bytes(64)))
-    parts = _parts(entries, fixed, max_bytes)
+    parts = _parts(entries, _overhead(witness_id, seq + n, prev_hash, signed_at, (n, n)), max_bytes)
     for i, part in enumerate(parts, 1):
         replaced: Replaced = {c.key: before[c.key] for c in part if c.key in before}
         for key in replaced:
