@@ -42,6 +42,7 @@ from enum import StrEnum
 from typing import Any
 
 from decision_audit.audit.access_log import AccessSettings, os_user
+from decision_audit.audit.lookup import ident_condition, ident_parameters
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.fields import DECISION_EVENT
 from decision_audit.contract.models import decode_value, encode_value
@@ -354,15 +355,8 @@ def select_decisions(
     where: list[str] = []
     params: dict[str, Any] = {}
     if ident is not None:
-        try:
-            params["eid"] = str(uuid.UUID(ident))
-        except ValueError:
-            params["eid"] = "00000000-0000-0000-0000-000000000000"
-        params["id"] = ident
-        where.append(
-            "(event_id = {eid:UUID} OR request_id = {id:String} "
-            "OR tags['prediction_id'] = {id:String})"
-        )
+        params |= ident_parameters(ident)
+        where.append(ident_condition(database))
     if model_version is not None:
         name, _, version = model_version.rpartition("@")
         params |= {"name": name, "version": version}

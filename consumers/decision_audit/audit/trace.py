@@ -18,7 +18,6 @@ event proven like the decision's follow-ups and judged by the promotion gate's r
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -33,6 +32,7 @@ from decision_audit.audit.keystore import (
     print_encrypted,
     to_dicts,
 )
+from decision_audit.audit.lookup import ident_condition, ident_parameters
 from decision_audit.audit.verify import COMPARED
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
@@ -70,28 +70,10 @@ MAX_MATCHES = 20
 
 
 def lookup_sql(database: str, columns: str) -> str:
-    """The decisions with event id ``{eid:UUID}``, request id or prediction id ``{id:String}``.
-
-    An OR of three columns defeats each one's skip index (every granule is read), so the
-    sorting keys of the rows each predicate matches are found apart, each through its own
-    index or projection (migration 0015), and the rows read by those keys; the OR is kept
-    outside so that FINAL keeps the same rows as before. GLOBAL: on a cluster the keys are
-    gathered from every shard first (``decisions`` is then a Distributed table).
-    """
-    keys = " UNION ALL ".join(
-        f"SELECT model_name, model_version, occurred_at, event_id FROM {database}.decisions "
-        f"WHERE {where}"
-        for where in (
-            "event_id = {eid:UUID}",
-            "request_id = {id:String}",
-            "tags['prediction_id'] = {id:String}",
-        )
-    )
+    """The decisions with event id ``{eid:UUID}``, request id or prediction id ``{id:String}``
+    (:func:`decision_audit.audit.lookup.ident_condition`), the latest first."""
     return (
-        f"SELECT {columns} FROM {database}.decisions FINAL "
-        f"WHERE (model_name, model_version, occurred_at, event_id) GLOBAL IN ({keys}) "
-        "AND (event_id = {eid:UUID} OR request_id = {id:String} "
-        "OR tags['prediction_id'] = {id:String}) "
+        f"SELECT {columns} FROM {database}.decisions FINAL WHERE {ident_condition(database)} "
         f"ORDER BY occurred_at DESC LIMIT {MAX_MATCHES}"
     )
 
@@ -290,13 +272,9 @@ class Tracer:
 
     def _find(self, ident: str) -> list[dict[str, Any]]:
         cols = ", ".join(("event_hash", "raw", *dict.fromkeys((*DECISION_FIELDS, *COMPARED))))
-        try:
-            eid = str(uuid.UUID(ident))
-        except ValueError:
-            eid = "00000000-0000-0000-0000-000000000000"
         result = self.client.query(
             lookup_sql(self.db, cols),
-            parameters={"eid": eid, "id": ident},
+            parameters=ident_parameters(ident),
             column_formats={"event_hash": "bytes", "raw": "bytes", "prev_hash": "bytes"},
         )
         return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
