@@ -14,7 +14,7 @@ from collections import Counter
 import prometheus_client
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from decision_audit.worker.lag import positions, with_committed
+from decision_audit.worker.lag import positions
 from decision_audit.worker.received import Received
 
 log = logging.getLogger("decision_audit.worker")
@@ -145,9 +145,7 @@ class ConsumerViewLag:
         """Set the gauge of every assigned partition; drop the gauges of the others."""
         seen: set[Partition] = set()
         try:
-            for (topic, partition), position in with_committed(
-                consumer, positions(consumer)
-            ).items():
+            for (topic, partition), position in positions(consumer).items():
                 tp = TopicPartition(topic, partition)
                 low, high = consumer.get_watermark_offsets(tp, cached=True)
                 at = position if position >= 0 else low

@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 import prometheus_client
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 log = logging.getLogger("decision_audit.worker")
@@ -33,45 +33,42 @@ _EARLIEST = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
 
 
 def positions(consumer: Consumer) -> dict[Partition, int]:
-    """Each assigned partition's next offset to read, -1 before it returned anything (a read
-    of the consumer's own state: no request)."""
+    """Each assigned partition's next offset to read; before it returned anything, the
+    committed offset (-1 when there is none: the lag is then counted from the start)."""
     assignment = consumer.assignment()
     if not assignment:
         return {}
-    return {(tp.topic, tp.partition): tp.offset for tp in consumer.position(assignment)}
-
-
-def with_committed(consumer: Consumer, current: dict[Partition, int]) -> dict[Partition, int]:
-    """``current`` with each unread partition at its committed offset (-1 when none), asked
-    of the group coordinator through ``consumer``."""
-    unread = [TopicPartition(t, p) for (t, p), offset in current.items() if offset < 0]
-    if not unread:
-        return current
-    committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(unread, 1.0)}
-    return {k: v if v >= 0 else committed.get(k, -1) for k, v in current.items()}
+    current = consumer.position(assignment)
+    unread = [tp for tp in current if tp.offset < 0]
+    committed = {
+        (tp.topic, tp.partition): tp.offset
+        for tp in (consumer.committed(unread, timeout=1.0) if unread else [])
+    }
+    return {
+        (tp.topic, tp.partition): tp.offset
+        if tp.offset >= 0
+        else committed.get((tp.topic, tp.partition), -1)
+        for tp in current
+    }
 
 
 class BrokerLag:
     """Lag = the broker's log end offset minus the worker's position, per partition.
 
-    :meth:`update` is called from the poll loop and never waits on the broker: the thread
-    asks for the log end offsets and, for a partition not read yet, the group's committed
-    offset (else the log start: ``auto.offset.reset=earliest``). The gauge follows within
-    about a second (or ``request_timeout`` when the broker is slow).
+    :meth:`update` is called from the poll loop and never waits on the broker; the gauge
+    follows within about a second (or ``request_timeout`` when the broker is slow).
     """
 
     def __init__(
         self,
         gauge: prometheus_client.Gauge,
         admin_config: dict[str, Any],
-        group: str,
         *,
         request_timeout: float = 5.0,
     ) -> None:
         self._gauge = gauge
         """labelled ``(topic, partition)``"""
         self._admin_config = admin_config
-        self._group = group
         self._request_timeout = request_timeout
         self._latest: dict[Partition, int] | None = None
         self._lock = threading.Lock()
@@ -115,31 +112,10 @@ class BrokerLag:
             if current is None:
                 continue
             ends = self._offsets(admin, list(current), _LATEST)
-            unread = [key for key, position in current.items() if position < 0]
-            current.update(self._committed(admin, unread))
             # Never read and nothing committed: auto.offset.reset=earliest reads from the start.
             unread = [key for key, position in current.items() if position < 0]
-            current.update(self._offsets(admin, unread, _EARLIEST))
-            self._show(current, ends)
-
-    def _committed(self, admin: AdminClient, partitions: list[Partition]) -> dict[Partition, int]:
-        if not partitions:
-            return {}
-        wanted = [TopicPartition(t, p) for t, p in partitions]
-        try:
-            futures = admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(self._group, wanted)],
-                request_timeout=self._request_timeout,
-            )
-            answer = futures[self._group].result()
-        except KafkaException as exc:
-            log.debug("committed offsets not available: %s", exc)
-            return {}
-        return {
-            (tp.topic, tp.partition): tp.offset
-            for tp in answer.topic_partitions or []
-            if tp.offset >= 0 and tp.error is None
-        }
+            starts = self._offsets(admin, unread, _EARLIEST)
+            self._show({k: v if v >= 0 else starts.get(k, -1) for k, v in current.items()}, ends)
 
     def _offsets(
         self, admin: AdminClient, partitions: list[Partition], spec: OffsetSpec

@@ -167,7 +167,7 @@ class Worker:
         self._lag = (
             ConsumerViewLag(self.metrics.lag)
             if self._gaps.enabled
-            else BrokerLag(self.metrics.lag, s.admin_config(), s.group)
+            else BrokerLag(self.metrics.lag, s.admin_config())
         )
         log.info(
             "broker cluster %s: Tansu workarounds %s",

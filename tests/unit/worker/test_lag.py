@@ -19,7 +19,7 @@ def _values(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
 
 def test_lag_is_log_end_minus_position_and_follows_the_assignment() -> None:
     registry = CollectorRegistry()
-    lag = BrokerLag(Gauge("lag", "lag", ["topic", "partition"], registry=registry), {}, "g")
+    lag = BrokerLag(Gauge("lag", "lag", ["topic", "partition"], registry=registry), {})
     lag._show({("t", 0): 10, ("t", 1): 5}, {("t", 0): 25, ("t", 1): 5})
     assert _values(registry) == {("t", "0"): 15, ("t", "1"): 0}
 
