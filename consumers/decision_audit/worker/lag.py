@@ -55,8 +55,10 @@ def positions(consumer: Consumer) -> dict[Partition, int]:
 class BrokerLag:
     """Lag = the broker's log end offset minus the worker's position, per partition.
 
-    :meth:`update` is called from the poll loop and never waits on the broker; the gauge
-    follows within about a second (or ``request_timeout`` when the broker is slow).
+    :meth:`update` is called from the poll loop and asks the broker nothing but, for a
+    partition not read yet, its committed offset (the group coordinator answers that apart
+    from fetches); the gauge follows within about a second (or ``request_timeout`` when the
+    broker is slow).
     """
 
     def __init__(
