@@ -314,7 +314,7 @@ def test_erasure_deletes_keys_on_every_shard_of_a_cluster(ch: Any) -> None:
     mutation of every shard's local table (a Distributed table takes no DELETE)."""
     from datetime import UTC, datetime
 
-    from decision_audit.worker.keystore import delete_keys_statements
+    from decision_audit.clickhouse.tables import delete_keys_statements
 
     sub = "ab" * 32
     at = datetime(2026, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)

@@ -30,12 +30,12 @@ from decision_audit.audit.keystore import (
     WrongKeystoreKey,
     erasure_from_row,
 )
+from decision_audit.clickhouse.tables import delete_keys
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.ids import uuid7
 from decision_audit.contract.models import utc_now
 from decision_audit.contract.sealing import SUBJECT_HASH_RE, SealedKey
 from decision_audit.contract.settings import AuditSettings
-from decision_audit.worker.keystore import delete_keys
 
 
 class UnknownSubject(DecisionAuditError, LookupError):

@@ -1,7 +1,7 @@
 """``decision-audit gate``: may this model version be promoted to production now?
 
 The question the worker asks of a ``promote`` event after the fact
-(:func:`decision_audit.worker.model_events.promotion_problems`), asked before it from what
+(:func:`decision_audit.contract.promotion.promotion_problems`), asked before it from what
 ``audit.model_events`` holds, so a CI/CD pipeline can stop a promotion the policy would
 report as an ``unapproved_promotion`` incident.
 """
@@ -13,13 +13,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from decision_audit.clickhouse.tables import stored_facts
 from decision_audit.contract.models import utc_now
-from decision_audit.worker.model_events import (
-    Fact,
-    PromotionPolicy,
-    promotion_problems,
-    stored_facts,
-)
+from decision_audit.contract.promotion import Fact, PromotionPolicy, promotion_problems
 
 
 @dataclass

@@ -25,9 +25,9 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from decision_audit.audit.output import render
+from decision_audit.clickhouse.tables import INCIDENT_COLUMNS
 from decision_audit.contract.lineage import ACTION_DETAILS
 from decision_audit.contract.reasons import IncidentKind
-from decision_audit.worker.store import INCIDENT_COLUMNS
 
 ARTIFACT_ACTIONS = tuple(
     action

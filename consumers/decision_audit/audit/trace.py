@@ -34,6 +34,7 @@ from decision_audit.audit.keystore import (
 )
 from decision_audit.audit.lookup import ident_condition, ident_parameters
 from decision_audit.audit.verify import COMPARED
+from decision_audit.clickhouse.tables import stored_facts
 from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
 from decision_audit.contract.errors import DecisionAuditError
@@ -48,7 +49,7 @@ from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.lineage import model_version_id
 from decision_audit.contract.models import decode_value
-from decision_audit.worker.model_events import PromotionPolicy, promotion_problems, stored_facts
+from decision_audit.contract.promotion import PromotionPolicy, promotion_problems
 
 # What a trace shows of the decision and what followed it (decision_audit.contract.fields).
 DECISION_FIELDS = tuple(f.name for f in DECISION_EVENT if f.traced)
@@ -1079,7 +1080,7 @@ class LifecycleTracer(Tracer):
     def _judge(self, entries: list[ChainEntry]) -> None:
         """Flag what the audit notes: failed attestations that a promotion or deployment
         overrode, automatic approvals despite them, and what the promotion gate rejects
-        (:func:`decision_audit.worker.model_events.promotion_problems`)."""
+        (:func:`decision_audit.contract.promotion.promotion_problems`)."""
         versions = {v for e in entries for v in _versions(e)}
         facts = stored_facts(self.client, self.db, versions)
         for e in entries:

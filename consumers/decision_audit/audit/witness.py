@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from decision_audit.audit.retention import chain_starts
+from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.fields import CHAINED_KINDS
 from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.reasons import WitnessProblemKind
 from decision_audit.contract.witness import (
     GENESIS,
     ChainKey,
@@ -56,7 +58,7 @@ class StoredStatement:
 
 @dataclass(frozen=True)
 class WitnessProblem:
-    kind: str
+    kind: WitnessProblemKind
     witness_id: str
     statement: int | None
     detail: str
@@ -96,7 +98,7 @@ Logs = dict[str, dict[int, tuple[Statement, StoredStatement]]]
 """each witness's statements by seq"""
 
 
-class WitnessSourceError(RuntimeError):
+class WitnessSourceError(DecisionAuditError, RuntimeError):
     """The witness statements could not be read (topic missing, broker down)."""
 
 
@@ -184,13 +186,15 @@ def _logs(statements: Iterable[StoredStatement], keyring: KeyRing, report: Witne
         try:
             st = decode(s.data)
         except WitnessFormatError as exc:
-            report.problems.append(WitnessProblem("unreadable", wid, s.seq, f"{s.origin}: {exc}"))
+            report.problems.append(
+                WitnessProblem(WitnessProblemKind.UNREADABLE, wid, s.seq, f"{s.origin}: {exc}")
+            )
             continue
         where = f"statement {st.seq} of witness {st.witness_id} ({s.origin})"
         if s.witness_id is not None and (s.witness_id, s.seq) != (st.witness_id, st.seq):
             report.problems.append(
                 WitnessProblem(
-                    "edited",
+                    WitnessProblemKind.EDITED,
                     st.witness_id,
                     st.seq,
                     f"{where}: its row says witness {s.witness_id} seq {s.seq}",
@@ -200,7 +204,7 @@ def _logs(statements: Iterable[StoredStatement], keyring: KeyRing, report: Witne
             if st.witness_id not in keyring:
                 report.problems.append(
                     WitnessProblem(
-                        "unknown_key",
+                        WitnessProblemKind.UNKNOWN_KEY,
                         st.witness_id,
                         st.seq,
                         f"{where}: no trusted key {st.witness_id}.pub in --keys",
@@ -209,7 +213,7 @@ def _logs(statements: Iterable[StoredStatement], keyring: KeyRing, report: Witne
             elif not keyring.verify(st.witness_id, s.signature, s.data):
                 report.problems.append(
                     WitnessProblem(
-                        "bad_signature",
+                        WitnessProblemKind.BAD_SIGNATURE,
                         st.witness_id,
                         st.seq,
                         f"{where}: the signature does not verify with key "
@@ -223,7 +227,10 @@ def _logs(statements: Iterable[StoredStatement], keyring: KeyRing, report: Witne
             if seen[1].data != s.data:
                 report.problems.append(
                     WitnessProblem(
-                        "fork", st.witness_id, st.seq, f"{where}: two different statements"
+                        WitnessProblemKind.FORK,
+                        st.witness_id,
+                        st.seq,
+                        f"{where}: two different statements",
                     )
                 )
             continue  # the same statement twice (published again after a timeout)
@@ -255,7 +262,9 @@ def _fold_log(
         entry = log.get(seq)
         if entry is None:
             report.problems.append(
-                WitnessProblem("missing_statement", wid, seq, f"statement {seq} is missing")
+                WitnessProblem(
+                    WitnessProblemKind.MISSING_STATEMENT, wid, seq, f"statement {seq} is missing"
+                )
             )
             prev_hash, complete, restating = b"", False, None
             continue
@@ -263,7 +272,7 @@ def _fold_log(
         if prev_hash and st.prev_hash != prev_hash:
             report.problems.append(
                 WitnessProblem(
-                    "broken_link",
+                    WitnessProblemKind.BROKEN_LINK,
                     wid,
                     seq,
                     f"statement {seq} ({stored.origin}) does not link to statement {seq - 1}",
@@ -282,7 +291,7 @@ def _fold_log(
             ):
                 report.problems.append(
                     WitnessProblem(
-                        "witness_rewritten",
+                        WitnessProblemKind.WITNESS_REWRITTEN,
                         wid,
                         seq,
                         f"statement {seq} "
@@ -335,7 +344,7 @@ def _check_restatement(
             ok = False
             report.problems.append(
                 WitnessProblem(
-                    "restatement_mismatch",
+                    WitnessProblemKind.RESTATEMENT_MISMATCH,
                     wid,
                     last,
                     f"the full restatement in {where} "
@@ -369,7 +378,7 @@ def _check_digest(
         return True
     report.problems.append(
         WitnessProblem(
-            "digest_mismatch",
+            WitnessProblemKind.DIGEST_MISMATCH,
             wid,
             st.seq,
             f"statement {st.seq} ({stored.origin}) commits to {st.total} chains, digest "
@@ -437,7 +446,7 @@ class WitnessChecker:
                 if data != s.data:
                     report.problems.append(
                         WitnessProblem(
-                            "witness_rewritten",
+                            WitnessProblemKind.WITNESS_REWRITTEN,
                             wid,
                             seq,
                             f"statement {seq} of witness {wid} ({s.origin}) is "
@@ -498,22 +507,34 @@ class WitnessChecker:
         hashes: dict[tuple[str, int, int], bytes],
         pruned: dict[tuple[str, int], Any],
         table: str,
-    ) -> tuple[str, str] | None:
+    ) -> tuple[WitnessProblemKind, str] | None:
         boundary = pruned.get((c.producer_id, c.epoch))
         if boundary is not None and boundary.seq - 1 >= c.seq:
             if boundary.seq - 1 == c.seq and boundary.prev_hash != c.head:
-                return "head_mismatch", "retention recorded another hash at this seq"
+                return (
+                    WitnessProblemKind.HEAD_MISMATCH,
+                    "retention recorded another hash at this seq",
+                )
             return None  # pruned by retention past the witnessed head
         top = heads.get((c.producer_id, c.epoch))
         if top is None:
-            return "missing_chain", f"no events of it in {table} (the chain was deleted)"
+            return (
+                WitnessProblemKind.MISSING_CHAIN,
+                f"no events of it in {table} (the chain was deleted)",
+            )
         if top < c.seq:
-            return "truncated_chain", f"{table} holds it only up to seq {top} (tail deleted)"
+            return (
+                WitnessProblemKind.TRUNCATED_CHAIN,
+                f"{table} holds it only up to seq {top} (tail deleted)",
+            )
         stored = hashes.get((c.producer_id, c.epoch, c.seq))
         if stored is None:
-            return "missing_head", f"the witnessed head event is not in {table}"
+            return WitnessProblemKind.MISSING_HEAD, f"the witnessed head event is not in {table}"
         if stored != c.head:
-            return "head_mismatch", "the stored event hash differs from the witnessed head"
+            return (
+                WitnessProblemKind.HEAD_MISMATCH,
+                "the stored event hash differs from the witnessed head",
+            )
         return None
 
 

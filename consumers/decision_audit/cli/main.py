@@ -468,7 +468,7 @@ def trace(
         print_timeline,
         print_trace,
     )
-    from decision_audit.worker.model_events import PromotionPolicy
+    from decision_audit.contract.promotion import PromotionPolicy
 
     modes = [m for m in (ident, deployment, model_version) if m is not None]
     if len(modes) != 1:
@@ -585,7 +585,7 @@ def gate(
     """
     from decision_audit.audit.access_log import record_access
     from decision_audit.audit.gate import check_gate, print_gate
-    from decision_audit.worker.model_events import PromotionPolicy
+    from decision_audit.contract.promotion import PromotionPolicy
 
     if "@" not in model_version.strip("@"):
         raise click.BadParameter("expected NAME@VERSION", param_hint="--model-version")

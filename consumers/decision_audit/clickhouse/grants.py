@@ -4,9 +4,10 @@
 holds on it. Roles:
 
 * ``writer`` — the worker: INSERT into what :class:`decision_audit.worker.store.Store`
-  writes (and the rollups its materialized views fill), SELECT of the chain heads it reads,
-  CREATE TEMPORARY TABLE for its ClickHouse-side parsing (:mod:`decision_audit.worker.staging`;
-  a session's temporary tables need no other grant). Never ALTER, DELETE, DROP, TRUNCATE or
+  writes for it (its ``subject_keys`` methods are the key filer's) and the rollups its
+  materialized views fill, SELECT of the chain heads it reads, CREATE TEMPORARY TABLE for
+  its ClickHouse-side parsing (:mod:`decision_audit.worker.staging`; a session's temporary
+  tables need no other grant). Never ALTER, DELETE, DROP, TRUNCATE or
   OPTIMIZE: a leaked worker password cannot rewrite history. ``decision-audit reconcile``
   runs as the writer too (it reads the model events and inserts its incidents).
 * ``keyfiler`` — ``decision-audit keystore file``: INSERT into ``subject_keys``, SELECT of

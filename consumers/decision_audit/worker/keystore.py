@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import prometheus_client
@@ -35,9 +35,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pydantic import Field
 
-from decision_audit.clickhouse.cluster import quote_str
 from decision_audit.clickhouse.connect import connect, redact_dsn
-from decision_audit.clickhouse.migrate import cluster_statements, migrate
+from decision_audit.clickhouse.migrate import migrate
 from decision_audit.clickhouse.settings import ClickHouseSettings
 from decision_audit.contract.codec import (
     CodecError,
@@ -56,13 +55,11 @@ from decision_audit.worker.broker_workarounds import OffsetGapGuard, needed
 from decision_audit.worker.offsets import commit_stored
 from decision_audit.worker.received import Received
 from decision_audit.worker.startup import kafka_reason, wait_for_broker
-from decision_audit.worker.store import batch_token
+from decision_audit.worker.store import Store, batch_token
 from decision_audit.worker.topics import TopicNotCreated
 
 log = logging.getLogger("decision_audit.keystore")
 
-KEY_COLUMNS = SUBJECT_KEY.written
-"""the columns of ``subject_keys`` the filer writes (contract/fields.py)"""
 SEALED_BYTES = DATA_KEY_BYTES + 16
 """a sealed data key: the key and its AES-GCM tag"""
 REGISTRY_RETRY_MAX = 30.0
@@ -318,12 +315,7 @@ class KeyFiler:
                 [m.offset for m in messages],
                 [m.value for m in messages],
             )
-            client.insert(
-                f"{db}.subject_keys",
-                kept,
-                column_names=list(KEY_COLUMNS),
-                settings={"async_insert": 0, "insert_deduplication_token": token},
-            )
+            Store(client, db).insert_subject_keys(kept, token)
             self.stats.filed += len(kept)
             self._sweep(client, kept, erased)
 
@@ -338,7 +330,7 @@ class KeyFiler:
             covered = [r for r in kept if r[2] == sub and r[1] <= at]
             if not covered:
                 continue
-            delete_keys(client, db, sub, at, self.settings.cluster)
+            Store(client, db).delete_subject_keys(sub, at, self.settings.cluster)
             self.stats.refused += len(covered)
             self.stats.filed -= len(covered)
             log.info("deleted %d key(s) filed while their subject was erased", len(covered))
@@ -402,32 +394,3 @@ def _erased_at(client: Any, database: str, subjects: list[str]) -> dict[str, dat
 def _covered(erased: dict[str, datetime], row: list[Any]) -> bool:
     at = erased.get(row[2])
     return at is not None and row[1] <= at
-
-
-def delete_keys(
-    client: Any, database: str, sub: str, until: datetime, cluster: str | None = None
-) -> None:
-    """Delete subject ``sub``'s keys of decisions up to ``until``, synchronously on every
-    replica (a mutation: physical once its parts are cleaned up, see migration 0012)."""
-    for stmt in delete_keys_statements(database, sub, until, cluster):
-        client.command(stmt, settings={"mutations_sync": 2})
-
-
-def delete_keys_statements(
-    database: str, sub: str, until: datetime, cluster: str | None = None
-) -> tuple[str, ...]:
-    """The statements of :func:`delete_keys`: on a ``cluster``, an ``ON CLUSTER`` mutation of
-    every shard's local table (a Distributed table takes no DELETE).
-
-    The values are written into the statement (``sub`` is checked to be a subject hash):
-    an ``ON CLUSTER`` statement is queued for the other servers as text.
-    """
-    if not SUBJECT_HASH_RE.match(sub):
-        raise ValueError(f"not a subject hash: {sub!r}")
-    utc = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
-    at = utc.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    sql = (
-        f"ALTER TABLE {database}.subject_keys DELETE WHERE subject_hash = {quote_str(sub)} "
-        f"AND occurred_at <= toDateTime64({quote_str(at)}, 3, 'UTC')"
-    )
-    return cluster_statements(sql, database, cluster)

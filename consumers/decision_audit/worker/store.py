@@ -7,11 +7,13 @@ import operator
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from clickhouse_connect.driver.binding import format_str
 
-from decision_audit.contract.fields import CHECKPOINT, DECISION_EVENT, RecordKind
+from decision_audit.clickhouse.tables import INCIDENT_COLUMNS, delete_keys
+from decision_audit.contract.fields import CHECKPOINT, DECISION_EVENT, SUBJECT_KEY, RecordKind
 from decision_audit.worker.checks import VerifiedEvent
 from decision_audit.worker.rows import QuarantineRow
 from decision_audit.worker.side_chains import SideBatch
@@ -21,16 +23,8 @@ _RECORD_COLUMNS = DECISION_EVENT.names
 DECISION_COLUMNS = DECISION_EVENT.written
 """every column of ``decisions`` the worker writes: the record's, then hash, bytes, position"""
 CHECKPOINT_COLUMNS = CHECKPOINT.written
-INCIDENT_COLUMNS = (
-    "kind",
-    "producer_id",
-    "producer_epoch",
-    "seq_from",
-    "seq_to",
-    "detail",
-    "source_partition",
-    "source_offset",
-)
+SUBJECT_KEY_COLUMNS = SUBJECT_KEY.written
+"""the columns of ``subject_keys`` the key filer writes (contract/fields.py)"""
 SIDE_TOKENS = {"model_event": "m", "outcome": "o", "review": "r"}
 """the deduplication token suffix of each side kind's rows (``/m``) and checkpoints (``/mc``)"""
 WITNESS_COLUMNS = (
@@ -180,6 +174,16 @@ class Store:
         self._insert_rows(
             "quarantine", QUARANTINE_COLUMNS, [r.values() for r in rows], token + "/q"
         )
+
+    def insert_subject_keys(self, rows: list[list[Any]], token: str) -> None:
+        """The key filer's sealed keys (:mod:`.keystore`), in :data:`SUBJECT_KEY_COLUMNS`
+        order, under the batch's token as it is."""
+        self._insert_rows("subject_keys", SUBJECT_KEY_COLUMNS, rows, token)
+
+    def delete_subject_keys(self, sub: str, until: datetime, cluster: str | None = None) -> None:
+        """The key filer's sweep: subject ``sub``'s keys of decisions up to ``until``, deleted
+        as ``erase`` deletes them (:func:`decision_audit.clickhouse.tables.delete_keys`)."""
+        delete_keys(self.client, self.database, sub, until, cluster)
 
     def insert_witness(self, row: list[Any], token: str) -> None:
         """One witness statement (:mod:`.witness`), in :data:`WITNESS_COLUMNS` order."""

@@ -114,3 +114,44 @@ class ProblemKind(Code):
         "missing_checkpoint",
         "a signed chain whose latest events no checkpoint covers",
     )
+
+
+class WitnessProblemKind(Code):
+    """What ``verify`` found wrong with a witness log or with a chain a witness names."""
+
+    MISSING_CHAIN = "missing_chain", "a witnessed chain has no events left (it was deleted)"
+    TRUNCATED_CHAIN = (
+        "truncated_chain",
+        "a witnessed chain is stored only up to a seq below the witnessed one (tail deleted)",
+    )
+    MISSING_HEAD = "missing_head", "the witnessed head event of a chain is not stored"
+    HEAD_MISMATCH = (
+        "head_mismatch",
+        "the hash stored (or recorded by retention) at the witnessed seq is not the witnessed head",
+    )
+    BAD_SIGNATURE = (
+        "bad_signature",
+        "a statement's signature does not verify with its witness's key (forged or edited)",
+    )
+    UNKNOWN_KEY = "unknown_key", "a statement by a witness whose key is not among --keys"
+    BROKEN_LINK = (
+        "broken_link",
+        "a statement's prev_hash is not the hash of the statement before it",
+    )
+    MISSING_STATEMENT = "missing_statement", "a seq missing from a witness log"
+    DIGEST_MISMATCH = (
+        "digest_mismatch",
+        "a statement's total and digest differ from those of the set folded up to it",
+    )
+    RESTATEMENT_MISMATCH = (
+        "restatement_mismatch",
+        "a full restatement drops a chain folded before it or lists another head of it",
+    )
+    FORK = "fork", "two different statements with the same seq in one witness log"
+    EDITED = "edited", "a row's witness_id or seq differs from its signed statement's"
+    WITNESS_REWRITTEN = (
+        "witness_rewritten",
+        "a statement moves a chain back or changes its head, or the topic's copy of a "
+        "statement is missing from or different in witness_statements",
+    )
+    UNREADABLE = "unreadable", "a stored statement that does not decode"

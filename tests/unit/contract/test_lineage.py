@@ -24,16 +24,12 @@ from decision_audit.contract.lineage import (
     model_event_problem,
 )
 from decision_audit.contract.models import utc_now
+from decision_audit.contract.promotion import Fact, PromotionPolicy, promotion_problems
 from decision_audit.contract.reasons import Reason
 from decision_audit.producer.lifecycle import model_event_record
 from decision_audit.worker.chain_heads import ChainReader
 from decision_audit.worker.checks import EventVerifier, Rejection, VerifiedEvent
-from decision_audit.worker.model_events import (
-    Fact,
-    ModelEventIngest,
-    PromotionPolicy,
-    promotion_problems,
-)
+from decision_audit.worker.model_events import ModelEventIngest
 from tests.helpers import craft_chain
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)

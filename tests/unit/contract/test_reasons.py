@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from decision_audit.contract.reasons import Code, IncidentKind, ProblemKind, Reason
+from decision_audit.contract.reasons import (
+    Code,
+    IncidentKind,
+    ProblemKind,
+    Reason,
+    WitnessProblemKind,
+)
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -23,6 +29,11 @@ RELEASED = {
     ProblemKind: (
         "undecodable_row altered_row reordered_row deleted_rows inserted_row chain_break "
         "forged_checkpoint unknown_key checkpoint_mismatch missing_checkpoint"
+    ),
+    WitnessProblemKind: (
+        "missing_chain truncated_chain missing_head head_mismatch bad_signature unknown_key "
+        "broken_link missing_statement digest_mismatch restatement_mismatch fork edited "
+        "witness_rewritten unreadable"
     ),
 }
 
@@ -60,8 +71,24 @@ def test_the_readme_table_lists_every_reason_with_its_meaning() -> None:
     assert table == declared, "README reasons table: meanings differ from Reason's"
 
 
-@pytest.mark.parametrize("codes", [IncidentKind, ProblemKind], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "codes", [IncidentKind, ProblemKind, WitnessProblemKind], ids=lambda c: c.__name__
+)
 def test_the_readme_names_every_incident_and_problem_kind(codes: type[Code]) -> None:
     text = README.read_text(encoding="utf-8")
     missing = [c.value for c in codes if f"`{c.value}`" not in text]
     assert not missing, f"README does not name the {codes.__name__} values {missing}"
+
+
+def test_the_readme_lists_the_witness_problems_in_order() -> None:
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    m = re.search(
+        r"reported under `witness` \(JSON\) with the chain named — (.+?) — and make", text
+    )
+    assert m is not None, "README: the witness problems' list is gone"
+    listed = re.findall(r"`([a-z_]+)`", m[1])
+    assert listed == [k.value for k in WitnessProblemKind], (
+        f"README witness problems: missing {sorted(set(WitnessProblemKind) - set(listed))}, "
+        f"not declared {sorted(set(listed) - set(WitnessProblemKind))} "
+        "(order as in WitnessProblemKind)"
+    )
