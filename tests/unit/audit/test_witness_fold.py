@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from decision_audit.audit.witness import Claim, StoredStatement, WitnessProblem, check_logs
+from decision_audit.audit.witness import (
+    Claim,
+    StoredStatement,
+    WitnessProblem,
+    WitnessSourceError,
+    check_logs,
+)
+from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.reasons import WitnessProblemKind
 from decision_audit.contract.witness import (
     GENESIS,
     MAX_MESSAGE_BYTES,
@@ -95,6 +103,7 @@ def _set(claims: list[Claim]) -> dict[ChainKey, WitnessedChain]:
 
 
 def _kinds(problems: list[WitnessProblem]) -> list[tuple[str, int | None]]:
+    assert all(type(p.kind) is WitnessProblemKind for p in problems), problems
     return [(p.kind, p.statement) for p in problems]
 
 
@@ -366,3 +375,8 @@ def test_a_restatement_missing_its_last_part_is_not_complete() -> None:
     report, claims = check_logs(log.stored(), KeyRing())
     assert _kinds(report.problems) == [("missing_statement", last)]
     assert _set(claims) == full
+
+
+def test_an_unreadable_witness_source_is_under_the_error_root() -> None:
+    assert issubclass(WitnessSourceError, DecisionAuditError)
+    assert issubclass(WitnessSourceError, RuntimeError)  # callers caught RuntimeError
