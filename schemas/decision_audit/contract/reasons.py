@@ -114,3 +114,18 @@ class ProblemKind(Code):
         "missing_checkpoint",
         "a signed chain whose latest events no checkpoint covers",
     )
+
+
+class WitnessProblemKind(Code):
+    """What ``verify`` found wrong with the witness logs or the chains they witnessed."""
+
+    UNPROVEN_PRUNING = (
+        "unproven_pruning",
+        "a chain pruned past its witnessed head by a pruning no retention run accounts for "
+        "(no run record, or run less than its window after the witness saw the chain)",
+    )
+    NO_WITNESS = "no_witness", "a witness is expected and the witness log is empty"
+    UNWITNESSED_CHAIN = (
+        "unwitnessed_chain",
+        "a witness is expected and a stored chain is in no witness statement",
+    )
