@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from decision_audit.contract.reasons import Code, IncidentKind, ProblemKind, Reason
+from decision_audit.contract.reasons import (
+    Code,
+    IncidentKind,
+    ProblemKind,
+    Reason,
+    WitnessProblemKind,
+)
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -60,7 +66,9 @@ def test_the_readme_table_lists_every_reason_with_its_meaning() -> None:
     assert table == declared, "README reasons table: meanings differ from Reason's"
 
 
-@pytest.mark.parametrize("codes", [IncidentKind, ProblemKind], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "codes", [IncidentKind, ProblemKind, WitnessProblemKind], ids=lambda c: c.__name__
+)
 def test_the_readme_names_every_incident_and_problem_kind(codes: type[Code]) -> None:
     text = README.read_text(encoding="utf-8")
     missing = [c.value for c in codes if f"`{c.value}`" not in text]
