@@ -329,8 +329,11 @@ class RunRecord:
     horizon: datetime
 
 
-def prunings(client: Any, database: str, table: str) -> dict[tuple[str, int], list[Pruning]]:
-    """Every recorded pruning of ``table``'s chains, each chain's by boundary, with its run."""
+def prunings(
+    client: Any, database: str, table: str, chains: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], list[Pruning]]:
+    """Every recorded pruning of ``chains`` of ``table``'s kind, each chain's by boundary, with
+    the run record that covers it."""
     rows = client.query(
         "SELECT p.producer_id, p.producer_epoch, toString(p.pruning_id), p.pruned_at, "
         "p.horizon, p.boundary_seq, r.run_id != toUUID('00000000-0000-0000-0000-000000000000'), "
@@ -338,8 +341,9 @@ def prunings(client: Any, database: str, table: str) -> dict[tuple[str, int], li
         f"FROM {database}.retention_prunings AS p LEFT JOIN {database}.retention_runs AS r "
         "ON p.run_id = r.run_id AND p.kind = r.kind "
         "WHERE p.kind = {k:String} AND p.boundary_seq > 0 "
+        "AND (p.producer_id, p.producer_epoch) IN {c:Array(Tuple(String, UInt64))} "
         "ORDER BY p.producer_id, p.producer_epoch, p.boundary_seq",
-        parameters={"k": table},
+        parameters={"k": table, "c": sorted(chains)},
         settings={"join_use_nulls": 0},
     ).result_rows
     out: dict[tuple[str, int], list[Pruning]] = {}

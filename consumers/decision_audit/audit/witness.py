@@ -83,6 +83,8 @@ class WitnessReport:
     chains: int = 0
     """chains in the union of the witnesses' folded sets"""
     signatures_checked: bool = False
+    expected: bool = False
+    """whether the auditor expected a witness (``--expect-witness``)"""
     problems: list[WitnessProblem] = field(default_factory=list)
 
     @property
@@ -96,6 +98,7 @@ class WitnessReport:
             "witnesses": self.witnesses,
             "chains": self.chains,
             "signatures_checked": self.signatures_checked,
+            "expected": self.expected,
             "problems": [asdict(p) for p in self.problems],
         }
 
@@ -456,6 +459,7 @@ class WitnessChecker:
         now = self.now or utc_now()
         self._check_chains(claims, signed, now, report)
         if self.expect:
+            report.expected = True
             self._check_coverage(claims, now, report)
         return report
 
@@ -563,7 +567,8 @@ class WitnessChecker:
                 ).result_rows
             }
             pruned = chain_starts(self.client, db, table)
-            recorded = prunings(self.client, db, table) if pruned else {}
+            past = [k for k in chains if k in pruned]
+            recorded = prunings(self.client, db, table, past) if past else {}
             for wid, n, c in claims:
                 problem = self._claim(c, heads, hashes, pruned, table)
                 if problem is None and (c.producer_id, c.epoch) in pruned:
