@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -28,6 +29,7 @@ from decision_audit.cli.main import main as cli_main
 from decision_audit.clickhouse import grants
 from decision_audit.clickhouse.settings import ClickHouseSettings, MigrateSettings
 from decision_audit.producer.settings import ProducerSettings
+from decision_audit.producer.signing import generate_keypair
 from decision_audit.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,6 +294,7 @@ def test_service_env_builds_its_settings(
     service: str,
     cls: type[Any],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     env = {k: interpolate(v) for k, v in env_of(services[service]).items()}
     ours = {k: v for k, v in env.items() if k.startswith("DECISION_AUDIT_")}
@@ -300,7 +303,7 @@ def test_service_env_builds_its_settings(
     for var in settings_env_names(cls):
         monkeypatch.delenv(var, raising=False)
     for var, value in ours.items():
-        monkeypatch.setenv(var, value)
+        monkeypatch.setenv(var, mounted(services[service], value, tmp_path))
     settings = cls()  # validates types and ranges exactly as the container will
     prefix = cls.model_config["env_prefix"]
     for var, value in ours.items():
@@ -309,8 +312,28 @@ def test_service_env_builds_its_settings(
             expected = cls.model_fields[field].default
         else:
             expected = TypeAdapter(cls.model_fields[field].annotation).validate_python(value)
-        got = getattr(settings, field)
+        if isinstance(got := getattr(settings, field), Path):
+            expected = Path(mounted(services[service], value, tmp_path))
         assert got == expected, f"{service}: {var}={value!r} read as {got!r}"
+
+
+def mounted(service: dict[str, Any], value: str, tmp_path: Path) -> str:
+    """``value``, or for a path inside a bind mount of ``service`` a copy of the host side
+    (which must exist) in ``tmp_path``, holding a throwaway key if the operator's keys (not
+    in git) are missing: the path is checked to be mounted, the settings to load it."""
+    for vol in service.get("volumes") or []:
+        source, target = str(vol).split(":")[:2]
+        if source.startswith(".") and (value == target or value.startswith(target + "/")):
+            host = ROOT / source / value[len(target) :].lstrip("/")
+            assert host.exists(), f"{value}: {host} is not there to mount"
+            copy = tmp_path / target.strip("/").replace("/", "_")
+            if not copy.exists():
+                shutil.copytree(ROOT / source, copy)
+                if not any(copy.glob("*.key")):
+                    generate_keypair(copy, "worker-1")
+            return str(copy / value[len(target) :].lstrip("/"))
+    assert not value.startswith("/etc/decision-audit"), f"{value} is not mounted"
+    return value
 
 
 def test_app_services_reach_the_server_not_chdb(app_services: dict[str, dict[str, Any]]) -> None:

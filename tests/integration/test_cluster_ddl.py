@@ -164,6 +164,7 @@ def test_single_node_and_cluster_tables_have_the_same_columns_and_keys(
         "erasures",
         "legal_holds",
         "retention_prunings",
+        "retention_runs",
         "witness_statements",
     }, sorted(single)
     assert set(many) == set(single) | {f"{t}_local" for t in stored}
@@ -295,6 +296,7 @@ def test_the_tools_query_tables_that_exist_in_both_layouts(
         "erasures",
         "legal_holds",
         "retention_prunings",
+        "retention_runs",
         "witness_statements",
         TRACKING_TABLE,
     }, sorted(queried)

@@ -9,6 +9,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,14 @@ from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from decision_audit import AuditProducer
+from decision_audit.audit.witness import check_logs, statements_from_clickhouse
 from decision_audit.cli.main import main
+from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.witness import (
     GENESIS,
     ChainSet,
     Statement,
+    WitnessedChain,
     complete_restatements,
     decode,
     set_digest,
@@ -29,6 +33,7 @@ from decision_audit.contract.witness import (
 )
 from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.producer.signing import Signer, generate_keypair
+from decision_audit.worker import witness as worker_witness
 from decision_audit.worker.loop import Worker
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.store import WITNESS_COLUMNS, Store
@@ -487,3 +492,158 @@ def test_the_worker_creates_the_witness_topic_keeping_every_statement(
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
     res = ConfigResource(ConfigResource.Type.TOPIC, topic)
     assert admin.describe_configs([res])[res].result(15)["retention.ms"].value == "-1"
+
+
+# -- issue 17 §3: pruning rows held to the witness, and a witness the auditor expects ---------
+
+PRUNING_COLUMNS = [
+    "pruning_id",
+    "run_id",
+    "pruned_at",
+    "kind",
+    "horizon",
+    "producer_id",
+    "producer_epoch",
+    "boundary_seq",
+    "boundary_hash",
+    "rows",
+    "actor",
+    "os_user",
+    "host",
+]
+
+
+def _claim(ch: Any, db: str, producer_id: str) -> WitnessedChain:
+    _, claims = check_logs(statements_from_clickhouse(ch, db), KeyRing())
+    (chain,) = [c for _, _, c in claims if c.producer_id == producer_id]
+    return chain
+
+
+@pytest.mark.parametrize("run_record", [False, True], ids=["no-run-record", "run-too-soon"])
+def test_a_fresh_chain_deleted_under_a_forged_pruning_fails_verify(
+    trail: Trail, ch: Any, run_record: bool
+) -> None:
+    """The admin deletes beta and writes the pruning row retention would have written for it
+    (boundary = witnessed seq, hash = witnessed head), with a run record that fits or none."""
+    db = trail.db
+    beta = _claim(ch, db, "beta")
+    _delete(ch, db, "producer_id = 'beta'")
+    now = datetime.now(UTC)
+    horizon = now - timedelta(days=183)
+    pruning_id, run_id = uuid.uuid4(), uuid.uuid4() if run_record else uuid.UUID(int=0)
+    row = [pruning_id, run_id, now, "decisions", horizon, "beta", beta.epoch, beta.seq]
+    row += [beta.head, beta.seq, "retention-cron", "root", "db-host"]
+    ch.insert(f"{db}.retention_prunings", [row], column_names=PRUNING_COLUMNS)
+    if run_record:
+        run = [run_id, now, "decisions", 183, False, horizon, "retention-cron", "root", "db-host"]
+        ch.insert(
+            f"{db}.retention_runs",
+            [run],
+            column_names=[
+                *("run_id", "ran_at", "kind", "window_days", "below_floor", "horizon"),
+                *("actor", "os_user", "host"),
+            ],
+        )
+    for extra in ((), ("--witness-from-kafka",)):
+        code, doc = trail.verify(*extra)
+        assert doc["problems"] == 0  # the chain walk starts past the pruning: nothing to see
+        assert code == 1 and _problems(doc) == [("unproven_pruning", "beta")], doc["witness"]
+        detail = doc["witness"]["problems"][0]["detail"]
+        assert detail.startswith("chain beta/") and f"pruning {pruning_id}" in detail
+        why = "ran less than its window after the witness saw" if run_record else "no retention"
+        assert why in detail
+
+
+def test_a_witnessed_chain_pruned_by_a_real_retention_run_verifies_green(
+    broker: LocalBroker,
+    ch: Any,
+    chdb_dir: Path,
+    worker_settings: WorkerSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decisions 400 days old, witnessed then (the worker's clock set back); retention with a
+    200-day window removes all of ``old`` (past its witnessed head) and the old part of
+    ``mixed``: verify, expecting a witness, is green, from ClickHouse and from the topic."""
+    keys = tmp_path / "keys"
+    generate_keypair(keys, "worker-w1")
+    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
+    s = worker_settings.model_copy(
+        update={
+            "keys": keys,
+            "witness_key": keys / "worker-w1.key",
+            "witness_interval": 0.2,
+            "witness_topic": witness_topic,
+        }
+    )
+    then = datetime.now(UTC).replace(microsecond=0) - timedelta(days=400)
+    for pid in ("old", "mixed"):
+        with AuditProducer(broker.bootstrap_servers, producer_id=pid, topic=s.topic) as p:
+            for i in range(3):
+                p.log_decision("m", "1", {"i": i}, "ok", occurred_at=then + timedelta(minutes=i))
+            assert p.flush(10) == 0
+    monkeypatch.setattr(worker_witness, "_now", lambda: then + timedelta(hours=1))
+    assert run_worker(s, ch).inserted == 6
+    monkeypatch.undo()
+    with AuditProducer(broker.bootstrap_servers, producer_id="mixed", topic=s.topic) as p:
+        for i in range(2):
+            p.log_decision("m", "1", {"i": 3 + i}, "ok")
+        assert p.flush(10) == 0
+    assert run_worker(s, ch).inserted == 2
+    trail = Trail(s, keys, chdb_dir, broker)
+    assert _claim(ch, trail.db, "old").seq == 3
+
+    store = ["--clickhouse-url", s.clickhouse_url, "--database", s.database]
+    pruned = CliRunner().invoke(main, ["retention", *store, "--retention-decisions-days", "200"])
+    assert pruned.exit_code == 0, pruned.output
+    assert "decisions: pruned 6 row(s) in 2 chain(s)" in pruned.output
+    assert count(ch, f"SELECT count() FROM {trail.db}.decisions WHERE producer_id = 'old'") == 0
+    (run,) = ch.query(
+        f"SELECT kind, window_days, below_floor FROM {trail.db}.retention_runs"
+    ).result_rows
+    assert run == ("decisions", 200, False)
+    assert (
+        count(
+            ch,
+            f"SELECT countIf(run_id = (SELECT any(run_id) FROM {trail.db}.retention_runs)) "
+            f"FROM {trail.db}.retention_prunings",
+        )
+        == 2
+    ), "each pruning names its run"
+    for extra in ((), ("--witness-from-kafka",)):
+        code, doc = trail.verify("--expect-witness", "--witness-grace", "0", *extra)
+        assert code == 0 and doc["ok"], doc["witness"]
+        assert doc["witness"]["chains"] == 3  # old, and both epochs of mixed
+
+
+def test_an_emptied_witness_log_fails_verify_when_a_witness_is_expected(
+    trail: Trail, ch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, doc = trail.verify("--expect-witness", "--witness-grace", "0")
+    assert code == 0 and doc["ok"], doc["witness"]
+    ch.command(f"TRUNCATE TABLE {trail.db}.witness_statements")
+    code, doc = trail.verify()
+    assert code == 0 and doc["witness"]["witnesses"] == {}, "not expected: only a warning"
+    monkeypatch.setenv("DECISION_AUDIT_EXPECT_WITNESS", "true")
+    code, doc = trail.verify()
+    assert code == 1 and not doc["ok"]
+    assert _problems(doc) == [("no_witness", None)]
+    assert "holds no witness statement" in doc["witness"]["problems"][0]["detail"]
+
+
+def test_statements_dropped_from_the_end_leave_a_chain_unwitnessed(trail: Trail, ch: Any) -> None:
+    """The restarted worker's statements (the only ones naming alpha's second epoch) deleted:
+    the rest of the log is a consistent prefix, so only an expected witness sees it."""
+    statements = _statements(ch, trail.db)
+    first_run = {c.key for c in statements[0][0].chains}
+    cut = min(st.seq for st, _ in statements if any(c.key not in first_run for c in st.chains))
+    ch.command(
+        f"ALTER TABLE {trail.db}.witness_statements DELETE WHERE seq >= {cut}", settings=SYNC
+    )
+    code, doc = trail.verify()
+    assert code == 0 and doc["ok"], doc["witness"]
+    code, doc = trail.verify("--expect-witness")  # stored a moment ago: within the grace
+    assert code == 0 and doc["ok"], doc["witness"]
+    code, doc = trail.verify("--expect-witness", "--witness-grace", "0")
+    assert code == 1 and _problems(doc) == [("unwitnessed_chain", "alpha")], doc["witness"]

@@ -5,8 +5,10 @@ rest of each chain.
 A chained record kind (decisions, model events, outcomes, reviews) is pruned by chain, and
 only a chain's prefix: up to the last seq before its first event that is within the window
 or held. Its boundary (that seq and the event's hash) is written to ``retention_prunings``
-before the rows are deleted; ``verify`` walks the chain from there (:func:`chain_starts`),
-so the first kept event must link to the recorded hash and any other removal stays a gap.
+before the rows are deleted, after a ``retention_runs`` row saying which window (and whether
+below the EU AI Act's floor) the run was given; ``verify`` walks the chain from there
+(:func:`chain_starts`), so the first kept event must link to the recorded hash and any other
+removal stays a gap, and holds a pruning past a witnessed head to its run (:func:`prunings`).
 A chain whose prefix already has a gap is not pruned: the gap stays for ``verify`` to see.
 Quarantine, incidents and the access log are pruned by time, one record per run and kind.
 """
@@ -306,6 +308,62 @@ def chain_starts(client: Any, database: str, table: str) -> dict[tuple[str, int]
 # -- pruning ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Pruning:
+    """A recorded pruning of one chain, with the run record that covers it (if any)."""
+
+    pruning_id: str
+    pruned_at: datetime
+    horizon: datetime
+    boundary_seq: int
+    run: RunRecord | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a retention run recorded for one kind before pruning it."""
+
+    ran_at: datetime
+    window_days: int
+    below_floor: bool
+    horizon: datetime
+
+
+def prunings(
+    client: Any, database: str, table: str, chains: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], list[Pruning]]:
+    """Every recorded pruning of ``chains`` of ``table``'s kind, each chain's by boundary, with
+    the run record that covers it."""
+    rows = client.query(
+        "SELECT p.producer_id, p.producer_epoch, toString(p.pruning_id), p.pruned_at, "
+        "p.horizon, p.boundary_seq, r.run_id != toUUID('00000000-0000-0000-0000-000000000000'), "
+        "r.ran_at, r.window_days, r.below_floor, r.horizon "
+        f"FROM {database}.retention_prunings AS p LEFT JOIN {database}.retention_runs AS r "
+        "ON p.run_id = r.run_id AND p.kind = r.kind "
+        "WHERE p.kind = {k:String} AND p.boundary_seq > 0 "
+        "AND (p.producer_id, p.producer_epoch) IN {c:Array(Tuple(String, UInt64))} "
+        "ORDER BY p.producer_id, p.producer_epoch, p.boundary_seq",
+        parameters={"k": table, "c": sorted(chains)},
+        settings={"join_use_nulls": 0},
+    ).result_rows
+    out: dict[tuple[str, int], list[Pruning]] = {}
+    for pid, epoch, pruning_id, at, horizon, boundary, has_run, ran_at, days, below, rh in rows:
+        run = RunRecord(_utc(ran_at), int(days), bool(below), _utc(rh)) if has_run else None
+        out.setdefault((str(pid), int(epoch)), []).append(
+            Pruning(str(pruning_id), _utc(at), _utc(horizon), int(boundary), run)
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class _Run:
+    run_id: uuid.UUID
+    at: datetime
+    days: int
+    below_floor: bool
+    actor: str
+
+
 @dataclass
 class KindResult:
     kind: str
@@ -346,19 +404,17 @@ def prune(
         raise EmptyReason("the actor running retention must be named")
     holds = active_holds(client, database)
     at = now or utc_now()
+    run_id = uuid7()
     out = []
     for name, days in windows.items():
         kind = KINDS[name]
+        run = _Run(run_id, at, days, below_floor, actor)
         horizon = at - timedelta(days=days)
         held = held_sql(holds, kind)
         if kind.chained:
-            out.append(
-                _prune_chains(client, database, kind, horizon, held, actor, cluster, dry_run, at)
-            )
+            out.append(_prune_chains(client, database, kind, horizon, held, run, cluster, dry_run))
         else:
-            out.append(
-                _prune_rows(client, database, kind, horizon, held, actor, cluster, dry_run, at)
-            )
+            out.append(_prune_rows(client, database, kind, horizon, held, run, cluster, dry_run))
     return out
 
 
@@ -368,14 +424,43 @@ def _record(
     kind: Pruned,
     horizon: datetime,
     cuts: list[_Cut],
-    actor: str,
-    at: datetime,
+    run: _Run,
 ) -> None:
+    """The run's record for ``kind`` (its window), then one row per pruning naming the run."""
     who, host = os_user(), socket.gethostname()
+    client.insert(
+        f"{database}.retention_runs",
+        [
+            [
+                run.run_id,
+                run.at,
+                kind.table,
+                run.days,
+                run.below_floor,
+                horizon,
+                run.actor,
+                who,
+                host,
+            ]
+        ],
+        column_names=[
+            "run_id",
+            "ran_at",
+            "kind",
+            "window_days",
+            "below_floor",
+            "horizon",
+            "actor",
+            "os_user",
+            "host",
+        ],
+        settings={"async_insert": 0},
+    )
     rows = [
         [
             uuid7(),
-            at,
+            run.run_id,
+            run.at,
             kind.table,
             horizon,
             c.producer_id,
@@ -383,7 +468,7 @@ def _record(
             c.boundary,
             c.head,
             c.rows,
-            actor,
+            run.actor,
             who,
             host,
         ]
@@ -394,6 +479,7 @@ def _record(
         rows,
         column_names=[
             "pruning_id",
+            "run_id",
             "pruned_at",
             "kind",
             "horizon",
@@ -422,10 +508,9 @@ def _prune_rows(
     kind: Pruned,
     horizon: datetime,
     held: str,
-    actor: str,
+    run: _Run,
     cluster: str | None,
     dry_run: bool,
-    at: datetime,
 ) -> KindResult:
     where = f"{kind.time} < {_at(horizon)} AND NOT ({held})"
     n = int(
@@ -433,7 +518,7 @@ def _prune_rows(
     )
     result = KindResult(kind.table, horizon, rows=n)
     if n and not dry_run:
-        _record(client, database, kind, horizon, [_Cut("", 0, 0, ZERO_HASH, n)], actor, at)
+        _record(client, database, kind, horizon, [_Cut("", 0, 0, ZERO_HASH, n)], run)
         _delete(client, database, kind.table, where, cluster)
     return result
 
@@ -444,10 +529,9 @@ def _prune_chains(
     kind: Pruned,
     horizon: datetime,
     held: str,
-    actor: str,
+    run: _Run,
     cluster: str | None,
     dry_run: bool,
-    at: datetime,
 ) -> KindResult:
     db, table = database, kind.table
     keep = f"{kind.time} >= {_at(horizon)} OR ({held})"
@@ -485,7 +569,7 @@ def _prune_chains(
     result.rows = sum(c.rows for c in cuts)
     if not cuts or dry_run:
         return result
-    _record(client, db, kind, horizon, cuts, actor, at)
+    _record(client, db, kind, horizon, cuts, run)
     for i in range(0, len(cuts), DELETE_BATCH):
         chains = " OR ".join(
             f"(producer_id = {quote_str(c.producer_id)} AND producer_epoch = {c.epoch} "

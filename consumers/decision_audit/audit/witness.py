@@ -14,7 +14,11 @@ workers keep one witness each (id: its key id) over the chains they stored; the 
 their folded sets: every chain any witness names must exist at least to the seq that witness
 last saw, with the witnessed head hash at that seq — or have been pruned by retention past it
 (``retention_prunings``) — so a chain two workers witnessed across a rebalance must reach the
-higher of the two.
+higher of the two. A pruning past a witnessed head counts only if a retention run record
+covers it and its window had passed since the statement that last moved the chain (else
+``unproven_pruning``: a fresh chain deleted under a made-up pruning row). When the auditor
+expects a witness (``--expect-witness``), an empty log (``no_witness``) and a stored chain no
+statement covers (``unwitnessed_chain``) are problems too.
 """
 
 from __future__ import annotations
@@ -22,12 +26,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from decision_audit.audit.retention import chain_starts
+from decision_audit.audit.retention import (
+    EU_AI_ACT_FLOOR_DAYS,
+    Pruning,
+    chain_starts,
+    prunings,
+)
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.fields import CHAINED_KINDS
 from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.models import utc_now
 from decision_audit.contract.reasons import WitnessProblemKind
 from decision_audit.contract.witness import (
     GENESIS,
@@ -73,6 +84,8 @@ class WitnessReport:
     chains: int = 0
     """chains in the union of the witnesses' folded sets"""
     signatures_checked: bool = False
+    expected: bool = False
+    """whether the auditor expected a witness (``--expect-witness``)"""
     problems: list[WitnessProblem] = field(default_factory=list)
 
     @property
@@ -86,6 +99,7 @@ class WitnessReport:
             "witnesses": self.witnesses,
             "chains": self.chains,
             "signatures_checked": self.signatures_checked,
+            "expected": self.expected,
             "problems": [asdict(p) for p in self.problems],
         }
 
@@ -411,13 +425,33 @@ def _check_logs(
     return report, claims, logs
 
 
-class WitnessChecker:
-    """Checks the witness logs against the stored chains."""
+DEFAULT_GRACE = timedelta(minutes=10)
+"""how long a chain may be stored before ``--expect-witness`` requires a statement covering it
+(the workers' ``witness_interval``, 30 s by default, and a restart after a kill)"""
 
-    def __init__(self, client: Any, database: str, keyring: KeyRing) -> None:
+
+class WitnessChecker:
+    """Checks the witness logs against the stored chains.
+
+    ``expect``: the auditor expects a witness, so an empty log and a chain stored more than
+    ``grace`` before ``now`` that no statement covers are problems."""
+
+    def __init__(
+        self,
+        client: Any,
+        database: str,
+        keyring: KeyRing,
+        *,
+        expect: bool = False,
+        grace: timedelta = DEFAULT_GRACE,
+        now: datetime | None = None,
+    ) -> None:
         self.client = client
         self.database = database
         self.keyring = keyring
+        self.expect = expect
+        self.grace = grace
+        self.now = now
 
     def run(
         self,
@@ -429,8 +463,58 @@ class WitnessChecker:
         report, claims, logs = _check_logs(statements, self.keyring, source)
         if compare_with is not None:
             self._compare(logs, compare_with, report)
-        self._check_chains(claims, report)
+        signed = {(w, seq): st.signed_at for w, log in logs.items() for seq, (st, _) in log.items()}
+        now = self.now or utc_now()
+        self._check_chains(claims, signed, now, report)
+        if self.expect:
+            report.expected = True
+            self._check_coverage(claims, now, report)
         return report
+
+    def _check_coverage(self, claims: list[Claim], now: datetime, report: WitnessReport) -> None:
+        """Every chain stored before ``now - grace`` is in some witness's folded set."""
+        witnessed = {c.key for _, _, c in claims}
+        cutoff = now - self.grace
+        unwitnessed: list[tuple[str, str]] = []
+        for kind in CHAINED_KINDS:
+            table = kind.tables[0]
+            rows = self.client.query(
+                f"SELECT producer_id, producer_epoch FROM {self.database}.{table} "
+                "GROUP BY producer_id, producer_epoch "
+                "HAVING min(ingested_at) < {t:DateTime64(3, 'UTC')} "
+                "ORDER BY producer_id, producer_epoch",
+                parameters={"t": cutoff},
+            ).result_rows
+            for pid, epoch in rows:
+                if (kind.schema, str(pid), int(epoch)) not in witnessed:
+                    name = f"{pid}/{epoch}" + (
+                        "" if kind.schema == "decision_event" else f" ({kind.schema})"
+                    )
+                    unwitnessed.append((table, name))
+        if not report.witnesses:
+            report.problems.append(
+                WitnessProblem(
+                    WitnessProblemKind.NO_WITNESS,
+                    "-",
+                    None,
+                    f"a witness is expected and {report.source} holds no witness statement "
+                    f"({len(unwitnessed)} chain(s) stored before {cutoff.isoformat()}): the "
+                    "log was emptied, or the workers run without --witness-key",
+                )
+            )
+            return
+        for table, name in unwitnessed:
+            report.problems.append(
+                WitnessProblem(
+                    WitnessProblemKind.UNWITNESSED_CHAIN,
+                    "-",
+                    None,
+                    f"chain {name} in {table}, stored before {cutoff.isoformat()}, is in no "
+                    "witness statement (statements deleted, or stored by a worker without "
+                    "--witness-key)",
+                    name,
+                )
+            )
 
     def _compare(
         self,
@@ -455,7 +539,13 @@ class WitnessChecker:
                         )
                     )
 
-    def _check_chains(self, latest: list[Claim], report: WitnessReport) -> None:
+    def _check_chains(
+        self,
+        latest: list[Claim],
+        signed: dict[tuple[str, int], datetime],
+        now: datetime,
+        report: WitnessReport,
+    ) -> None:
         for kind in CHAINED_KINDS:
             claims = [(w, n, c) for w, n, c in latest if c.kind == kind.schema]
             if not claims:
@@ -485,8 +575,12 @@ class WitnessChecker:
                 ).result_rows
             }
             pruned = chain_starts(self.client, db, table)
+            past = [k for k in chains if k in pruned]
+            recorded = prunings(self.client, db, table, past) if past else {}
             for wid, n, c in claims:
                 problem = self._claim(c, heads, hashes, pruned, table)
+                if problem is None and (c.producer_id, c.epoch) in pruned:
+                    problem = _unproven(c, recorded, signed[(wid, n)], now, table)
                 if problem is not None:
                     kind_name, detail = problem
                     report.problems.append(
@@ -536,6 +630,48 @@ class WitnessChecker:
                 "the stored event hash differs from the witnessed head",
             )
         return None
+
+
+def _unproven(
+    c: WitnessedChain,
+    recorded: dict[tuple[str, int], list[Pruning]],
+    witnessed_at: datetime,
+    now: datetime,
+    table: str,
+) -> tuple[str, str] | None:
+    """Why the pruning that removed the witnessed head cannot be a real retention run, if it
+    cannot: a run prunes only what is older than its window, so its run time less its window
+    (and its horizon) must be after the statement that last saw the chain move (``None``
+    when the chain was not pruned past its witnessed seq)."""
+    past = [p for p in recorded.get((c.producer_id, c.epoch), []) if p.boundary_seq >= c.seq]
+    if not past:
+        return None
+    p = past[0]  # the pruning that removed the witnessed head
+    why = f"pruning {p.pruning_id} (run time {p.pruned_at.isoformat()}) "
+    run = p.run
+    if run is None:
+        return WitnessProblemKind.UNPROVEN_PRUNING, why + "is covered by no retention run record"
+    window = timedelta(days=run.window_days)
+    if (run.ran_at, run.horizon) != (p.pruned_at, p.horizon) or p.horizon != run.ran_at - window:
+        return WitnessProblemKind.UNPROVEN_PRUNING, (
+            why + f"disagrees with its run record (run at {run.ran_at.isoformat()}, "
+            f"{run.window_days} days, horizon {run.horizon.isoformat()}; pruning horizon "
+            f"{p.horizon.isoformat()})"
+        )
+    if table == "decisions" and run.window_days < EU_AI_ACT_FLOOR_DAYS and not run.below_floor:
+        return WitnessProblemKind.UNPROVEN_PRUNING, (
+            why + f"records a decisions window of {run.window_days} days, under the floor of "
+            f"{EU_AI_ACT_FLOOR_DAYS}, and no --below-eu-ai-act-floor"
+        )
+    if run.ran_at > now:
+        return WitnessProblemKind.UNPROVEN_PRUNING, why + "records a run time in the future"
+    if run.ran_at - window < witnessed_at or p.horizon < witnessed_at:
+        return WitnessProblemKind.UNPROVEN_PRUNING, (
+            why + f"with a window of {run.window_days} days (horizon "
+            f"{p.horizon.isoformat()}) ran less than its window after the witness saw the "
+            f"chain at seq {c.seq} ({witnessed_at.isoformat()}): its events were not that old"
+        )
+    return None
 
 
 def print_witness(report: WitnessReport, console: Any) -> None:

@@ -289,6 +289,20 @@ def keygen(out: Path, key_id: str | None) -> None:
     show_default=True,
     help="topic of the witness statements, for --witness-from-kafka",
 )
+@click.option(
+    "--expect-witness",
+    is_flag=True,
+    envvar=f"{ENV}EXPECT_WITNESS",
+    help="the workers keep a witness: an empty witness log, or a chain stored more than "
+    "--witness-grace ago that no statement covers, is a problem",
+)
+@click.option(
+    "--witness-grace",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="seconds a chain may be stored before --expect-witness requires a statement of it",
+)
 def verify(
     keys: Path | None,
     producer: str | None,
@@ -299,6 +313,8 @@ def verify(
     witness_from_kafka: bool,
     bootstrap_servers: str,
     witness_topic: str,
+    expect_witness: bool,
+    witness_grace: float,
     **flags: Any,
 ) -> None:
     """Prove the stored trail is complete and untouched.
@@ -306,7 +322,8 @@ def verify(
     Recomputes every event hash from the stored original bytes, walks each producer's
     chain in seq order, and checks every checkpoint signature. Then checks the workers'
     witness logs: each links and is signed (with --keys), and every chain a witness recorded
-    still exists up to the witnessed seq and head. Exits 0 only when all checks pass; 1 with
+    still exists up to the witnessed seq and head (with --expect-witness, that there is a
+    witness log and it covers every stored chain). Exits 0 only when all checks pass; 1 with
     a report of each altered, deleted, inserted or reordered row, each forged or missing
     checkpoint and each deleted or truncated chain otherwise.
     """
@@ -335,6 +352,8 @@ def verify(
         keyring,
         bootstrap_servers if witness_from_kafka else None,
         witness_topic,
+        expect_witness,
+        witness_grace,
     )
     if fmt == "json":
         import json
@@ -351,9 +370,17 @@ def verify(
 
 
 def _check_witness(
-    client: Any, database: str, keyring: Any, bootstrap_servers: str | None, topic: str
+    client: Any,
+    database: str,
+    keyring: Any,
+    bootstrap_servers: str | None,
+    topic: str,
+    expect: bool,
+    grace: float,
 ) -> Any:
     """The witness logs' check (verify's second part), from ClickHouse or the topic."""
+    from datetime import timedelta
+
     from decision_audit.audit.witness import (
         WitnessChecker,
         WitnessSourceError,
@@ -361,7 +388,9 @@ def _check_witness(
         statements_from_kafka,
     )
 
-    checker = WitnessChecker(client, database, keyring)
+    checker = WitnessChecker(
+        client, database, keyring, expect=expect, grace=timedelta(seconds=grace)
+    )
     stored = statements_from_clickhouse(client, database)
     if bootstrap_servers is None:
         return checker.run(stored)

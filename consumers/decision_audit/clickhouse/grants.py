@@ -92,6 +92,7 @@ TABLES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     # written by the admin (hold, retention: its database grants); verify reads the prunings
     "legal_holds":             {AUDITOR: (S,)},
     "retention_prunings":      {AUDITOR: (S,)},
+    "retention_runs":          {AUDITOR: (S,)},
     # plain views: a view runs with its reader's grants on the tables it reads
     "decision_outcomes":       {AUDITOR: (S,)},
     "decision_reviews":        {AUDITOR: (S,)},

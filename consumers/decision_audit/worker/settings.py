@@ -123,7 +123,8 @@ class WorkerSettings(ClickHouseSettings):
     witness_key: Path | None = Field(
         None,
         description="Ed25519 private key (decision-audit keygen's KEY_ID.key) the worker signs "
-        "its witness statements with; its key id is the witness id (none: no witness)",
+        "its witness statements with; its key id is the witness id (none: no witness); a "
+        "directory of them: each worker on the host claims its own",
     )
     witness_interval: float = Field(
         30.0,
@@ -156,9 +157,13 @@ class WorkerSettings(ClickHouseSettings):
     @classmethod
     def _loadable_witness_key(cls, path: Path | None) -> Path | None:
         if path is not None:
-            from decision_audit.producer.signing import Signer
+            from decision_audit.producer.signing import PRIVATE_SUFFIX, Signer
 
-            Signer(path)  # unreadable, not Ed25519 or a bad key id: fails here, named
+            keys = sorted(path.glob(f"*{PRIVATE_SUFFIX}")) if path.is_dir() else [path]
+            if not keys:
+                raise ValueError(f"{path}: no *{PRIVATE_SUFFIX} files (decision-audit keygen)")
+            for key in keys:
+                Signer(key)  # unreadable, not Ed25519 or a bad key id: fails here, named
         return path
 
     @model_validator(mode="after")

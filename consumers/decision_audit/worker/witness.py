@@ -12,15 +12,20 @@ as many parts as it needs. Each statement goes to ``witness_statements`` (throug
 start the worker rebuilds its set from its latest complete restatement in ClickHouse and the
 statements after it (at most about ``witness_full_every``), and continues the log after the
 latest.
+
+``witness_key`` may name a directory of keys, one per replica: each worker claims one
+(:func:`claim_key`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -39,7 +44,7 @@ from decision_audit.contract.witness import (
     statement_hash,
     undo,
 )
-from decision_audit.producer.signing import Signer
+from decision_audit.producer.signing import PRIVATE_SUFFIX, Signer
 from decision_audit.worker.chains import Head
 from decision_audit.worker.store import Store
 
@@ -287,13 +292,39 @@ class Witness:
         self._producer.flush(10.0)
 
 
+_claimed: list[IO[bytes]] = []
+"""the key files this process holds locked (open for its life: the lock goes with it)"""
+
+
+def claim_key(path: Path) -> Signer:
+    """The witness key ``path``, or, for a directory, its first ``KEY_ID.key`` no other
+    process on this host holds: replicas sharing one mounted directory of keys (one per
+    replica) each take their own, since two workers signing as one witness would fork its log.
+    The claim is an exclusive ``flock`` on the key file, released when the process ends."""
+    if not path.is_dir():
+        return Signer(path)
+    for key in sorted(path.glob(f"*{PRIVATE_SUFFIX}")):
+        f = key.open("rb")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _claimed.append(f)
+        return Signer(key)
+    raise RuntimeError(
+        f"--witness-key {path}: every *{PRIVATE_SUFFIX} in it is held by another worker; "
+        "add one key per worker (decision-audit keygen --out DIR --key-id worker-N)"
+    )
+
+
 def witness_for(settings: Any, store: Store) -> Witness | None:
     """The worker's witness, or None without ``witness_key``."""
     if settings.witness_key is None:
         log.warning("no --witness-key: this worker keeps no witness log of its chains")
         return None
     return Witness(
-        Signer(settings.witness_key),
+        claim_key(Path(settings.witness_key)),
         store,
         settings.witness_producer_config(),
         settings.witness_topic,

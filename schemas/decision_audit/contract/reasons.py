@@ -119,6 +119,16 @@ class ProblemKind(Code):
 class WitnessProblemKind(Code):
     """What ``verify`` found wrong with a witness log or with a chain a witness names."""
 
+    UNPROVEN_PRUNING = (
+        "unproven_pruning",
+        "a chain pruned past its witnessed head by a pruning no retention run accounts for "
+        "(no run record, or run less than its window after the witness saw the chain)",
+    )
+    NO_WITNESS = "no_witness", "a witness is expected and the witness log is empty"
+    UNWITNESSED_CHAIN = (
+        "unwitnessed_chain",
+        "a witness is expected and a stored chain is in no witness statement",
+    )
     MISSING_CHAIN = "missing_chain", "a witnessed chain has no events left (it was deleted)"
     TRUNCATED_CHAIN = (
         "truncated_chain",
