@@ -33,9 +33,9 @@ from decision_audit.audit.keystore import (
     to_dicts,
 )
 from decision_audit.audit.lookup import ident_condition, ident_parameters
+from decision_audit.audit.row_check import covering_checkpoint, row_integrity
 from decision_audit.audit.verify import COMPARED
 from decision_audit.clickhouse.tables import stored_facts
-from decision_audit.contract.checkpoint import checkpoint_message
 from decision_audit.contract.codec import CodecError, SingleObjectCodec, default_codec
 from decision_audit.contract.errors import DecisionAuditError
 from decision_audit.contract.fields import (
@@ -285,19 +285,14 @@ class Tracer:
     def _integrity(self, row: dict[str, Any]) -> Integrity:
         out = Integrity()
         pid, epoch, seq = str(row["producer_id"]), int(row["producer_epoch"]), int(row["seq"])
-        try:
-            decoded = self.codec.decode(bytes(row["raw"]))
-        except CodecError as exc:
-            out.problems.append(f"stored raw bytes do not decode: {exc.detail}")
+        check = row_integrity(self.codec, COMPARED, {**row, "event_id": str(row["event_id"])})
+        if check.decoded is None:
+            out.problems.append(f"stored raw bytes do not decode: {check.error}")
             return out
-        rec = decoded.record
-        out.hash_ok = chain_hash(rec["prev_hash"], decoded.body) == bytes(row["event_hash"])
+        out.hash_ok = check.hash_ok
         if not out.hash_ok:
             out.problems.append("event_hash differs from SHA-256(prev_hash || raw body)")
-        stored = {**row, "event_id": str(row["event_id"])}
-        changed = [c for c in COMPARED if stored[c] != rec[c]]
-        if rec["seq"] != seq:
-            changed.append("seq")
+        changed = [*check.changed, *(() if check.seq_ok else ("seq",))]
         out.columns_ok = not changed
         if changed:
             out.problems.append(f"columns differ from the original bytes: {', '.join(changed)}")
@@ -325,16 +320,14 @@ class Tracer:
         for s, eid, stored_hash, raw in self._chain_rows(pid, epoch, start, cp_seq):
             s = int(s)
             where = link if s < seq else covered
-            try:
-                decoded = self.codec.decode(bytes(raw))
-            except CodecError:
+            check = row_integrity(self.codec, (), {"raw": raw, "event_hash": stored_hash, "seq": s})
+            if check.decoded is None:
                 where.append(f"seq {s}: stored raw bytes do not decode")
                 if s < seq:
                     continue  # the decision's link is missing, the walk goes on
                 break
-            prev_hash = decoded.record["prev_hash"]
-            h = chain_hash(prev_hash, decoded.body)
-            if h != bytes(stored_hash):
+            prev_hash, h = check.decoded.record["prev_hash"], check.event_hash
+            if not check.hash_ok:
                 where.append(
                     f"seq {s}: stored event_hash differs from SHA-256(prev_hash || raw body)"
                     if s < seq
@@ -365,38 +358,29 @@ class Tracer:
     ) -> tuple[int, bytes, list[str]] | None:
         """The first checkpoint at or after ``seq``: its seq, the head it signs and what is
         wrong with its signature (checked with --keys). None when there is none."""
-        found = self.client.query(
-            f"SELECT seq, chain_head, key_id, signature, signature_verified "
-            f"FROM {self.db}.checkpoints FINAL "
-            "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} AND seq >= {s:UInt64} "
-            "ORDER BY seq LIMIT 1",
-            parameters={"p": pid, "e": epoch, "s": seq},
-            column_formats={"chain_head": "bytes", "signature": "bytes"},
-        ).result_rows
-        if not found:
+        cp = covering_checkpoint(self.client, self.db, DECISION_EVENT, pid, epoch, seq)
+        if cp is None:
             out.notes.append(
                 "unsigned chain: no checkpoints"
                 if not key_id
                 else "no signed checkpoint covers this decision yet"
             )
             return None
-        cp_seq, head, cp_key, signature, verified_by_worker = found[0]
-        cp_seq = int(cp_seq)
-        out.checkpoint_seq = cp_seq
+        out.checkpoint_seq = cp.seq
         problems = []
+        holds = cp.holds(self.keyring)
         if self.keyring:
-            msg = checkpoint_message(pid, epoch, cp_seq, bytes(head))
-            if not self.keyring.verify(str(cp_key), bytes(signature), msg):
+            if not holds:
                 problems.append(
-                    f"checkpoint {cp_seq}: signature does not verify with key {cp_key!r}"
+                    f"checkpoint {cp.seq}: signature does not verify with key {cp.key_id!r}"
                 )
         else:
             out.notes.append(
-                f"checkpoint {cp_seq} signature "
-                + ("was verified by the worker" if verified_by_worker else "not verified")
+                f"checkpoint {cp.seq} signature "
+                + ("was verified by the worker" if holds else "not verified")
                 + " (pass --keys to check it here)"
             )
-        return cp_seq, bytes(head), problems
+        return cp.seq, cp.head, problems
 
     # -- what followed ----------------------------------------------------------------------
 
@@ -419,17 +403,7 @@ class Tracer:
         for values in result.result_rows:
             row = dict(zip(result.column_names, values, strict=True))
             row["event_id"] = str(row["event_id"])
-            hash_ok = columns_ok = False
-            try:
-                decoded = self.codec.decode(bytes(row["raw"]))
-            except CodecError:
-                pass
-            else:
-                rec = decoded.record
-                hash_ok = chain_hash(rec["prev_hash"], decoded.body) == bytes(row["event_hash"])
-                columns_ok = rec["seq"] == row["seq"] and all(
-                    row[c] == rec[c] for c in kind.compared
-                )
+            check = row_integrity(self.codec, kind.compared, row)
             record = {k: row[k] for k in traced}
             f = FollowUp(
                 kind.schema,
@@ -437,8 +411,8 @@ class Tracer:
                 row["occurred_at"],
                 _summary(kind.schema, record, decision),
                 record,
-                hash_ok,
-                columns_ok,
+                check.hash_ok,
+                check.columns_ok,
             )
             self._covering_checkpoint(kind, f, row)
             out.append(f)
@@ -452,76 +426,55 @@ class Tracer:
     ) -> tuple[int | None, bool | None]:
         """The first signed checkpoint of ``row``'s chain at or after it and whether it holds
         (checked with --keys, else as the worker checked it); ``(None, None)`` when none."""
-        assert kind.chain is not None
-        pid, epoch = str(row["producer_id"]), int(row["producer_epoch"])
-        found = self.client.query(
-            f"SELECT seq, chain_head, key_id, signature, signature_verified "
-            f"FROM {self.db}.{kind.chain.checkpoints} FINAL "
-            "WHERE producer_id = {p:String} AND producer_epoch = {e:UInt64} AND seq >= {s:UInt64} "
-            "ORDER BY seq LIMIT 1",
-            parameters={"p": pid, "e": epoch, "s": int(row["seq"])},
-            column_formats={"chain_head": "bytes", "signature": "bytes"},
-        ).result_rows
-        if not found:
+        pid, epoch, seq = str(row["producer_id"]), int(row["producer_epoch"]), int(row["seq"])
+        cp = covering_checkpoint(self.client, self.db, kind, pid, epoch, seq)
+        if cp is None:
             return None, None
-        seq, head, key_id, signature, verified = found[0]
-        ok: bool | None
-        if self.keyring:
-            msg = checkpoint_message(pid, epoch, int(seq), bytes(head))
-            ok = self.keyring.verify(str(key_id), bytes(signature), msg)
-        else:
-            ok = bool(verified) or None
-        if ok and int(seq) == int(row["seq"]) and bytes(head) != bytes(row["event_hash"]):
+        ok = cp.holds(self.keyring)
+        if ok and cp.seq == seq and cp.head != bytes(row["event_hash"]):
             ok = False
-        return int(seq), ok
+        return cp.seq, ok
 
     # -- lineage ----------------------------------------------------------------------------
 
-    def _events(self, refs: set[tuple[str, str]]) -> list[LifecycleEvent]:
-        if not refs:
-            return []
+    def _model_events(self, refs: set[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The ``model_events`` rows about ``refs`` (as subject or related), by time."""
         result = self.client.query(
-            f"SELECT toString(event_id), occurred_at, action, actor, subject_type, subject_id, "
-            f"related, metadata, producer_id, seq, prev_hash, event_hash, raw "
-            f"FROM {self.db}.model_events FINAL "
+            f"SELECT * FROM {self.db}.model_events FINAL "
             "WHERE (subject_type, subject_id) IN {refs:Array(Tuple(String, String))} "
             "OR hasAny(arrayMap(r -> (r.1, r.2), related), {refs:Array(Tuple(String, String))}) "
             "ORDER BY occurred_at, seq",
             parameters={"refs": sorted(refs)},
             column_formats={"prev_hash": "bytes", "event_hash": "bytes", "raw": "bytes"},
         )
+        rows = []
+        for values in result.result_rows:
+            row = dict(zip(result.column_names, values, strict=True))
+            row["event_id"] = str(row["event_id"])
+            rows.append(row)
+        return rows
+
+    def _events(self, refs: set[tuple[str, str]]) -> list[LifecycleEvent]:
+        if not refs:
+            return []
         out = []
-        for (
-            eid,
-            ts,
-            action,
-            actor,
-            st,
-            sid,
-            related,
-            meta,
-            pid,
-            seq,
-            prev,
-            h,
-            raw,
-        ) in result.result_rows:
+        for row in self._model_events(refs):
             try:
-                body = self.codec.decode(bytes(raw)).body
-                hash_ok = chain_hash(bytes(prev), body) == bytes(h)
+                body = self.codec.decode(bytes(row["raw"])).body
+                hash_ok = chain_hash(bytes(row["prev_hash"]), body) == bytes(row["event_hash"])
             except CodecError:
                 hash_ok = False
             out.append(
                 LifecycleEvent(
-                    str(eid),
-                    ts,
-                    str(action),
-                    str(actor),
-                    f"{st}:{sid}",
-                    [_ref_str(r) for r in related],
-                    json.loads(meta),
-                    str(pid),
-                    int(seq),
+                    row["event_id"],
+                    row["occurred_at"],
+                    str(row["action"]),
+                    str(row["actor"]),
+                    f"{row['subject_type']}:{row['subject_id']}",
+                    [_ref_str(r) for r in row["related"]],
+                    json.loads(row["metadata"]),
+                    str(row["producer_id"]),
+                    int(row["seq"]),
                     hash_ok,
                 )
             )
@@ -1030,34 +983,19 @@ class LifecycleTracer(Tracer):
 
     def _entries(self, refs: set[tuple[str, str]]) -> list[ChainEntry]:
         """The lifecycle events about ``refs`` (as subject or related), each proven."""
-        result = self.client.query(
-            f"SELECT * FROM {self.db}.model_events FINAL "
-            "WHERE (subject_type, subject_id) IN {refs:Array(Tuple(String, String))} "
-            "OR hasAny(arrayMap(r -> (r.1, r.2), related), {refs:Array(Tuple(String, String))}) "
-            "ORDER BY occurred_at, seq",
-            parameters={"refs": sorted(refs)},
-            column_formats={"prev_hash": "bytes", "event_hash": "bytes", "raw": "bytes"},
-        )
         out = []
-        for values in result.result_rows:
-            row = dict(zip(result.column_names, values, strict=True))
-            row["event_id"] = str(row["event_id"])
+        for row in self._model_events(refs):
             related = [_ref_str(r) for r in row["related"]]
-            hash_ok = columns_ok = False
-            try:
-                decoded = self.codec.decode(bytes(row["raw"]))
-            except CodecError:
-                pass
-            else:
-                rec = decoded.record
-                hash_ok = chain_hash(rec["prev_hash"], decoded.body) == bytes(row["event_hash"])
-                columns_ok = (
-                    rec["seq"] == row["seq"]
-                    and all(row[c] == rec[c] for c in MODEL_EVENT.compared)
-                    and (rec["subject"]["type"], rec["subject"]["id"])
-                    == (row["subject_type"], row["subject_id"])
-                    and [_ref_str(r) for r in rec["related"]] == related
-                )
+            check = row_integrity(self.codec, MODEL_EVENT.compared, row)
+            rec = check.decoded.record if check.decoded is not None else None
+            # subject and related span several columns, so they are not among the compared.
+            columns_ok = (
+                rec is not None
+                and check.columns_ok
+                and (rec["subject"]["type"], rec["subject"]["id"])
+                == (row["subject_type"], row["subject_id"])
+                and [_ref_str(r) for r in rec["related"]] == related
+            )
             entry = ChainEntry(
                 row["event_id"],
                 row["occurred_at"],
@@ -1069,7 +1007,7 @@ class LifecycleTracer(Tracer):
                 "",
                 str(row["producer_id"]),
                 int(row["seq"]),
-                hash_ok,
+                check.hash_ok,
                 columns_ok,
             )
             entry.checkpoint_seq, entry.checkpoint_ok = self._checkpoint_of(MODEL_EVENT, row)

@@ -38,12 +38,11 @@ from typing import Any
 from decision_audit.audit.chain_walk import ChainRow, ChainWalk, Fault, Finding
 from decision_audit.audit.engine_walk import ABOVE_BOUND, EngineChain, EngineWalk, bound_parameters
 from decision_audit.audit.retention import ChainStart, chain_starts
+from decision_audit.audit.row_check import Signature, check_signature, row_integrity
 from decision_audit.audit.verify_report import ChainReport, Problem, TrailReport
 from decision_audit.audit.verify_runs import Boundary, RunRecorder, boundaries
-from decision_audit.contract.checkpoint import checkpoint_message
-from decision_audit.contract.codec import HEADER_SIZE, CodecError, SingleObjectCodec, default_codec
+from decision_audit.contract.codec import HEADER_SIZE, SingleObjectCodec, default_codec
 from decision_audit.contract.fields import CHAINED_KINDS, DECISION_EVENT, RecordKind
-from decision_audit.contract.hashing import chain_hash
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.reasons import ProblemKind
 
@@ -275,12 +274,12 @@ class TrailVerifier:
         cps.count += 1
         if not self.keyring:
             return
-        msg = checkpoint_message(chain[0], chain[1], seq, head)
-        if key_id not in self.keyring:
+        verdict = check_signature(self.keyring, *chain, seq, head, key_id, bytes(signature))
+        if verdict is Signature.UNKNOWN_KEY:
             cps.problems.append(
                 Problem(ProblemKind.UNKNOWN_KEY, seq, f"checkpoint key id {key_id!r}")
             )
-        elif not self.keyring.verify(key_id, bytes(signature), msg):
+        elif verdict is Signature.FORGED:
             cps.problems.append(
                 Problem(
                     ProblemKind.FORGED_CHECKPOINT,
@@ -445,26 +444,25 @@ class TrailVerifier:
         on_rows: Callable[[int], None] | None,
     ) -> _Outcome:
         """The chain's events above seq ``above``, each decoded and compared in Python."""
-        compared = kind.compared
+        # The row's columns by name; toString(event_id) stands for event_id (compared first).
+        names = ("seq", "event_id", "event_hash", "raw", *kind.compared[1:])
         heap: list[ChainRow] = []
         latest: datetime | None = None
         done = 0
         for row in self._rows(kind, rep, where, params, above):
-            seq_col, eid, stored_hash, raw = row[0], row[1], bytes(row[2]), bytes(row[3])
+            seq_col, eid = row[0], row[1]
             rep.events += 1
             done += 1
             if on_rows is not None and done % 5000 == 0:
                 on_rows(5000)
-            try:
-                decoded = self.codec.decode(raw)
-            except CodecError as exc:
+            check = row_integrity(self.codec, kind.compared, dict(zip(names, row, strict=True)))
+            if check.decoded is None:
                 rep.problems.append(
-                    Problem(ProblemKind.UNDECODABLE_ROW, int(seq_col), exc.detail, [eid])
+                    Problem(ProblemKind.UNDECODABLE_ROW, int(seq_col), check.error, [eid])
                 )
                 continue
-            rec = decoded.record
-            h = chain_hash(rec["prev_hash"], decoded.body)
-            if h != stored_hash:
+            rec = check.decoded.record
+            if not check.hash_ok:
                 rep.problems.append(
                     Problem(
                         ProblemKind.ALTERED_ROW,
@@ -473,7 +471,7 @@ class TrailVerifier:
                         [eid],
                     )
                 )
-            if int(seq_col) != rec["seq"]:
+            if not check.seq_ok:
                 rep.problems.append(
                     Problem(
                         ProblemKind.REORDERED_ROW,
@@ -482,21 +480,19 @@ class TrailVerifier:
                         [eid],
                     )
                 )
-            stored = dict(zip(compared, (eid, *row[4:]), strict=True))
-            changed = [c for c in compared if stored[c] != rec[c]]
-            if changed:
+            if check.changed:
                 rep.problems.append(
                     Problem(
                         ProblemKind.ALTERED_ROW,
                         rec["seq"],
-                        f"columns differ from raw: {', '.join(changed)}",
+                        f"columns differ from raw: {', '.join(check.changed)}",
                         [eid],
                     )
                 )
             if rep.key_id is None:
                 rep.key_id = rec.get("key_id")
             latest = rec["occurred_at"] if latest is None else max(latest, rec["occurred_at"])
-            heapq.heappush(heap, ChainRow(rec["seq"], eid, rec["prev_hash"], h))
+            heapq.heappush(heap, ChainRow(rec["seq"], eid, rec["prev_hash"], check.event_hash))
             while heap and (heap[0].seq <= walk.links.expected or len(heap) > REORDER_WINDOW):
                 walk.step(heapq.heappop(heap))
         while heap:

@@ -638,7 +638,7 @@ def _unproven(
     witnessed_at: datetime,
     now: datetime,
     table: str,
-) -> tuple[str, str] | None:
+) -> tuple[WitnessProblemKind, str] | None:
     """Why the pruning that removed the witnessed head cannot be a real retention run, if it
     cannot: a run prunes only what is older than its window, so its run time less its window
     (and its horizon) must be after the statement that last saw the chain move (``None``
