@@ -190,7 +190,8 @@ def migrated_database(ch: Any) -> Iterator[str]:
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
     """Each partition's log end offset, asked of the broker (ListOffsets "latest").
 
-    Correct on Apache Kafka; Tansu answers the start of the last batch (EMBEDDED-STACK.md).
+    Correct on Apache Kafka; Tansu answers the start of the last batch (README, "Operating
+    the worker": the consumer lag metric and ``--broker-workarounds``).
     """
     from confluent_kafka import TopicPartition
 

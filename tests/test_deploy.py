@@ -28,6 +28,7 @@ import decision_audit
 from decision_audit.cli.main import main as cli_main
 from decision_audit.clickhouse import grants
 from decision_audit.clickhouse.settings import ClickHouseSettings, MigrateSettings
+from decision_audit.devtools.kafka_broker import KAFKA_VERSION
 from decision_audit.producer.settings import ProducerSettings
 from decision_audit.producer.signing import generate_keypair
 from decision_audit.worker.settings import WorkerSettings
@@ -269,6 +270,12 @@ def test_kafka_is_apache_kafka_4_in_kraft_mode(services: dict[str, dict[str, Any
     assert "KAFKA_ZOOKEEPER_CONNECT" not in env
     # The image's entrypoint refuses KRaft mode without a base64 UUID cluster id.
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", env.get("CLUSTER_ID", "")), env.get("CLUSTER_ID")
+
+
+def test_compose_runs_the_kafka_version_the_tests_run(services: dict[str, dict[str, Any]]) -> None:
+    # The integration and fault suites run KAFKA_VERSION (its jars, devtools/kafka_broker.py).
+    image = interpolate(services["kafka"]["image"])
+    assert image == f"apache/kafka:{KAFKA_VERSION}", image
 
 
 # ---------------------------------------------------------------- env vars

@@ -3,8 +3,10 @@ on the same log dir each time: nothing lost, nothing doubled, the trail verifies
 
 The producers never stop logging: while the broker is down (a restart after a crash takes
 ~15 s: the controller waits out the dead incarnation's session) their events wait in librdkafka
-and then in each producer's on-disk spool, and are replayed in order once it is back; the
-idempotent producer and the worker's chain following drop whatever arrives twice.
+and then in each producer's on-disk spool, and are replayed in order once it is back. The
+producers run without librdkafka's idempotence: one produce request in flight per connection
+keeps each chain in order through retries, and a batch written twice (its acknowledgement
+lost in the kill) is dropped by the worker's chain following (a seq it holds, same hash).
 """
 
 from __future__ import annotations

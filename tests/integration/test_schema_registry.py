@@ -1,4 +1,7 @@
-"""The Confluent Schema Registry framing end to end: producer → Tansu → worker → chDB → verify.
+"""The Confluent Schema Registry framing end to end: producer → broker → worker → chDB → verify.
+
+The broker is the ``broker`` fixture: Apache Kafka by default (this module is not in the
+Tansu smoke set of ``tests/conftest.py``), Tansu under ``--brokers tansu``.
 
 No Schema Registry server can run here (Karapace is not on PyPI; Apicurio's jar on Maven
 Central is a Quarkus module, not a runnable server), so the registry is confluent-kafka's own
@@ -35,14 +38,13 @@ from decision_audit.contract.registry_codec import (
     schema_text,
     subject_name,
 )
-from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.producer.signing import generate_keypair
 from decision_audit.worker.batch import BatchChecker
 from decision_audit.worker.loop import StoreFailed, Worker, WorkerStats
 from decision_audit.worker.received import Received
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
-from tests.helpers import consume_all, count, craft_chain, send_raw
+from tests.helpers import Broker, consume_all, count, craft_chain, send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +64,7 @@ def keys(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def settings(broker: LocalBroker, worker_settings: WorkerSettings) -> WorkerSettings:
+def settings(broker: Broker, worker_settings: WorkerSettings) -> WorkerSettings:
     """The worker's settings with model-events, outcomes and reviews topics of the test's own."""
     topics = {
         name: f"{worker_settings.topic}-{suffix}"
@@ -82,7 +84,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _producer(broker: LocalBroker, s: WorkerSettings, pid: str, **kw: Any) -> AuditProducer:
+def _producer(broker: Broker, s: WorkerSettings, pid: str, **kw: Any) -> AuditProducer:
     return AuditProducer(
         broker.bootstrap_servers,
         producer_id=pid,
@@ -114,7 +116,7 @@ def _run(s: WorkerSettings, ch: Any, registry: Any = None, **update: Any) -> Wor
 
 @pytest.mark.parametrize("parse_in_clickhouse", [True, False], ids=["clickhouse", "python"])
 def test_registry_framed_trail_is_stored_and_verifies(
-    broker: LocalBroker,
+    broker: Broker,
     ch: Any,
     settings: WorkerSettings,
     sr: Any,
@@ -153,7 +155,7 @@ def test_registry_framed_trail_is_stored_and_verifies(
 
 
 def test_one_topic_carries_both_framings(
-    broker: LocalBroker, ch: Any, settings: WorkerSettings, sr: Any
+    broker: Broker, ch: Any, settings: WorkerSettings, sr: Any
 ) -> None:
     with (
         _producer(broker, settings, "framed", schema_registry=sr) as framed,
@@ -172,7 +174,7 @@ def test_one_topic_carries_both_framings(
 
 
 def test_confluent_avro_deserializer_reads_our_topic(
-    broker: LocalBroker, settings: WorkerSettings, sr: Any, keys: Path
+    broker: Broker, settings: WorkerSettings, sr: Any, keys: Path
 ) -> None:
     with _producer(
         broker, settings, "interop", schema_registry=sr, signing_key=keys / "serving-1.key"
@@ -212,7 +214,7 @@ def test_confluent_avro_deserializer_reads_our_topic(
 
 
 def test_lookup_only_needs_the_subjects_registered_and_names_the_missing_one(
-    broker: LocalBroker, ch: Any, settings: WorkerSettings, sr: Any
+    broker: Broker, ch: Any, settings: WorkerSettings, sr: Any
 ) -> None:
     with pytest.raises(SubjectNotRegistered, match=f"'{settings.topic}-value'"):
         _producer(broker, settings, "governed", schema_registry=sr, auto_register_schemas=False)
@@ -238,7 +240,7 @@ def test_lookup_only_needs_the_subjects_registered_and_names_the_missing_one(
 
 
 def test_registry_unreachable_at_start_falls_back_and_nothing_is_lost(
-    broker: LocalBroker,
+    broker: Broker,
     ch: Any,
     settings: WorkerSettings,
     sr: Any,
@@ -259,7 +261,7 @@ def test_registry_unreachable_at_start_falls_back_and_nothing_is_lost(
 
 
 def test_the_environment_names_the_registry(
-    broker: LocalBroker, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch
+    broker: Broker, settings: WorkerSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DECISION_AUDIT_SCHEMA_REGISTRY_URL", "mock://from-env")
     monkeypatch.setenv("DECISION_AUDIT_SUBJECT_NAME_STRATEGY", "record")
@@ -269,7 +271,7 @@ def test_the_environment_names_the_registry(
 
 
 def test_unknown_schema_ids_are_quarantined_as_received(
-    broker: LocalBroker, ch: Any, settings: WorkerSettings, sr: Any
+    broker: Broker, ch: Any, settings: WorkerSettings, sr: Any
 ) -> None:
     (single, h), (single2, h2) = craft_chain("ids", 2)
     body = single[10:]
@@ -308,7 +310,7 @@ def test_unknown_schema_ids_are_quarantined_as_received(
 
 @pytest.mark.parametrize("parse_in_clickhouse", [True, False], ids=["clickhouse", "python"])
 def test_a_rejected_framed_event_is_quarantined_as_received_and_size_counts_as_received(
-    broker: LocalBroker, ch: Any, settings: WorkerSettings, sr: Any, parse_in_clickhouse: bool
+    broker: Broker, ch: Any, settings: WorkerSettings, sr: Any, parse_in_clickhouse: bool
 ) -> None:
     with _producer(broker, settings, "sized", schema_registry=sr) as p:
         for i in range(3):
@@ -336,7 +338,7 @@ def test_a_rejected_framed_event_is_quarantined_as_received_and_size_counts_as_r
 
 
 def test_registry_outage_at_the_worker_quarantines_nothing_and_commits_nothing(
-    broker: LocalBroker, ch: Any, settings: WorkerSettings, sr: Any
+    broker: Broker, ch: Any, settings: WorkerSettings, sr: Any
 ) -> None:
     with _producer(broker, settings, "outage", schema_registry=sr) as p:
         ids = _log(p, 20)
@@ -360,7 +362,7 @@ def test_registry_outage_at_the_worker_quarantines_nothing_and_commits_nothing(
     assert stats.inserted == len(ids) and stats.quarantined_total == 0
 
 
-def _committed(broker: LocalBroker, s: WorkerSettings) -> list[int]:
+def _committed(broker: Broker, s: WorkerSettings) -> list[int]:
     c = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": s.group})
     try:
         meta = c.list_topics(s.topic, timeout=10)
@@ -418,7 +420,7 @@ class DownThenUp:
 
 
 def test_the_producer_switches_to_the_registry_once_it_answers(
-    broker: LocalBroker, ch: Any, settings: WorkerSettings, sr: Any
+    broker: Broker, ch: Any, settings: WorkerSettings, sr: Any
 ) -> None:
     registry = DownThenUp(sr)
     with _producer(broker, settings, "late", schema_registry=registry) as p:

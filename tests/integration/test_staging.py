@@ -19,8 +19,10 @@ import pytest
 
 from decision_audit.contract import chain_hash, default_codec, genesis_hash
 from decision_audit.contract.keys import KeyRing
+from decision_audit.contract.reasons import Reason
 from decision_audit.producer.signing import generate_keypair
 from decision_audit.worker.checks import EVENT_HASH_HEADER, EventVerifier, Rejection, VerifiedEvent
+from decision_audit.worker.rows import QuarantineRow
 from decision_audit.worker.staging import EVENT_COLUMNS, Stager
 from decision_audit.worker.store import DecisionColumns, Store
 from tests.helpers import event_record, migrated_database
@@ -225,6 +227,59 @@ def test_only_the_accepted_events_are_copied(ch: Any, database: str) -> None:
     Store(ch, database).copy_staged(stager.selection([1, 4, 5], len(stager)), "keep")
     stored = ch.query(f"SELECT seq FROM {database}.decisions ORDER BY seq").result_rows
     assert [s for (s,) in stored] == [2, 5, 6]
+
+
+class _Sent:
+    """The real chDB client, noting each command's statement and each insert's settings."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.commands: list[str] = []
+        self.inserts: dict[str, dict[str, Any]] = {}
+
+    def command(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        self.commands.append(sql)
+        return self.client.command(sql, *args, **kwargs)
+
+    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        self.inserts[table.rsplit(".", 1)[-1]] = kwargs.get("settings") or {}
+        return self.client.insert(table, *args, **kwargs)
+
+
+def test_every_store_insert_waits_for_a_distributed_table_to_store_it(
+    ch: Any, database: str
+) -> None:
+    # Offsets are committed after the insert returns: through a Distributed table (a cluster)
+    # the rows are only stored by then with distributed_foreground_insert = 1; one node
+    # (chDB here) accepts the setting and stores the rows.
+    messages = _chain("stage-fg", 4)
+    stager = _stager(ch)
+    for i, (v, k, h) in enumerate(messages):
+        stager.screen(v, k, h, 0, i)
+    assert stager.stage() == {}
+    sent = _Sent(ch)
+    store = Store(sent, database)
+    store.copy_staged(stager.selection([0, 1], len(stager)), "fg")
+    verifier = EventVerifier(default_codec(), max_event_bytes=1_000_000)
+    columns = DecisionColumns()
+    for i, (v, k, h) in enumerate(messages[2:], start=2):
+        checked = verifier.check(v, k, h)
+        assert isinstance(checked, VerifiedEvent)
+        columns.append(checked, v, 0, i)
+    store.insert_decisions(columns, "fg2")
+    store.insert_incidents([["gap", "stage-fg", 7, 5, 6, "test", 0, 9]], "fg")
+    rejection = Rejection(Reason.EMPTY_VALUE, "")
+    store.insert_quarantine([QuarantineRow("t", 0, 10, None, rejection, b"")], "fg")
+
+    (copy,) = [c for c in sent.commands if c.startswith("INSERT")]
+    assert "distributed_foreground_insert = 1" in copy
+    assert set(sent.inserts) == {"decisions", "incidents", "quarantine"}
+    for table, settings in sent.inserts.items():
+        assert settings.get("distributed_foreground_insert") == 1, table
+    stored = ch.query(f"SELECT seq FROM {database}.decisions ORDER BY seq").result_rows
+    assert [s for (s,) in stored] == [1, 2, 3, 4]
+    for table in ("incidents", "quarantine"):
+        assert ch.command(f"SELECT count() FROM {database}.{table}") == 1, table
 
 
 def test_partitions_and_offsets_of_every_size_are_stored(ch: Any, database: str) -> None:

@@ -48,6 +48,10 @@ QUARANTINE_COLUMNS = (
 )
 
 
+INSERT_SETTINGS: dict[str, Any] = {"async_insert": 0, "distributed_foreground_insert": 1}
+"""settings of every insert: stored (on every shard of a ``Distributed`` table) on return,
+so the offsets committed after it never run ahead of the rows; one node ignores the second"""
+
 _pick_record_columns = operator.itemgetter(*_RECORD_COLUMNS)
 
 
@@ -136,10 +140,11 @@ class Store:
         # (optimize_on_insert; FINAL and merges still do): 12-24 % of the copy, measured. The
         # settings are part of the statement: given as ``settings=``, an embedded (chDB)
         # client wraps the statement in a SET and a restore per setting, 10 calls for 1.
+        # distributed_foreground_insert: see INSERT_SETTINGS.
         self.client.command(
             f"INSERT INTO {self.database}.decisions ({columns}) SETTINGS "
             f"insert_deduplication_token = {format_str(token + '/s')}, max_threads = 1, "
-            f"max_insert_threads = 1, optimize_on_insert = 0 "
+            f"max_insert_threads = 1, optimize_on_insert = 0, distributed_foreground_insert = 1 "
             f"{select}"
         )
 
@@ -151,7 +156,7 @@ class Store:
             batch.columns,
             column_names=list(DECISION_COLUMNS),
             column_oriented=True,
-            settings={"async_insert": 0, "insert_deduplication_token": token},
+            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )
 
     def insert_side(self, kind: RecordKind, batch: SideBatch, token: str) -> None:
@@ -199,5 +204,5 @@ class Store:
             f"{self.database}.{table}",
             rows,
             column_names=list(columns),
-            settings={"async_insert": 0, "insert_deduplication_token": token},
+            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )

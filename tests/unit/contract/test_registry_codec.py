@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
+from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
 from decision_audit.contract import chain_hash, default_codec
 from decision_audit.contract.codec import MAGIC, CodecError
@@ -134,6 +134,12 @@ def test_confluent_serde_reads_our_framing_and_we_read_theirs(sr: Any) -> None:
     written = serializer(dict(record), ctx)
     assert written[:1] == b"\x00" and written[5:] == ours[5:]
     assert RegistryCodec(sr, SHIPPED).decode(written).record == theirs
+    # Single-object encoding (what a producer writes while the registry is out of reach) is
+    # not skipped by Confluent's deserializer: it raises on the magic byte.
+    single = ConfluentFraming(SHIPPED).encode(DECISION, dict(record))
+    assert single[:2] == MAGIC
+    with pytest.raises(SerializationError, match="magic byte"):
+        AvroDeserializer(sr)(single, ctx)
 
 
 def test_lookup_only_needs_the_subject_registered(sr: Any) -> None:
