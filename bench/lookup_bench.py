@@ -151,7 +151,14 @@ def figures(r: dict[str, Any]) -> list[Figure]:
                     target,
                 )
             )
-    for name in ("by_request_id", "by_event_id", "trace_find_or", "trace_find_split"):
+    for name in (
+        "by_request_id",
+        "by_event_id",
+        "trace_find_or",
+        "trace_find_split",
+        "trace_chain_final",
+        "trace_chain_keys",
+    ):
         for variant in after["variants"]:
             k = f"{name}@{variant}"
             if variant == "base" or k not in after:
