@@ -13,6 +13,7 @@ import fastavro
 import pytest
 
 from decision_audit.contract import chain_hash, default_codec, genesis_hash
+from decision_audit.contract.fields import MAX_ERROR_MESSAGE, MAX_NAME
 from decision_audit.contract.schemas import avro_fingerprint
 from decision_audit.devtools.tansu_broker import LocalBroker
 from decision_audit.worker.dlq import REASON_HEADER
@@ -24,6 +25,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 Raw = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 HASH = "da-event-hash"
+LONG = "x" * 200_000
+"""Free text far past the contract's limits (MAX_REASON, MAX_FOLLOW_UP_VALUE…), well within
+max_event_bytes: quarantined for what it says, not for its size."""
 
 
 def _one(kind: str, chain: str, **fields: Any) -> Raw:
@@ -103,8 +107,18 @@ def _hostile(kind: str, suffix: str) -> tuple[list[Raw], Counter[str]]:
             [_one(kind, chain("nofinal", i), verdict="override") for i in range(10)],
         )
         add("invalid_event", [_one(kind, chain("noone", i), reviewer="") for i in range(5)])
+        # Free text past the contract's limits (contract.fields), straight to Kafka.
+        add("invalid_event", [_one(kind, chain("long", i), reason=LONG) for i in range(3)])
+        add(
+            "invalid_event",
+            [
+                _one(kind, chain("longfinal", i), verdict="override", final_decision=LONG)
+                for i in range(3)
+            ],
+        )
     else:
         add("invalid_timestamp", [_one(kind, chain("obs", 0), observed_at=old)])
+        add("invalid_event", [_one(kind, chain("long", i), actual=LONG) for i in range(3)])
     return out, expect
 
 
@@ -142,6 +156,10 @@ def test_hostile_records_are_quarantined_and_valid_ones_stored(
     )
     assert reasons == expect
     assert dict(stats.quarantined) == dict(expect)
+    too_long = count(
+        ch, f"SELECT count() FROM {db}.quarantine WHERE detail LIKE '% characters, more than %'"
+    )
+    assert too_long == (6 if kind == "review" else 3)
     # A record naming an unknown decision is kept, and flagged (as are the valid ones, whose
     # crafted decision_id "r-1" names no decision either).
     flagged = ch.query(
@@ -162,13 +180,21 @@ def test_hostile_failed_inferences_are_quarantined(
         *(_one("decision_event", f"st-{i}", status="exploded") for i in range(10)),
         *(_one("decision_event", f"np-{i}", prediction=None) for i in range(10)),  # ok, no answer
     ]
-    good = [
-        _one("decision_event", f"fail-{i}", status="error", prediction=None, error_type="E")
-        for i in range(10)
+    failed = {"status": "error", "prediction": None}
+    long = [
+        *(_one("decision_event", f"lm-{i}", **failed, error_message=LONG) for i in range(5)),
+        *(_one("decision_event", f"lt-{i}", **failed, error_type=LONG) for i in range(5)),
     ]
-    send_raw(broker.bootstrap_servers, s.topic, bad + good)
+    # At the limits exactly: stored.
+    most = {"error_type": "E" * MAX_NAME, "error_message": "é" * MAX_ERROR_MESSAGE}
+    good = [_one("decision_event", f"fail-{i}", **failed, error_type="E") for i in range(10)]
+    good += [_one("decision_event", f"most-{i}", **failed, **most) for i in range(2)]
+    send_raw(broker.bootstrap_servers, s.topic, bad + long + good)
     stats = run_worker(s, ch)
-    assert stats.inserted == 10 and dict(stats.quarantined) == {"invalid_event": 20}
+    assert stats.inserted == 12 and dict(stats.quarantined) == {"invalid_event": 30}
     details = [r[0] for r in ch.query(f"SELECT detail FROM {s.database}.quarantine").result_rows]
     assert sum("status 'exploded' is not one of" in d for d in details) == 10
     assert sum("prediction is missing, which status 'ok' requires" in d for d in details) == 10
+    too_long = f"has {len(LONG)} characters, more than"
+    assert sum(d.startswith(f"error_message {too_long} {MAX_ERROR_MESSAGE}") for d in details) == 5
+    assert sum(d.startswith(f"error_type {too_long} {MAX_NAME}") for d in details) == 5

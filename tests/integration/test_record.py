@@ -265,8 +265,15 @@ def test_report_shows_error_rates_outcomes_calibration_and_overrides(
                     final = "decline" if verdict == "override" else None
                     p.log_review(eid, "j.doe", verdict, final_decision=final)
                     reviewed[version][verdict] += 1
+        # A regression model: numeric predictions, numeric outcomes (off by 10, 10, 30, 0).
+        amounts = [(100.0, 110), (200.0, 190), (300.0, 330), (400.0, 400.0)]
+        for k, (predicted, actual) in enumerate(amounts):
+            at = now - timedelta(minutes=50 - k)
+            p.log_outcome(
+                p.log_decision("amount", "r1", {"k": k}, predicted, occurred_at=at), actual
+            )
     stats = run_worker(s, ch)
-    assert stats.inserted == 200 and stats.quarantined_total == 0
+    assert stats.inserted == 204 and stats.quarantined_total == 0
 
     out = tmp_path / "report.html"
     since = (now - timedelta(hours=2)).isoformat()
@@ -296,17 +303,22 @@ def test_report_shows_error_rates_outcomes_calibration_and_overrides(
 
     # Odd i are version 1: it failed 10 times now (i % 10 == 1), never before; version 2
     # 20 times now and twice before (i = 0, 50).
-    errors = {r[1]: r[2:] for r in table("errors")}
+    errors = {r[1]: r[2:] for r in table("errors") if r[0] == "credit"}
     assert errors == {
         "1": ["50", "error 10", "20.0%", "0.0%"],
         "2": ["50", "error 20", "40.0%", "4.0%"],
     }
     # Every decision of the window that did not fail has an outcome.
-    outcomes = {r[1]: r for r in table("outcomes")}
+    outcomes = {r[1]: r for r in table("outcomes") if r[0] == "credit"}
     assert outcomes["1"][3] == "40 (80.0%)" and outcomes["2"][3] == "30 (60.0%)"
     # Compared as recorded: version 1's labels never equal its JSON booleans.
     assert outcomes["2"][4] == "100.0% of 30" and outcomes["1"][4] == "0.0% of 40"
-    reviews = {r[1]: r[3:] for r in table("reviews")}
+    # Numbers are not judged right or wrong but by how far off they were: (10+10+30+0)/4.
+    assert [r for r in table("outcomes") if r[0] == "amount"] == [
+        ["amount", "r1", "4", "4 (100.0%)", "-", "12.5 over 4"]
+    ]
+    assert outcomes["1"][5] == outcomes["2"][5] == "-"
+    reviews = {r[1]: r[3:] for r in table("reviews") if r[0] == "credit"}
     assert reviews == {
         v: [
             str(n["confirm"] + n["override"]),
