@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from decision_audit import AuditProducer
+from decision_audit import AuditProducer, RedactionPolicy
 from decision_audit.audit.verify import TrailVerifier
 from decision_audit.cli.main import main
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.models import utc_now
 from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.producer.redaction import HASH_PREFIX, TextRule, ValueRule
 from decision_audit.producer.signing import generate_keypair
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
@@ -230,6 +231,46 @@ def test_tampering_with_outcomes_and_reviews_is_named_by_verify_and_trace(
     assert t["integrity"]["problems"] == [
         f"outcome {logged.ids['o-1']}: its columns differ from its stored bytes"
     ]
+
+
+def test_outcomes_and_reviews_are_stored_as_redacted_and_stamped_with_the_policy(
+    broker: LocalBroker, ch: Any, record_settings: WorkerSettings, keys: Path
+) -> None:
+    s, db = record_settings, record_settings.database
+    policy = RedactionPolicy(
+        id="followups",
+        version=3,
+        review_reason=TextRule(action="mask", replacement="[note]"),
+        final_decision=ValueRule(action="hash"),
+        outcome_actual=ValueRule(action="hash"),
+    )
+    with _producer(broker, s, keys, redaction=policy, redaction_secret=b"s3cr3t") as p:
+        eid = p.log_decision("credit", "2", {"i": 1}, "approve", request_id="req-1")
+        p.log_outcome(eid, {"repaid": 120.5, "name": "Jane Roe"})
+        p.log_review(
+            "req-1", "j.doe", "override", final_decision="limit 500 for Jane Roe",
+            reason="Jane Roe called, income verified",
+        )  # fmt: skip
+    stats = run_worker(s, ch)
+    assert stats.inserted == 1 and stats.quarantined_total == 0
+    ((actual, is_json, stamped),) = ch.query(
+        f"SELECT actual, actual_is_json, redaction_policy FROM {db}.outcomes"
+    ).result_rows
+    assert actual.startswith(HASH_PREFIX) and not is_json and stamped == "followups@3"
+    ((final, reason, stamped),) = ch.query(
+        f"SELECT final_decision, reason, redaction_policy FROM {db}.reviews"
+    ).result_rows
+    assert final.startswith(HASH_PREFIX) and reason == "[note]" and stamped == "followups@3"
+    everything = " ".join(
+        str(v)
+        for table in ("outcomes", "reviews")
+        for row in ch.query(f"SELECT * FROM {db}.{table}").result_rows
+        for v in row
+    )
+    assert "Jane" not in everything  # nor in the stored bytes (raw)
+    # Stored as sent: the columns equal the records' bytes, the policy id among them.
+    report = TrailVerifier(ch, db, KeyRing.load(keys)).run()
+    assert not [pr for c in report.chains for pr in c.problems]
 
 
 def test_report_shows_error_rates_outcomes_calibration_and_overrides(
