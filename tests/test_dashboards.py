@@ -58,6 +58,17 @@ def substitute(sql: str, database: str, start: datetime, end: datetime) -> str:
     return sql
 
 
+def _follow_up(table: str, n: int) -> str:
+    """The verdict of the ``n``-th review, or the actual value of the ``n``-th outcome."""
+    if table == "reviews":
+        return "override" if n % 5 == 0 else "confirm"
+    return "decline" if n % 4 < 2 else "approve"
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 @pytest.fixture
 def filled(ch: Any, database: str) -> tuple[str, datetime, datetime]:
     """Base-table rows for two models over three hours; the rollups fill on insert."""
@@ -88,13 +99,13 @@ def filled(ch: Any, database: str) -> tuple[str, datetime, datetime]:
             "latency_ms", "producer_id", "producer_epoch", "seq", "status",
         ],
     )  # fmt: skip
-    # An outcome and a review of every third decision.
+    # An outcome and a review of every third decision (version 1, predicted "decline"): half
+    # the outcomes agree with the prediction, a fifth of the reviews override it.
     for table, value in (("outcomes", "actual"), ("reviews", "verdict")):
         ch.insert(
             f"{database}.{table}",
             [
-                [uuid7(), now, str(r[0]), "override" if table == "reviews" else "approve",
-                 f"p/{table}", 1, n + 1]
+                [uuid7(), now, str(r[0]), _follow_up(table, n), f"p/{table}", 1, n + 1]
                 for n, r in enumerate(rows[::3])
             ],
             column_names=[
@@ -164,6 +175,8 @@ def test_dashboards_exist_and_use_provisioned_datasources() -> None:
         "Integrity incidents",
         "Quarantine by reason",
         "Consumer lag",
+        "Error rate per model version",
+        "Outcomes and reviews per model version",
     }
     assert wanted <= titles, wanted - titles
 
@@ -188,6 +201,7 @@ def test_every_clickhouse_panel_query_runs_on_the_migrated_schema(
 ) -> None:
     database, start, end = filled
     ran = 0
+    checked: set[str] = set()
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
         for var in dashboard["templating"]["list"]:
@@ -210,4 +224,40 @@ def test_every_clickhouse_panel_query_runs_on_the_migrated_schema(
                     assert total == 300
                 if panel["title"] == "Quarantine by reason":
                     assert sum(r[2] for r in result.result_rows) == 6
+                if panel["title"] == "Error rate per model version":
+                    got = {(_utc(t), v): rate for t, v, rate in result.result_rows}
+                    assert got == pytest.approx(_error_rates(start + timedelta(minutes=5)))
+                    checked.add(panel["title"])
+                if panel["title"] == "Outcomes and reviews per model version":
+                    _check_follow_ups(result.result_rows)
+                    checked.add(panel["title"])
     assert ran >= 8
+    assert checked == {"Error rate per model version", "Outcomes and reviews per model version"}
+
+
+def _error_rates(first: datetime) -> dict[tuple[datetime, str], float]:
+    """The fixture's share of failed decisions per hour and model version: status 'error'
+    for every tenth decision (i % 10 == 0, all of them credit-risk's)."""
+    n: dict[tuple[datetime, str], int] = {}
+    failed: dict[tuple[datetime, str], int] = {}
+    for i in range(300):
+        at = (first + timedelta(seconds=30 * i)).replace(minute=0, second=0)
+        key = (at, f"{MODELS[i % 2]}@{1 + i % 3}")
+        n[key] = n.get(key, 0) + 1
+        failed[key] = failed.get(key, 0) + (i % 10 == 0)
+    assert sum(failed.values()) == 30
+    return {key: failed[key] / n[key] for key in n}
+
+
+def _check_follow_ups(rows: list[tuple[Any, ...]]) -> None:
+    """Per model and version, 50 decisions; version 1's all have an outcome (half of them
+    "decline", as predicted) and a review (a fifth of them overrides), the others none."""
+    by_version = {(r[0], r[1]): r[2:] for r in rows}
+    assert set(by_version) == {(m, str(v)) for m in MODELS for v in (1, 2, 3)}
+    for (_, version), (decisions, with_outcome, accuracy, reviewed, override) in by_version.items():
+        assert decisions == 50
+        if version == "1":
+            assert (with_outcome, accuracy, reviewed) == pytest.approx((1.0, 0.5, 1.0))
+            assert override == pytest.approx(0.2)
+        else:
+            assert (with_outcome, reviewed, override) == (0, 0, None)

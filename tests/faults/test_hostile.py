@@ -86,6 +86,14 @@ def _hostile(rng: random.Random) -> tuple[list[Raw], Counter[str]]:
         [_event(f"nan-{i}", score=bad_numbers[i % 3]) for i in range(120)]
         + [_event(f"lat-{i}", latency_ms=math.nan) for i in range(30)],
     )
+    # A failed inference's text past the contract's limits (contract.fields), well within
+    # max_event_bytes.
+    failed = {"status": "error", "prediction": None}
+    add(
+        "invalid_event",
+        [_event(f"msg-{i}", **failed, error_message="m" * 200_000) for i in range(10)]
+        + [_event(f"type-{i}", **failed, error_type="T" * 200_000) for i in range(10)],
+    )
     add(
         "invalid_timestamp",
         [_event(f"old-{i}", occurred_at=datetime(1971, 1, 1, tzinfo=UTC)) for i in range(75)]

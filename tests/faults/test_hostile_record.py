@@ -13,8 +13,11 @@ import fastavro
 import pytest
 
 from decision_audit.contract import chain_hash, default_codec, genesis_hash
+from decision_audit.contract.fields import MAX_ERROR_MESSAGE, MAX_NAME
+from decision_audit.contract.lineage import Reference
 from decision_audit.contract.schemas import avro_fingerprint
 from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.producer.lifecycle import model_event_record
 from decision_audit.worker.dlq import REASON_HEADER
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
@@ -24,6 +27,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 Raw = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 HASH = "da-event-hash"
+LONG = "x" * 200_000
+"""Free text far past the contract's limits (MAX_REASON, MAX_FOLLOW_UP_VALUE…), well within
+max_event_bytes: quarantined for what it says, not for its size."""
 
 
 def _one(kind: str, chain: str, **fields: Any) -> Raw:
@@ -48,7 +54,8 @@ def _retyped(kind: str, chain: str, field: str, avro_type: Any, value: Any) -> R
         ],
     }
     prev = genesis_hash(chain, 1)
-    rec = {**RECORDS[kind](chain, 1, 1, prev), field: value}
+    build = _model_event_record if kind == "model_event" else RECORDS[kind]
+    rec = {**build(chain, 1, 1, prev), field: value}
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, fastavro.parse_schema(definition), rec)
     body = buf.getvalue()
@@ -103,8 +110,18 @@ def _hostile(kind: str, suffix: str) -> tuple[list[Raw], Counter[str]]:
             [_one(kind, chain("nofinal", i), verdict="override") for i in range(10)],
         )
         add("invalid_event", [_one(kind, chain("noone", i), reviewer="") for i in range(5)])
+        # Free text past the contract's limits (contract.fields), straight to Kafka.
+        add("invalid_event", [_one(kind, chain("long", i), reason=LONG) for i in range(3)])
+        add(
+            "invalid_event",
+            [
+                _one(kind, chain("longfinal", i), verdict="override", final_decision=LONG)
+                for i in range(3)
+            ],
+        )
     else:
         add("invalid_timestamp", [_one(kind, chain("obs", 0), observed_at=old)])
+        add("invalid_event", [_one(kind, chain("long", i), actual=LONG) for i in range(3)])
     return out, expect
 
 
@@ -142,6 +159,10 @@ def test_hostile_records_are_quarantined_and_valid_ones_stored(
     )
     assert reasons == expect
     assert dict(stats.quarantined) == dict(expect)
+    too_long = count(
+        ch, f"SELECT count() FROM {db}.quarantine WHERE detail LIKE '% characters, more than %'"
+    )
+    assert too_long == (6 if kind == "review" else 3)
     # A record naming an unknown decision is kept, and flagged (as are the valid ones, whose
     # crafted decision_id "r-1" names no decision either).
     flagged = ch.query(
@@ -162,13 +183,109 @@ def test_hostile_failed_inferences_are_quarantined(
         *(_one("decision_event", f"st-{i}", status="exploded") for i in range(10)),
         *(_one("decision_event", f"np-{i}", prediction=None) for i in range(10)),  # ok, no answer
     ]
-    good = [
-        _one("decision_event", f"fail-{i}", status="error", prediction=None, error_type="E")
-        for i in range(10)
+    failed = {"status": "error", "prediction": None}
+    long = [
+        *(_one("decision_event", f"lm-{i}", **failed, error_message=LONG) for i in range(5)),
+        *(_one("decision_event", f"lt-{i}", **failed, error_type=LONG) for i in range(5)),
     ]
-    send_raw(broker.bootstrap_servers, s.topic, bad + good)
+    # At the limits exactly: stored.
+    most = {"error_type": "E" * MAX_NAME, "error_message": "é" * MAX_ERROR_MESSAGE}
+    good = [_one("decision_event", f"fail-{i}", **failed, error_type="E") for i in range(10)]
+    good += [_one("decision_event", f"most-{i}", **failed, **most) for i in range(2)]
+    send_raw(broker.bootstrap_servers, s.topic, bad + long + good)
     stats = run_worker(s, ch)
-    assert stats.inserted == 10 and dict(stats.quarantined) == {"invalid_event": 20}
+    assert stats.inserted == 12 and dict(stats.quarantined) == {"invalid_event": 30}
     details = [r[0] for r in ch.query(f"SELECT detail FROM {s.database}.quarantine").result_rows]
     assert sum("status 'exploded' is not one of" in d for d in details) == 10
     assert sum("prediction is missing, which status 'ok' requires" in d for d in details) == 10
+    too_long = f"has {len(LONG)} characters, more than"
+    assert sum(d.startswith(f"error_message {too_long} {MAX_ERROR_MESSAGE}") for d in details) == 5
+    assert sum(d.startswith(f"error_type {too_long} {MAX_NAME}") for d in details) == 5
+
+
+def _model_event_record(chain: str, epoch: int, seq: int, prev: bytes) -> dict[str, Any]:
+    """A register event of ``chain``, with its integrity fields."""
+    return {
+        **model_event_record("register", Reference.model_version("m", "1"), actor="ci"),
+        "key_id": None,
+        "producer_id": chain,
+        "producer_epoch": epoch,
+        "seq": seq,
+        "prev_hash": prev,
+    }
+
+
+def _model_event(chain: str, seq: int = 1, prev: bytes | None = None, **fields: Any) -> Raw:
+    """A correctly hashed model event of ``chain`` (a register, unless ``fields`` say else)."""
+    codec = default_codec()
+    schema = codec.registry.latest("model_event")
+    prev = genesis_hash(chain, 1) if prev is None else prev
+    rec = {**_model_event_record(chain, 1, seq, prev), **fields}
+    body = codec.encode_body(schema, rec)
+    return chain.encode(), codec.frame(schema, body), [(HASH, chain_hash(prev, body))]
+
+
+def test_hostile_model_events_are_quarantined_and_valid_ones_stored(
+    broker: LocalBroker, worker_settings: WorkerSettings, ch: Any
+) -> None:
+    topic = f"{worker_settings.topic}-model-events"
+    ensure_topics(broker.bootstrap_servers, {topic: 2})
+    s = worker_settings.model_copy(update={"model_events_topic": topic})
+    out: list[Raw] = []
+    expect: Counter[str] = Counter()
+
+    def add(reason: str, messages: list[Raw]) -> None:
+        out.extend(messages)
+        expect[reason] += len(messages)
+
+    def chain(name: str, i: int) -> str:
+        return f"h-{name}-{i}/model-events"
+
+    _, big, big_h = _model_event(chain("big", 0))
+    add("oversized", [(chain("big", 0).encode(), big + b"\x00" * (2 << 20), big_h)])
+    spaceship = {"type": "spaceship", "id": "x"}
+    add("invalid_event", [_model_event(chain("ref", i), subject=spaceship) for i in range(5)])
+    add("invalid_event", [_model_event(chain("act", i), action="explode") for i in range(5)])
+    # Details of the wrong type, or too long (contract.lineage.ACTION_DETAILS).
+    retrain = {"action": "retrain", "subject": Reference.model_version("m", "2").to_avro()}
+    add(
+        "invalid_event",
+        [_model_event(chain("num", i), **retrain, metadata='{"reason": 42}') for i in range(5)]
+        + [
+            _model_event(chain("long", i), **retrain, metadata=f'{{"reason": "{LONG}"}}')
+            for i in range(3)
+        ]
+        + [_model_event(chain("meta", i), metadata="[1, 2]") for i in range(3)],
+    )
+    add("invalid_event", [_model_event(f"h-misnamed-{i}") for i in range(3)])
+    add("unexpected_record", [_one("outcome", f"h-out-{i}/outcomes") for i in range(3)])
+    add(
+        "malformed_avro",
+        [_retyped("model_event", chain("type", i), "actor", "long", 7) for i in range(3)],
+    )
+    valid: list[Raw] = []
+    prev = genesis_hash("valid/model-events", 1)
+    for seq in range(1, 11):
+        key, value, headers = _model_event("valid/model-events", seq, prev)
+        assert headers is not None
+        valid.append((key, value, headers))
+        prev = headers[0][1]
+    send_raw(broker.bootstrap_servers, topic, valid[:5] + out + valid[5:])
+    stats = run_worker(s, ch)
+
+    db = s.database
+    assert stats.consumed == len(out) + 10
+    assert count(ch, f"SELECT count() FROM {db}.model_events") == 10
+    reasons = Counter(
+        {
+            str(r): int(n)
+            for r, n in ch.query(
+                f"SELECT reason, count() FROM {db}.quarantine GROUP BY 1"
+            ).result_rows
+        }
+    )
+    assert reasons == expect and dict(stats.quarantined) == dict(expect)
+    details = [r[0] for r in ch.query(f"SELECT detail FROM {db}.quarantine").result_rows]
+    assert sum("retrain detail 'reason' is not text" in d for d in details) == 5
+    assert sum("retrain detail 'reason' is longer than 4096" in d for d in details) == 3
+    assert sum("subject.type" in d for d in details) == 5

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from decision_audit import AuditProducer
+from decision_audit import AuditProducer, RedactionPolicy
 from decision_audit.audit.verify import TrailVerifier
 from decision_audit.cli.main import main
 from decision_audit.contract.keys import KeyRing
 from decision_audit.contract.models import utc_now
 from decision_audit.devtools.tansu_broker import LocalBroker
+from decision_audit.producer.redaction import HASH_PREFIX, TextRule, ValueRule
 from decision_audit.producer.signing import generate_keypair
 from decision_audit.worker.settings import WorkerSettings
 from decision_audit.worker.topics import ensure_topics
@@ -232,6 +233,46 @@ def test_tampering_with_outcomes_and_reviews_is_named_by_verify_and_trace(
     ]
 
 
+def test_outcomes_and_reviews_are_stored_as_redacted_and_stamped_with_the_policy(
+    broker: LocalBroker, ch: Any, record_settings: WorkerSettings, keys: Path
+) -> None:
+    s, db = record_settings, record_settings.database
+    policy = RedactionPolicy(
+        id="followups",
+        version=3,
+        review_reason=TextRule(action="mask", replacement="[note]"),
+        final_decision=ValueRule(action="hash"),
+        outcome_actual=ValueRule(action="hash"),
+    )
+    with _producer(broker, s, keys, redaction=policy, redaction_secret=b"s3cr3t") as p:
+        eid = p.log_decision("credit", "2", {"i": 1}, "approve", request_id="req-1")
+        p.log_outcome(eid, {"repaid": 120.5, "name": "Jane Roe"})
+        p.log_review(
+            "req-1", "j.doe", "override", final_decision="limit 500 for Jane Roe",
+            reason="Jane Roe called, income verified",
+        )  # fmt: skip
+    stats = run_worker(s, ch)
+    assert stats.inserted == 1 and stats.quarantined_total == 0
+    ((actual, is_json, stamped),) = ch.query(
+        f"SELECT actual, actual_is_json, redaction_policy FROM {db}.outcomes"
+    ).result_rows
+    assert actual.startswith(HASH_PREFIX) and not is_json and stamped == "followups@3"
+    ((final, reason, stamped),) = ch.query(
+        f"SELECT final_decision, reason, redaction_policy FROM {db}.reviews"
+    ).result_rows
+    assert final.startswith(HASH_PREFIX) and reason == "[note]" and stamped == "followups@3"
+    everything = " ".join(
+        str(v)
+        for table in ("outcomes", "reviews")
+        for row in ch.query(f"SELECT * FROM {db}.{table}").result_rows
+        for v in row
+    )
+    assert "Jane" not in everything  # nor in the stored bytes (raw)
+    # Stored as sent: the columns equal the records' bytes, the policy id among them.
+    report = TrailVerifier(ch, db, KeyRing.load(keys)).run()
+    assert not [pr for c in report.chains for pr in c.problems]
+
+
 def test_report_shows_error_rates_outcomes_calibration_and_overrides(
     broker: LocalBroker,
     ch: Any,
@@ -265,8 +306,15 @@ def test_report_shows_error_rates_outcomes_calibration_and_overrides(
                     final = "decline" if verdict == "override" else None
                     p.log_review(eid, "j.doe", verdict, final_decision=final)
                     reviewed[version][verdict] += 1
+        # A regression model: numeric predictions, numeric outcomes (off by 10, 10, 30, 0).
+        amounts = [(100.0, 110), (200.0, 190), (300.0, 330), (400.0, 400.0)]
+        for k, (predicted, actual) in enumerate(amounts):
+            at = now - timedelta(minutes=50 - k)
+            p.log_outcome(
+                p.log_decision("amount", "r1", {"k": k}, predicted, occurred_at=at), actual
+            )
     stats = run_worker(s, ch)
-    assert stats.inserted == 200 and stats.quarantined_total == 0
+    assert stats.inserted == 204 and stats.quarantined_total == 0
 
     out = tmp_path / "report.html"
     since = (now - timedelta(hours=2)).isoformat()
@@ -296,17 +344,22 @@ def test_report_shows_error_rates_outcomes_calibration_and_overrides(
 
     # Odd i are version 1: it failed 10 times now (i % 10 == 1), never before; version 2
     # 20 times now and twice before (i = 0, 50).
-    errors = {r[1]: r[2:] for r in table("errors")}
+    errors = {r[1]: r[2:] for r in table("errors") if r[0] == "credit"}
     assert errors == {
         "1": ["50", "error 10", "20.0%", "0.0%"],
         "2": ["50", "error 20", "40.0%", "4.0%"],
     }
     # Every decision of the window that did not fail has an outcome.
-    outcomes = {r[1]: r for r in table("outcomes")}
+    outcomes = {r[1]: r for r in table("outcomes") if r[0] == "credit"}
     assert outcomes["1"][3] == "40 (80.0%)" and outcomes["2"][3] == "30 (60.0%)"
     # Compared as recorded: version 1's labels never equal its JSON booleans.
     assert outcomes["2"][4] == "100.0% of 30" and outcomes["1"][4] == "0.0% of 40"
-    reviews = {r[1]: r[3:] for r in table("reviews")}
+    # Numbers are not judged right or wrong but by how far off they were: (10+10+30+0)/4.
+    assert [r for r in table("outcomes") if r[0] == "amount"] == [
+        ["amount", "r1", "4", "4 (100.0%)", "-", "12.5 over 4"]
+    ]
+    assert outcomes["1"][5] == outcomes["2"][5] == "-"
+    reviews = {r[1]: r[3:] for r in table("reviews") if r[0] == "credit"}
     assert reviews == {
         v: [
             str(n["confirm"] + n["override"]),

@@ -39,6 +39,11 @@ _REQUIRED_WHEN = tuple(
     for f in DECISION_EVENT
     if Check.REQUIRED_WHEN in f.checks and f.required_when is not None
 )
+_MAX_LENGTH = tuple(
+    (f.name, f.max_length)
+    for f in DECISION_EVENT
+    if Check.MAX_LENGTH in f.checks and f.max_length is not None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +231,10 @@ class EventVerifier:
         for name, other, when in _REQUIRED_WHEN:
             if rec[name] is None and rec[other] in when:
                 return _required(name, other, rec[other])
+        for name, most in _MAX_LENGTH:
+            v = rec[name]
+            if v is not None and len(v) > most:
+                return _too_long(name, len(v), most)
         try:
             inputs = orjson.loads(rec["inputs"])  # strict JSON: no NaN, bounded nesting
         except RecursionError:
@@ -257,6 +266,10 @@ def _not_one_of(name: str, value: Any, values: frozenset[str] | tuple[str, ...])
     )
 
 
+def _too_long(name: str, length: int, most: int) -> Rejection:
+    return Rejection(Reason.INVALID_EVENT, f"{name} has {length} characters, more than {most}")
+
+
 def _required(name: str, other: str, value: Any) -> Rejection:
     return Rejection(Reason.INVALID_EVENT, f"{name} is missing, which {other} {value!r} requires")
 
@@ -285,6 +298,13 @@ def declared_problem(
                 other, when = f.required_when
                 if rec[other] in when:
                     return _required(f.name, other, rec[other])
+            if (
+                check is Check.MAX_LENGTH
+                and v is not None
+                and f.max_length is not None
+                and len(v) > f.max_length
+            ):
+                return _too_long(f.name, len(v), f.max_length)
             if check is Check.JSON_OBJECT:
                 try:
                     if not isinstance(orjson.loads(v), dict):

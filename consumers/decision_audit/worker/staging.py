@@ -128,6 +128,8 @@ class Flag(StrEnum):
     """a field outside its declared values (status)"""
     REQUIRED = "required", Reason.INVALID_EVENT
     """a field another requires is missing (the prediction of an ok decision)"""
+    LENGTH = "length", Reason.INVALID_EVENT
+    """text longer than the contract allows (error_type, error_message)"""
     INPUTS = "inputs", Reason.INVALID_EVENT
     """inputs is not plainly a JSON object"""
     TIMESTAMP = "timestamp", Reason.INVALID_TIMESTAMP
@@ -152,6 +154,7 @@ _FIELD_FLAGS: dict[Check, Flag] = {
     Check.UTF8: Flag.UTF8,
     Check.ONE_OF: Flag.VALUE,
     Check.REQUIRED_WHEN: Flag.REQUIRED,
+    Check.MAX_LENGTH: Flag.LENGTH,
 }
 
 
@@ -183,6 +186,9 @@ def _violation(f: Field, check: Check) -> str:
     if check is Check.REQUIRED_WHEN and f.required_when is not None:
         other, when = f.required_when
         return f"{c} IS NULL AND has([{', '.join(map(sql_literal, when))}], {other})"
+    if check is Check.MAX_LENGTH and f.max_length is not None:
+        # Code points, as Python's len(): invalid UTF-8 is flagged by its own check first.
+        return f"lengthUTF8(ifNull({c}, '')) > {f.max_length}"
     raise ValueError(f"no SQL for {check}")
 
 

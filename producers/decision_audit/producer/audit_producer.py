@@ -426,15 +426,22 @@ class AuditProducer:
         returns the outcome's event id.
 
         ``decision`` is the decision's event id or its request id. ``actual`` is a label or any
-        JSON value (a number for a numeric prediction); ``observed_at`` is when it was
+        JSON value (a number for a numeric prediction), as the redaction policy's
+        ``outcome_actual`` rule leaves it (kept by default); ``observed_at`` is when it was
         observed (default: now). The outcome goes to ``outcomes_topic`` on the chain
         ``<producer_id>/outcomes``; the worker stores it in ``audit.outcomes`` whether or not
         the decision is known (an unknown one is recorded as an ``unknown_decision`` incident).
         """
         if self._closed.is_set():
             raise RuntimeError("AuditProducer is closed")
+        redactor = self._redactor
         record = outcome_record(
-            decision, actual, observed_at=observed_at, source=source, actor=actor
+            decision,
+            actual if redactor is None else redactor.outcome_actual(actual),
+            observed_at=observed_at,
+            source=source,
+            actor=actor,
+            redaction_policy=None if redactor is None else redactor.policy_ref,
         )
         self._outcomes.write(record)
         event_id: str = record["event_id"]
@@ -453,12 +460,19 @@ class AuditProducer:
         """Record a person's review of a decision; returns the review's event id.
 
         ``verdict`` is ``confirm``, ``override`` (with the ``final_decision`` that stands
-        instead) or ``escalate``; ``reason`` says why. The review goes to ``reviews_topic``
-        on the chain ``<producer_id>/reviews``, followed at once by a signed checkpoint when
-        the producer signs.
+        instead) or ``escalate``; ``reason`` says why. The redaction policy's
+        ``review_reason`` and ``final_decision`` rules apply to them at the source. The review
+        goes to ``reviews_topic`` on the chain ``<producer_id>/reviews``, followed at once by a
+        signed checkpoint when the producer signs.
         """
         if self._closed.is_set():
             raise RuntimeError("AuditProducer is closed")
+        redactor = self._redactor
+        if redactor is not None:
+            if final_decision is not None:
+                final_decision = redactor.final_decision(final_decision)
+            if reason is not None:
+                reason = redactor.review_reason(reason)
         record = review_record(
             decision,
             reviewer,
@@ -466,6 +480,7 @@ class AuditProducer:
             final_decision=final_decision,
             reason=reason,
             occurred_at=occurred_at,
+            redaction_policy=None if redactor is None else redactor.policy_ref,
         )
         self._reviews.write(record)
         event_id: str = record["event_id"]

@@ -30,8 +30,10 @@ def outcome_record(
     observed_at: datetime | None = None,
     source: str | None = None,
     actor: str | None = None,
+    redaction_policy: str | None = None,
 ) -> dict[str, Any]:
-    """The Avro record of one outcome, without its integrity fields.
+    """The Avro record of one outcome, without its integrity fields; ``actual`` as redacted
+    under the policy ``redaction_policy`` names.
 
     Raises ``ValueError`` (naming the field) on bad arguments, before anything is sent.
     """
@@ -45,7 +47,7 @@ def outcome_record(
             "source": source,
             "actor": actor,
         }
-    ).to_avro()
+    ).to_avro(redaction_policy=redaction_policy)
 
 
 def review_record(
@@ -56,8 +58,10 @@ def review_record(
     final_decision: Prediction | None = None,
     reason: str | None = None,
     occurred_at: datetime | None = None,
+    redaction_policy: str | None = None,
 ) -> dict[str, Any]:
-    """The Avro record of one review, without its integrity fields.
+    """The Avro record of one review, without its integrity fields; ``final_decision`` and
+    ``reason`` as redacted under the policy ``redaction_policy`` names.
 
     Raises ``ValueError`` (naming the field) on bad arguments, before anything is sent.
     """
@@ -71,4 +75,4 @@ def review_record(
             "final_decision": final_decision,
             "reason": reason,
         }
-    ).to_avro()
+    ).to_avro(redaction_policy=redaction_policy)

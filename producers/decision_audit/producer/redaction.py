@@ -46,7 +46,17 @@ Free text
     (:class:`TextRule`) decides what leaves the process: ``keep`` it (the default), ``mask``
     it, ``hash`` it (as a ``hash`` rule would the string) or ``drop`` it, keeping the
     ``error_type``; a kept message is truncated to ``max_chars`` (1024 by default) with a
-    closing ``…``. Without a policy, messages are kept and truncated the same way.
+    closing ``…``. Without a policy, messages are kept and truncated the same way. A review's
+    ``reason``, written by a person, is free text too: the ``review_reason`` rule says what it
+    becomes (kept up to the contract's 8192 characters by default).
+
+Outcomes and overrides
+    An outcome's ``actual`` and an override's ``final_decision`` are values (a label or any
+    JSON) that may name the person too: the ``outcome_actual`` and ``final_decision`` rules
+    (:class:`ValueRule`) ``keep`` them (the default), ``mask`` them or ``hash`` them (as a
+    ``hash`` rule would the value, so equal values still join); both are required by their
+    records, so they cannot be dropped. Outcomes and reviews are stamped with the policy's
+    ``ref`` like decisions.
 
 Cost
     Paths are compiled once into a trie. :meth:`Redactor.apply` only visits keys named by a
@@ -76,6 +86,8 @@ from pydantic import (
     model_validator,
 )
 
+from decision_audit.contract.fields import MAX_ERROR_MESSAGE, MAX_REASON
+
 __all__ = [
     "HASH_PREFIX",
     "WILDCARD",
@@ -85,6 +97,7 @@ __all__ = [
     "Redactor",
     "Sealer",
     "TextRule",
+    "ValueRule",
     "redact_text",
     "truncate",
 ]
@@ -93,8 +106,8 @@ WILDCARD: Final = "*"
 HASH_PREFIX: Final = "hmac-sha256:"
 DEFAULT_MASK: Final = "***"
 ELLIPSIS: Final = "…"
-MAX_TEXT_CHARS: Final = 8192
-"""the contract's bound on an ``error_message`` (decision_audit.contract.models)"""
+MAX_TEXT_CHARS: Final = min(MAX_ERROR_MESSAGE, MAX_REASON)
+"""the contract's bound on an ``error_message`` and a ``reason`` (decision_audit.contract.fields)"""
 
 Action = Literal["drop", "mask", "hash", "encrypt"]
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^@\s]+$")]
@@ -190,7 +203,7 @@ def truncate(text: str, max_chars: int) -> str:
 
 
 class TextRule(BaseModel):
-    """What happens to a free-text field (a failed inference's ``error_message``)."""
+    """What happens to a free-text field (an ``error_message``, a review's ``reason``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -203,7 +216,24 @@ class TextRule(BaseModel):
     @model_validator(mode="after")
     def _check_replacement(self) -> Self:
         if self.replacement is not None and self.action != "mask":
-            raise ValueError("error_message: replacement is only valid with action 'mask'")
+            raise ValueError("replacement is only valid with action 'mask'")
+        return self
+
+
+class ValueRule(BaseModel):
+    """What happens to a value a record requires (an outcome's ``actual``, an override's
+    ``final_decision``): kept as given, masked, or hashed (a label then, not JSON)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["keep", "mask", "hash"] = "keep"
+    replacement: str | None = None
+    """The mask text; only for ``action="mask"`` (default ``"***"``)."""
+
+    @model_validator(mode="after")
+    def _check_replacement(self) -> Self:
+        if self.replacement is not None and self.action != "mask":
+            raise ValueError("replacement is only valid with action 'mask'")
         return self
 
 
@@ -219,6 +249,12 @@ class RedactionPolicy(BaseModel):
     """input path of the data subject's id, for ``encrypt`` rules (e.g. ``applicant.id``)"""
     error_message: TextRule = TextRule()
     """what a failed inference's error message becomes (kept and truncated by default)"""
+    review_reason: TextRule = TextRule(max_chars=MAX_REASON)
+    """what a review's reason becomes (kept, up to the contract's limit, by default)"""
+    final_decision: ValueRule = ValueRule()
+    """what an override's final decision becomes (kept by default)"""
+    outcome_actual: ValueRule = ValueRule()
+    """what an outcome's actual value becomes (kept by default)"""
     description: str | None = None
 
     @field_validator("subject")
@@ -259,6 +295,15 @@ class RedactionPolicy(BaseModel):
                 raise ValueError(f"path {rule.path!r} appears in more than one rule")
             seen.add(rule.path)
         return rules
+
+    def free_rules(self) -> tuple[tuple[str, TextRule | ValueRule], ...]:
+        """The rules of the fields outside ``inputs``, by policy key."""
+        return (
+            ("error_message", self.error_message),
+            ("review_reason", self.review_reason),
+            ("final_decision", self.final_decision),
+            ("outcome_actual", self.outcome_actual),
+        )
 
     @property
     def ref(self) -> str:
@@ -357,8 +402,7 @@ class Redactor:
 
     def __init__(self, policy: RedactionPolicy, secret: bytes | None = None) -> None:
         keyed = [r.path for r in policy.rules if r.action in ("hash", "encrypt")]
-        if policy.error_message.action == "hash":
-            keyed.append("error_message")
+        keyed += [name for name, rule in policy.free_rules() if rule.action == "hash"]
         if secret is not None and not isinstance(secret, bytes | bytearray):
             raise TypeError("secret must be bytes")
         if keyed and not secret:
@@ -512,9 +556,31 @@ class Redactor:
         """What the policy's ``error_message`` rule makes of a failed inference's message."""
         return redact_text(self._policy.error_message, text, self._hash)
 
+    def review_reason(self, text: str) -> str | None:
+        """What the policy's ``review_reason`` rule makes of a review's reason."""
+        return redact_text(self._policy.review_reason, text, self._hash, "review_reason")
+
+    def final_decision(self, value: Any) -> Any:
+        """What the policy's ``final_decision`` rule makes of an override's final decision."""
+        return self._value(self._policy.final_decision, value, "final_decision")
+
+    def outcome_actual(self, value: Any) -> Any:
+        """What the policy's ``outcome_actual`` rule makes of an outcome's actual value."""
+        return self._value(self._policy.outcome_actual, value, "outcome_actual")
+
+    def _value(self, rule: ValueRule, value: Any, name: str) -> Any:
+        if rule.action == "keep":
+            return value
+        if rule.action == "mask":
+            return DEFAULT_MASK if rule.replacement is None else rule.replacement
+        return self._hash(value, name)
+
 
 def redact_text(
-    rule: TextRule, text: str, hash_value: Callable[[Any, str], str] | None = None
+    rule: TextRule,
+    text: str,
+    hash_value: Callable[[Any, str], str] | None = None,
+    name: str = "error_message",
 ) -> str | None:
     """``text`` after ``rule``: kept (truncated), masked, hashed or dropped (None)."""
     if rule.action == "keep":
@@ -523,8 +589,8 @@ def redact_text(
         return DEFAULT_MASK if rule.replacement is None else rule.replacement
     if rule.action == "hash":
         if hash_value is None:
-            raise ValueError("a hash rule for error_message needs the policy's HMAC secret")
-        return hash_value(text, "error_message")
+            raise ValueError(f"a hash rule for {name} needs the policy's HMAC secret")
+        return hash_value(text, name)
     return None
 
 

@@ -37,6 +37,7 @@ class Check(Enum):
     UTF8 = "valid UTF-8 (text, or a map's keys and values)"
     ONE_OF = "one of the field's declared values (Field.values)"
     REQUIRED_WHEN = "present when another field has one of the named values (Field.required_when)"
+    MAX_LENGTH = "at most Field.max_length characters (when present)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class Field:
     default: Any = None
     """the ``.avsc`` default when it is not the type's zero (null, false, empty): what a record
     of an older writer without the field reads; None otherwise"""
+    max_length: int | None = None
+    """``Check.MAX_LENGTH``: the most characters (code points) the text may have"""
 
     @property
     def staged(self) -> str:
@@ -225,6 +228,19 @@ STATUSES = ("ok", "error", "timeout", "rejected", "fallback")
 out of time (``timeout``) or was refused (``rejected``, e.g. inputs out of its domain); or a
 fallback answered in its place (``fallback``, its answer in ``prediction``)."""
 
+MAX_NAME = 512
+"""The longest name (characters): a model's name and version, a failure's ``error_type``."""
+
+MAX_ERROR_MESSAGE = 8192
+"""The longest ``error_message`` of a failed inference (characters)."""
+
+MAX_REASON = 8192
+"""The longest review ``reason`` (characters)."""
+
+MAX_FOLLOW_UP_VALUE = 65536
+"""The longest outcome ``actual`` or review ``final_decision`` as stored (characters: the label,
+or the JSON text of any other value)."""
+
 VERDICTS = ("confirm", "override", "escalate")
 """A review's ``verdict``: the reviewer kept the decision, replaced it (``final_decision``), or
 passed it on to someone else."""
@@ -246,6 +262,15 @@ def _compared(
     name: str, avro: AvroType, column: str, *checks: Check, traced: bool = False, **more: Any
 ) -> Field:
     return _field(name, avro, column, *checks, compared=True, traced=traced, **more)
+
+
+def _text(
+    name: str, avro: AvroType, column: str, max_length: int, *checks: Check, **more: Any
+) -> Field:
+    """A compared, traced free-text field of at most ``max_length`` characters."""
+    return _compared(
+        name, avro, column, *checks, Check.MAX_LENGTH, traced=True, max_length=max_length, **more
+    )
 
 
 def _integrity(*, checked: bool) -> tuple[Field, ...]:
@@ -301,8 +326,8 @@ DECISION_EVENT = RecordKind(
             values=STATUSES,
             default="ok",
         ),
-        _compared("error_type", OPTIONAL_STRING, LOW_OPTIONAL, Check.UTF8, traced=True),
-        _compared("error_message", OPTIONAL_STRING, "Nullable(String)", Check.UTF8, traced=True),
+        _text("error_type", OPTIONAL_STRING, LOW_OPTIONAL, MAX_NAME, Check.UTF8),
+        _text("error_message", OPTIONAL_STRING, "Nullable(String)", MAX_ERROR_MESSAGE, Check.UTF8),
         _compared("score", OPTIONAL_DOUBLE, "Nullable(Float64)", Check.FINITE, traced=True),
         _compared("explanation", OPTIONAL_STRING, "Nullable(String)", Check.UTF8),
         _compared("run_id", OPTIONAL_STRING, LOW_OPTIONAL, Check.UTF8, traced=True),
@@ -356,11 +381,12 @@ OUTCOME = RecordKind(
         _compared("event_id", STRING, "UUID", Check.UUID, traced=True),
         _compared("occurred_at", TIMESTAMP_MILLIS, TIME, Check.PLAUSIBLE_TIME, traced=True),
         _compared("decision_id", STRING, "String", Check.NON_EMPTY, traced=True),
-        _compared("actual", STRING, "String", traced=True),
+        _text("actual", STRING, "String", MAX_FOLLOW_UP_VALUE),
         _compared("actual_is_json", "boolean", "Bool", traced=True),
         _compared("observed_at", TIMESTAMP_MILLIS, TIME, Check.PLAUSIBLE_TIME, traced=True),
         _compared("source", OPTIONAL_STRING, LOW_OPTIONAL, traced=True),
         _compared("actor", OPTIONAL_STRING, LOW_OPTIONAL, traced=True),
+        _compared("redaction_policy", OPTIONAL_STRING, LOW_OPTIONAL),
         *_integrity(checked=False),
     ),
     _CHAINED,
@@ -378,16 +404,17 @@ REVIEW = RecordKind(
         _compared("decision_id", STRING, "String", Check.NON_EMPTY, traced=True),
         _compared("reviewer", STRING, LOW_TEXT, Check.NON_EMPTY, traced=True),
         _compared("verdict", STRING, LOW_TEXT, Check.ONE_OF, traced=True, values=VERDICTS),
-        _compared(
+        _text(
             "final_decision",
             OPTIONAL_STRING,
             "Nullable(String)",
+            MAX_FOLLOW_UP_VALUE,
             Check.REQUIRED_WHEN,
-            traced=True,
             required_when=("verdict", ("override",)),
         ),
         _compared("final_decision_is_json", "boolean", "Bool", traced=True),
-        _compared("reason", OPTIONAL_STRING, "Nullable(String)", traced=True),
+        _text("reason", OPTIONAL_STRING, "Nullable(String)", MAX_REASON),
+        _compared("redaction_policy", OPTIONAL_STRING, LOW_OPTIONAL),
         *_integrity(checked=False),
     ),
     _CHAINED,

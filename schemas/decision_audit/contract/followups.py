@@ -13,7 +13,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, model_validator
 
-from decision_audit.contract.fields import OUTCOME, REVIEW
+from decision_audit.contract.fields import MAX_FOLLOW_UP_VALUE, OUTCOME, REVIEW
+from decision_audit.contract.fields import MAX_REASON as MAX_REASON
 from decision_audit.contract.models import Name, OptionalId, Prediction, encode_value
 
 Verdict = Literal["confirm", "override", "escalate"]
@@ -21,9 +22,6 @@ Verdict = Literal["confirm", "override", "escalate"]
 
 DecisionId = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 """a decision's event id or request id"""
-
-MAX_REASON = 8192
-"""The longest review ``reason`` (characters)."""
 
 
 def outcome_chain_id(producer_id: str) -> str:
@@ -45,6 +43,16 @@ def review_chain_id(producer_id: str) -> str:
     return REVIEW.chain_id(producer_id)
 
 
+def _bounded(text: str, field: str) -> str:
+    """``text``, unless longer than the contract allows (the worker would quarantine it)."""
+    if len(text) > MAX_FOLLOW_UP_VALUE:
+        raise ValueError(
+            f"{field}: {len(text)} characters as stored, more than the {MAX_FOLLOW_UP_VALUE} "
+            "the contract allows"
+        )
+    return text
+
+
 class OutcomeInput(BaseModel):
     """What a caller supplies for one outcome, validated before anything is sent."""
 
@@ -59,17 +67,18 @@ class OutcomeInput(BaseModel):
     source: OptionalId = None
     actor: OptionalId = None
 
-    def to_avro(self) -> dict[str, Any]:
+    def to_avro(self, *, redaction_policy: str | None = None) -> dict[str, Any]:
         """The Avro record without its integrity block."""
         return {
             "event_id": str(self.event_id),
             "occurred_at": self.occurred_at,
             "decision_id": self.decision_id,
-            "actual": encode_value(self.actual, "actual"),
+            "actual": _bounded(encode_value(self.actual, "actual"), "actual"),
             "actual_is_json": not isinstance(self.actual, str),
             "observed_at": self.observed_at or self.occurred_at,
             "source": self.source,
             "actor": self.actor,
+            "redaction_policy": redaction_policy,
         }
 
 
@@ -97,7 +106,7 @@ class ReviewInput(BaseModel):
             )
         return self
 
-    def to_avro(self) -> dict[str, Any]:
+    def to_avro(self, *, redaction_policy: str | None = None) -> dict[str, Any]:
         """The Avro record without its integrity block."""
         final = self.final_decision
         return {
@@ -106,7 +115,12 @@ class ReviewInput(BaseModel):
             "decision_id": self.decision_id,
             "reviewer": self.reviewer,
             "verdict": self.verdict,
-            "final_decision": None if final is None else encode_value(final, "final_decision"),
+            "final_decision": (
+                None
+                if final is None
+                else _bounded(encode_value(final, "final_decision"), "final_decision")
+            ),
             "final_decision_is_json": not (final is None or isinstance(final, str)),
             "reason": self.reason,
+            "redaction_policy": redaction_policy,
         }

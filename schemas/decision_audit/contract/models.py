@@ -20,16 +20,17 @@ from pydantic import (
     model_validator,
 )
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+# The contract's length limits, declared once with the fields (the worker checks them too);
+# the producer's redaction policy truncates an error_message to its max_chars before that.
+from decision_audit.contract.fields import MAX_ERROR_MESSAGE as MAX_ERROR_MESSAGE
+from decision_audit.contract.fields import MAX_NAME
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
 OptionalId = Annotated[str, StringConstraints(max_length=4096)] | None
 JsonObject = dict[str, JsonValue]
 Prediction = str | bool | int | float | list[JsonValue] | dict[str, JsonValue]
 Status = Literal["ok", "error", "timeout", "rejected", "fallback"]
 """decision_audit.contract.fields.STATUSES, as a type"""
-
-MAX_ERROR_MESSAGE = 8192
-"""The longest ``error_message`` (characters) the contract allows; the producer's redaction
-policy truncates to its ``error_message.max_chars`` (1024 by default) before that."""
 
 
 def dumps_json(value: Any, field: str) -> str:

@@ -228,6 +228,8 @@ _VIOLATIONS: dict[Check, Callable[[Field], Any]] = {
     Check.PLAUSIBLE_TIME: lambda f: datetime(1990, 1, 1, tzinfo=UTC),
     # Encoded as a marker that is then replaced by bytes that are not UTF-8.
     Check.UTF8: lambda f: {_MARK: "v"} if f.staged.startswith("Map") else _MARK,
+    # Code points, not bytes: one more than the limit, two bytes each.
+    Check.MAX_LENGTH: lambda f: "é" * ((f.max_length or 0) + 1),
 }
 
 

@@ -14,10 +14,17 @@ import pytest
 
 from decision_audit import AuditProducer, RedactionPolicy
 from decision_audit.contract import default_codec
-from decision_audit.contract.fields import OUTCOME, REVIEW
+from decision_audit.contract.fields import MAX_FOLLOW_UP_VALUE, MAX_REASON, OUTCOME, REVIEW
 from decision_audit.contract.keys import KeyRing
 from decision_audit.devtools.tansu_broker import free_port
-from decision_audit.producer.redaction import ELLIPSIS, HASH_PREFIX, TextRule, redact_text, truncate
+from decision_audit.producer.redaction import (
+    ELLIPSIS,
+    HASH_PREFIX,
+    TextRule,
+    ValueRule,
+    redact_text,
+    truncate,
+)
 from decision_audit.producer.signing import generate_keypair
 from decision_audit.producer.spool import Spool
 
@@ -145,6 +152,110 @@ def test_the_policy_says_what_an_error_message_becomes(
         assert rec["error_message"].startswith(HASH_PREFIX) and "jane" not in rec["error_message"]
     else:
         assert rec["error_message"] == expect
+
+
+@pytest.mark.parametrize(
+    ("rules", "reason", "final", "actual"),
+    [
+        ({}, "called jane@example.org", ("limit 5000", False), ('{"repaid":120.5}', True)),
+        (
+            {"review_reason": TextRule(action="keep", max_chars=6)},
+            "calle…",
+            ("limit 5000", False),
+            ('{"repaid":120.5}', True),
+        ),
+        (
+            {"review_reason": TextRule(action="mask", replacement="[note]")},
+            "[note]",
+            ("limit 5000", False),
+            ('{"repaid":120.5}', True),
+        ),
+        ({"review_reason": TextRule(action="drop")}, None, ("limit 5000", False), None),
+        (
+            {"final_decision": ValueRule(action="mask"),
+             "outcome_actual": ValueRule(action="mask")},
+            "called jane@example.org",
+            ("***", False),
+            ("***", False),
+        ),
+        (
+            {"review_reason": TextRule(action="hash"), "final_decision": ValueRule(action="hash"),
+             "outcome_actual": ValueRule(action="hash")},
+            HASH_PREFIX,
+            (HASH_PREFIX, False),
+            (HASH_PREFIX, False),
+        ),
+    ],
+)  # fmt: skip
+def test_the_policy_says_what_a_review_and_an_outcome_become(
+    opened: Opened,
+    rules: dict[str, Any],
+    reason: str | None,
+    final: tuple[str, bool],
+    actual: tuple[str, bool] | None,
+) -> None:
+    policy = RedactionPolicy(id="p", version=2, **rules)
+    p = opened(redaction=policy, redaction_secret=b"s3cr3t")
+    p.log_review("req-1", "j.doe", "override", final_decision="limit 5000",
+                 reason="called jane@example.org")  # fmt: skip
+    p.log_outcome("req-1", {"repaid": 120.5})
+    got = {kind: rec for *_, rec, kind in sent(p)}
+    review, outcome = got["review"], got["outcome"]
+    assert review["redaction_policy"] == outcome["redaction_policy"] == "p@2"
+
+    def same(value: str | None, expect: str | None) -> bool:
+        if expect == HASH_PREFIX:
+            return value is not None and value.startswith(HASH_PREFIX) and "jane" not in value
+        return value == expect
+
+    assert same(review["reason"], reason)
+    assert same(review["final_decision"], final[0])
+    assert review["final_decision_is_json"] is final[1]
+    if actual is not None:
+        assert same(outcome["actual"], actual[0]) and outcome["actual_is_json"] is actual[1]
+
+
+def test_hashed_follow_ups_join_and_records_without_a_policy_are_unstamped(
+    opened: Opened,
+) -> None:
+    rule = ValueRule(action="hash")
+    policy = RedactionPolicy(id="p", version=1, outcome_actual=rule, final_decision=rule)
+    p = opened(redaction=policy, redaction_secret=b"s3cr3t")
+    p.log_outcome("a", "decline")
+    p.log_outcome("b", "decline")
+    p.log_review("a", "j.doe", "override", final_decision="decline")
+    outcomes = [r for *_, r, kind in sent(p) if kind != "decision_event"]
+    assert len({r.get("actual") or r["final_decision"] for r in outcomes}) == 1
+    plain = opened()
+    plain.log_outcome("a", "decline")
+    plain.log_review("a", "j.doe", "escalate", reason="why")
+    assert [r["redaction_policy"] for *_, r, _ in sent(plain)] == [None, None]
+
+
+def test_follow_up_rules_are_checked() -> None:
+    for rule in ({"review_reason": TextRule(action="hash")},
+                 {"final_decision": ValueRule(action="hash")},
+                 {"outcome_actual": ValueRule(action="hash")}):  # fmt: skip
+        with pytest.raises(ValueError, match=f"{next(iter(rule))} need a non-empty HMAC secret"):
+            RedactionPolicy(id="p", version=1, **rule).compile()
+    with pytest.raises(ValueError, match="Input should be 'keep', 'mask' or 'hash'"):
+        ValueRule(action="drop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="replacement is only valid"):
+        ValueRule(action="hash", replacement="x")
+    assert RedactionPolicy(id="p", version=1).review_reason.max_chars == 8192
+
+
+def test_follow_ups_past_the_contracts_limits_are_refused(opened: Opened) -> None:
+    p = opened()
+    with pytest.raises(ValueError, match="actual: 65537 characters as stored, more than the 65536"):
+        p.log_outcome("a", "x" * (MAX_FOLLOW_UP_VALUE + 1))
+    with pytest.raises(ValueError, match="final_decision: 65538 characters"):
+        p.log_review("a", "j.doe", "override", final_decision=["x" * (MAX_FOLLOW_UP_VALUE - 2)])
+    with pytest.raises(ValueError, match="at most 8192 characters"):
+        p.log_review("a", "j.doe", "escalate", reason="x" * (MAX_REASON + 1))
+    p.log_outcome("a", "x" * MAX_FOLLOW_UP_VALUE)
+    p.log_review("a", "j.doe", "escalate", reason="é" * MAX_REASON)
+    assert [kind for *_, kind in sent(p)] == ["outcome", "review"]
 
 
 def test_text_rules() -> None:
