@@ -62,16 +62,25 @@ def _retyped(kind: str, chain: str, field: str, avro_type: Any, value: Any) -> R
     return chain.encode(), codec.frame(shipped, body), [(HASH, chain_hash(prev, body))]
 
 
+class _Hostile:
+    """Hostile messages gathered with the quarantine reason each must get."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.out: list[Raw] = []
+        self.expect: Counter[str] = Counter()
+
+    def add(self, reason: str, messages: list[Raw]) -> None:
+        self.out.extend(messages)
+        self.expect[reason] += len(messages)
+
+    def chain(self, name: str, i: int) -> str:
+        return f"h-{name}-{i}{self.suffix}"
+
+
 def _hostile(kind: str, suffix: str) -> tuple[list[Raw], Counter[str]]:
-    out: list[Raw] = []
-    expect: Counter[str] = Counter()
-
-    def add(reason: str, messages: list[Raw]) -> None:
-        out.extend(messages)
-        expect[reason] += len(messages)
-
-    def chain(name: str, i: int) -> str:
-        return f"h-{name}-{i}{suffix}"
+    h = _Hostile(suffix)
+    add, chain, out, expect = h.add, h.chain, h.out, h.expect
 
     add("bad_magic", [(b"x", b"\x00" + os.urandom(40), None) for _ in range(20)])
     add("empty_value", [(b"x", b"", None) for _ in range(5)])
@@ -231,15 +240,8 @@ def test_hostile_model_events_are_quarantined_and_valid_ones_stored(
     topic = f"{worker_settings.topic}-model-events"
     ensure_topics(broker.bootstrap_servers, {topic: 2})
     s = worker_settings.model_copy(update={"model_events_topic": topic})
-    out: list[Raw] = []
-    expect: Counter[str] = Counter()
-
-    def add(reason: str, messages: list[Raw]) -> None:
-        out.extend(messages)
-        expect[reason] += len(messages)
-
-    def chain(name: str, i: int) -> str:
-        return f"h-{name}-{i}/model-events"
+    h = _Hostile("/model-events")
+    add, chain, out, expect = h.add, h.chain, h.out, h.expect
 
     _, big, big_h = _model_event(chain("big", 0))
     add("oversized", [(chain("big", 0).encode(), big + b"\x00" * (2 << 20), big_h)])

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from decision_audit import AuditProducer
+from decision_audit.audit.retention import PRUNING_COLUMNS
 from decision_audit.audit.witness import check_logs, statements_from_clickhouse
 from decision_audit.cli.main import main
 from decision_audit.contract.keys import KeyRing
@@ -81,6 +82,25 @@ def _log(broker: LocalBroker, topic: str, keys: Path, producer_id: str, n: int) 
                 p.checkpoint()
 
 
+def _witnessed(
+    broker: LocalBroker, worker_settings: WorkerSettings, keys: Path, **extra: Any
+) -> WorkerSettings:
+    """The worker's settings with witness key ``worker-w1`` (made in ``keys``), statements
+    every 0.2 s, to a witness topic of its own."""
+    generate_keypair(keys, "worker-w1")
+    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
+    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
+    return worker_settings.model_copy(
+        update={
+            "keys": keys,
+            "witness_key": keys / "worker-w1.key",
+            "witness_interval": 0.2,
+            "witness_topic": witness_topic,
+            **extra,
+        }
+    )
+
+
 @pytest.fixture
 def trail(
     broker: LocalBroker, ch: Any, chdb_dir: Path, worker_settings: WorkerSettings, tmp_path: Path
@@ -88,17 +108,7 @@ def trail(
     """Two signed chains (alpha 40 events over two worker runs, beta 30), witnessed."""
     keys = tmp_path / "keys"
     generate_keypair(keys, "serving-1")
-    generate_keypair(keys, "worker-w1")
-    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
-    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
-    s = worker_settings.model_copy(
-        update={
-            "keys": keys,
-            "witness_key": keys / "worker-w1.key",
-            "witness_interval": 0.2,
-            "witness_topic": witness_topic,
-        }
-    )
+    s = _witnessed(broker, worker_settings, keys)
     _log(broker, s.topic, keys, "alpha", 30)
     _log(broker, s.topic, keys, "beta", 30)
     assert run_worker(s, ch).inserted == 60
@@ -349,17 +359,7 @@ def test_a_version_1_log_is_continued_with_version_2_statements(
     from the latest with deltas; verify folds the mixed log."""
     keys = tmp_path / "keys"
     generate_keypair(keys, "serving-1")
-    generate_keypair(keys, "worker-w1")
-    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
-    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
-    s = worker_settings.model_copy(
-        update={
-            "keys": keys,
-            "witness_key": keys / "worker-w1.key",
-            "witness_interval": 0.2,
-            "witness_topic": witness_topic,
-        }
-    )
+    s = _witnessed(broker, worker_settings, keys)
     _log(broker, s.topic, keys, "alpha", 30)
     assert run_worker(s, ch).inserted == 30
     # What the older worker would have written instead: one version-1 statement over alpha.
@@ -398,18 +398,7 @@ def test_full_restatements_bound_what_a_restart_reads_and_verify_stays_green(
     follows, and verify (folding from the restatement before) stays green."""
     keys = tmp_path / "keys"
     generate_keypair(keys, "serving-1")
-    generate_keypair(keys, "worker-w1")
-    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
-    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
-    s = worker_settings.model_copy(
-        update={
-            "keys": keys,
-            "witness_key": keys / "worker-w1.key",
-            "witness_interval": 0.2,
-            "witness_topic": witness_topic,
-            "witness_full_every": 2,
-        }
-    )
+    s = _witnessed(broker, worker_settings, keys, witness_full_every=2)
 
     def restarted() -> Witness:
         """What a worker's start reads back (the same resume, without consuming)."""
@@ -496,22 +485,6 @@ def test_the_worker_creates_the_witness_topic_keeping_every_statement(
 
 # -- issue 17 §3: pruning rows held to the witness, and a witness the auditor expects ---------
 
-PRUNING_COLUMNS = [
-    "pruning_id",
-    "run_id",
-    "pruned_at",
-    "kind",
-    "horizon",
-    "producer_id",
-    "producer_epoch",
-    "boundary_seq",
-    "boundary_hash",
-    "rows",
-    "actor",
-    "os_user",
-    "host",
-]
-
 
 def _claim(ch: Any, db: str, producer_id: str) -> WitnessedChain:
     _, claims = check_logs(statements_from_clickhouse(ch, db), KeyRing())
@@ -566,17 +539,7 @@ def test_a_witnessed_chain_pruned_by_a_real_retention_run_verifies_green(
     200-day window removes all of ``old`` (past its witnessed head) and the old part of
     ``mixed``: verify, expecting a witness, is green, from ClickHouse and from the topic."""
     keys = tmp_path / "keys"
-    generate_keypair(keys, "worker-w1")
-    witness_topic = f"witness-{uuid.uuid4().hex[:8]}"
-    ensure_topics(broker.bootstrap_servers, {witness_topic: 1})
-    s = worker_settings.model_copy(
-        update={
-            "keys": keys,
-            "witness_key": keys / "worker-w1.key",
-            "witness_interval": 0.2,
-            "witness_topic": witness_topic,
-        }
-    )
+    s = _witnessed(broker, worker_settings, keys)
     then = datetime.now(UTC).replace(microsecond=0) - timedelta(days=400)
     for pid in ("old", "mixed"):
         with AuditProducer(broker.bootstrap_servers, producer_id=pid, topic=s.topic) as p:

@@ -37,6 +37,22 @@ EU_AI_ACT_FLOOR_DAYS = 183
 
 ZERO_HASH = bytes(32)
 DELETE_BATCH = 100
+PRUNING_COLUMNS = [
+    "pruning_id",
+    "run_id",
+    "pruned_at",
+    "kind",
+    "horizon",
+    "producer_id",
+    "producer_epoch",
+    "boundary_seq",
+    "boundary_hash",
+    "rows",
+    "actor",
+    "os_user",
+    "host",
+]
+"""the columns of a ``retention_prunings`` row, in the order :func:`_record` writes them"""
 """chains per DELETE mutation"""
 
 
@@ -477,21 +493,7 @@ def _record(
     client.insert(
         f"{database}.retention_prunings",
         rows,
-        column_names=[
-            "pruning_id",
-            "run_id",
-            "pruned_at",
-            "kind",
-            "horizon",
-            "producer_id",
-            "producer_epoch",
-            "boundary_seq",
-            "boundary_hash",
-            "rows",
-            "actor",
-            "os_user",
-            "host",
-        ],
+        column_names=PRUNING_COLUMNS,
         settings={"async_insert": 0},
     )
 
