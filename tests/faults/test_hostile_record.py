@@ -62,6 +62,12 @@ def _retyped(kind: str, chain: str, field: str, avro_type: Any, value: Any) -> R
     return chain.encode(), codec.frame(shipped, body), [(HASH, chain_hash(prev, body))]
 
 
+def _quarantined(ch: Any, db: str) -> Counter[str]:
+    """How many messages the quarantine holds per reason."""
+    rows = ch.query(f"SELECT reason, count() FROM {db}.quarantine GROUP BY 1").result_rows
+    return Counter({str(r): int(n) for r, n in rows})
+
+
 class _Hostile:
     """Hostile messages gathered with the quarantine reason each must get."""
 
@@ -158,14 +164,7 @@ def test_hostile_records_are_quarantined_and_valid_ones_stored(
     db, table = s.database, f"{kind}s"
     assert stats.consumed == len(hostile) + 33
     assert count(ch, f"SELECT count() FROM {db}.{table}") == 33
-    reasons = Counter(
-        {
-            str(r): int(n)
-            for r, n in ch.query(
-                f"SELECT reason, count() FROM {db}.quarantine GROUP BY 1"
-            ).result_rows
-        }
-    )
+    reasons = _quarantined(ch, db)
     assert reasons == expect
     assert dict(stats.quarantined) == dict(expect)
     too_long = count(
@@ -278,14 +277,7 @@ def test_hostile_model_events_are_quarantined_and_valid_ones_stored(
     db = s.database
     assert stats.consumed == len(out) + 10
     assert count(ch, f"SELECT count() FROM {db}.model_events") == 10
-    reasons = Counter(
-        {
-            str(r): int(n)
-            for r, n in ch.query(
-                f"SELECT reason, count() FROM {db}.quarantine GROUP BY 1"
-            ).result_rows
-        }
-    )
+    reasons = _quarantined(ch, db)
     assert reasons == expect and dict(stats.quarantined) == dict(expect)
     details = [r[0] for r in ch.query(f"SELECT detail FROM {db}.quarantine").result_rows]
     assert sum("retrain detail 'reason' is not text" in d for d in details) == 5
