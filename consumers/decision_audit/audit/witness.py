@@ -47,6 +47,7 @@ from decision_audit.contract.witness import (
     Statement,
     WitnessedChain,
     WitnessFormatError,
+    chain_name,
     complete_restatements,
     decode,
     open_envelope,
@@ -487,10 +488,7 @@ class WitnessChecker:
             ).result_rows
             for pid, epoch in rows:
                 if (kind.schema, str(pid), int(epoch)) not in witnessed:
-                    name = f"{pid}/{epoch}" + (
-                        "" if kind.schema == "decision_event" else f" ({kind.schema})"
-                    )
-                    unwitnessed.append((table, name))
+                    unwitnessed.append((table, chain_name(kind.schema, str(pid), int(epoch))))
         if not report.witnesses:
             report.problems.append(
                 WitnessProblem(

@@ -73,6 +73,11 @@ class WitnessFormatError(DecisionAuditError, ValueError):
     """Bytes that are not a well-formed witness statement (or envelope)."""
 
 
+def chain_name(kind: str, producer_id: str, epoch: int) -> str:
+    """How reports name a chain: ``producer/epoch``, with the record kind unless a decision's."""
+    return f"{producer_id}/{epoch}" + ("" if kind == "decision_event" else f" ({kind})")
+
+
 @dataclass(frozen=True, slots=True)
 class WitnessedChain:
     kind: str
@@ -89,9 +94,7 @@ class WitnessedChain:
 
     @property
     def name(self) -> str:
-        return f"{self.producer_id}/{self.epoch}" + (
-            "" if self.kind == "decision_event" else f" ({self.kind})"
-        )
+        return chain_name(self.kind, self.producer_id, self.epoch)
 
     def entry(self) -> dict[str, Any]:
         """The chain's canonical entry (in a statement's ``chains`` and in the digest)."""
