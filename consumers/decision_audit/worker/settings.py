@@ -157,9 +157,9 @@ class WorkerSettings(ClickHouseSettings):
     @classmethod
     def _loadable_witness_key(cls, path: Path | None) -> Path | None:
         if path is not None:
-            from decision_audit.producer.signing import PRIVATE_SUFFIX, Signer
+            from decision_audit.producer.signing import PRIVATE_SUFFIX, Signer, key_files
 
-            keys = sorted(path.glob(f"*{PRIVATE_SUFFIX}")) if path.is_dir() else [path]
+            keys = key_files(path)
             if not keys:
                 raise ValueError(f"{path}: no *{PRIVATE_SUFFIX} files (decision-audit keygen)")
             for key in keys:

@@ -44,7 +44,7 @@ from decision_audit.contract.witness import (
     statement_hash,
     undo,
 )
-from decision_audit.producer.signing import PRIVATE_SUFFIX, Signer
+from decision_audit.producer.signing import PRIVATE_SUFFIX, Signer, key_files
 from decision_audit.worker.chains import Head
 from decision_audit.worker.store import Store
 
@@ -303,7 +303,7 @@ def claim_key(path: Path) -> Signer:
     The claim is an exclusive ``flock`` on the key file, released when the process ends."""
     if not path.is_dir():
         return Signer(path)
-    for key in sorted(path.glob(f"*{PRIVATE_SUFFIX}")):
+    for key in key_files(path):
         f = key.open("rb")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -49,6 +49,11 @@ class Signer:
         return signature
 
 
+def key_files(path: Path) -> list[Path]:
+    """``path`` itself, or for a directory its ``KEY_ID.key`` files in name order."""
+    return sorted(path.glob(f"*{PRIVATE_SUFFIX}")) if path.is_dir() else [path]
+
+
 def generate_keypair(out_dir: str | os.PathLike[str], key_id: str) -> tuple[Path, Path]:
     """Write ``KEY_ID.key`` (private, mode 0600) and ``KEY_ID.pub`` into ``out_dir``."""
     if not KEY_ID_RE.match(key_id):
