@@ -163,13 +163,18 @@ class RedactionRule(BaseModel):
 
     @model_validator(mode="after")
     def _check_replacement(self) -> Self:
-        if self.replacement is not None and self.action != "mask":
-            raise ValueError(f"{self.path}: replacement is only valid with action 'mask'")
+        _mask_only(self.action, self.replacement, f"{self.path}: ")
         return self
 
     @property
     def segments(self) -> tuple[str, ...]:
         return tuple(self.path.split("."))
+
+
+def _mask_only(action: str, replacement: str | None, where: str = "") -> None:
+    """A rule's ``replacement`` is the mask text, so only a ``mask`` rule may have one."""
+    if replacement is not None and action != "mask":
+        raise ValueError(f"{where}replacement is only valid with action 'mask'")
 
 
 class EventBox(Protocol):
@@ -215,8 +220,7 @@ class TextRule(BaseModel):
 
     @model_validator(mode="after")
     def _check_replacement(self) -> Self:
-        if self.replacement is not None and self.action != "mask":
-            raise ValueError("replacement is only valid with action 'mask'")
+        _mask_only(self.action, self.replacement)
         return self
 
 
@@ -232,8 +236,7 @@ class ValueRule(BaseModel):
 
     @model_validator(mode="after")
     def _check_replacement(self) -> Self:
-        if self.replacement is not None and self.action != "mask":
-            raise ValueError("replacement is only valid with action 'mask'")
+        _mask_only(self.action, self.replacement)
         return self
 
 
