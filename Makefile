@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-quick lint bench clean chromium java kafka-jars kafka
+.PHONY: demo test test-quick lint bench bench-all clean chromium java kafka-jars kafka
 
 # Headless Chromium renders the HTML report in tests/integration/test_report.py. Idempotent:
 # installs the Debian package only when no chromium is on PATH (root, or sudo when present).
@@ -53,6 +53,10 @@ kafka: kafka-jars
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Every benchmark in one run (about an hour): both brokers, verify and lookups at 10M events.
+bench-all: $(STAMP) kafka-jars
+	$(BIN)/python -m bench.all
 
 clean:
 	rm -rf $(VENV) .decision-audit .pytest_cache .mypy_cache .ruff_cache

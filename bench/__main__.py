@@ -212,7 +212,7 @@ def producer_figures(r: dict[str, Any]) -> list[Figure]:
             "p50 ours / bare produce",
             "x",
             ours["p50_us"] / bare["p50_us"],
-            target=Target("≤ 4x", at_most(4)),
+            target=Target("≤ 2.5x", at_most(2.5)),
         ),
         Figure(
             "producer.log_decision_p50_vs_logging_us",
