@@ -80,9 +80,14 @@ def _layout(db: str, *, drops: bool = False) -> tuple[str, ...]:
 def _settings(
     use: set[str], projections: bool, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Settings that leave only the skip indexes in ``use`` (of those measured) to the query."""
+    """Settings that leave only the skip indexes in ``use`` (of those measured) to the query.
+
+    The query condition cache is off: it remembers which granules a filter with these very
+    keys matched, so every variant after the first would find the same keys' granules in it.
+    """
     ignored = [i for i in (*OLD_INDEXES, *NEW_INDEXES) if i not in use]
     return {
+        "use_query_condition_cache": 0,
         **({"ignore_data_skipping_indices": ",".join(ignored)} if ignored else {}),
         "optimize_use_projections": int(projections),
         **(extra or {}),
