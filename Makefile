@@ -54,7 +54,7 @@ kafka: kafka-jars
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# Every benchmark in one run (about an hour): both brokers, verify and lookups at 10M events.
+# Every benchmark in one run (~35 min here): both brokers, verify and lookups at 10M events.
 bench-all: $(STAMP) kafka-jars
 	$(BIN)/python -m bench.all
 

@@ -39,12 +39,6 @@ QUICK: dict[str, tuple[str, ...]] = {
 }
 
 
-def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The figure rows of a step's JSON (the steps nest them differently)."""
-    rows = doc.get("table", doc.get("figures", []))
-    return [r for r in rows if isinstance(r, dict)]
-
-
 def run_step(name: str, args: tuple[str, ...], out: Path) -> dict[str, Any]:
     js, md = out / f"{name}.json", out / f"{name}.md"
     print(f"… {name}: python {' '.join(args)}", file=sys.stderr, flush=True)
@@ -58,7 +52,7 @@ def run_step(name: str, args: tuple[str, ...], out: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     (out / f"{name}.txt").write_text(proc.stdout)
     print(proc.stdout, flush=True)
-    rows = _rows(json.loads(js.read_text())) if js.exists() else []
+    rows: list[dict[str, Any]] = json.loads(js.read_text())["table"] if js.exists() else []
     return {"name": name, "rc": proc.returncode, "seconds": seconds, "rows": rows}
 
 

@@ -7,8 +7,10 @@
     layout variant the store holds, chosen per query with settings
     (``ignore_data_skipping_indices``, ``optimize_use_projections``).
 ``python -m bench.lookup_run tune --chdb DIR --db NAME``
-    adds the candidate structures (:data:`CANDIDATES`), materialized, and reports each one's
-    bytes on disk.
+    adds what the measured migrations (:data:`LAYOUT_VERSIONS`) add, materialized, and
+    reports the bytes on disk.
+``python -m bench.lookup_run ship --chdb DIR --db NAME``
+    drops what those migrations drop (0018: 0015's projection) and reports the bytes on disk.
 ``python -m bench.lookup_run keys --chdb DIR --db NAME --reps R``
     prints R random request ids of the store (for the ``trace`` runs).
 
@@ -39,8 +41,6 @@ from decision_audit.producer.signing import Signer
 LAYOUT_VERSIONS = (15, 18)
 """the migrations measured: the store is built without what they add, which is added after"""
 _ADDED = re.compile(r"ADD (INDEX|PROJECTION) IF NOT EXISTS (\w+)")
-# Candidates measured and not shipped, added after the migration: (kind, name, definition).
-CANDIDATES: dict[str, tuple[tuple[str, str, str], ...]] = {}
 OLD_INDEXES = ("idx_request_id", "idx_event_id")
 NEW_INDEXES = ("idx_event_id_g1", "idx_prediction_id", "idx_request_id_g1")
 LAYOUT_0015 = {*OLD_INDEXES, "idx_event_id_g1", "idx_prediction_id"}
@@ -158,23 +158,10 @@ def disk(client: Any, a: argparse.Namespace) -> dict[str, Any]:
 
 
 def tune(client: Any, a: argparse.Namespace) -> dict[str, Any]:
-    took: dict[str, float] = {}
     t = time.perf_counter()
     for stmt in _layout(a.db):
         client.command(stmt, settings={"mutations_sync": 2})
-    took["+".join(f"{v:04d}" for v in LAYOUT_VERSIONS)] = time.perf_counter() - t
-    for name, alters in CANDIDATES.items():
-        t = time.perf_counter()
-        for what, ident, definition in alters:
-            client.command(
-                f"ALTER TABLE {a.db}.decisions ADD {what} IF NOT EXISTS {ident} {definition}"
-            )
-        for what, ident, _ in alters:
-            client.command(
-                f"ALTER TABLE {a.db}.decisions MATERIALIZE {what} {ident}",
-                settings={"mutations_sync": 2},
-            )
-        took[name] = time.perf_counter() - t
+    took = {"+".join(f"{v:04d}" for v in LAYOUT_VERSIONS): time.perf_counter() - t}
     return {"materialize_s": took, **_disk(client, a.db)}
 
 
@@ -335,8 +322,16 @@ def _check_same(client: Any, sql: str, sample: list[Any], variants: dict[str, An
 
 
 def main(argv: list[str] | None = None) -> None:
+    steps: dict[str, Callable[[Any, argparse.Namespace], dict[str, Any]]] = {
+        "build": build,
+        "measure": measure,
+        "tune": tune,
+        "ship": ship,
+        "keys": keys,
+        "disk": disk,
+    }
     p = argparse.ArgumentParser(prog="python -m bench.lookup_run")
-    p.add_argument("step", choices=("build", "measure", "tune", "ship", "keys", "disk"))
+    p.add_argument("step", choices=list(steps))
     p.add_argument("--chdb", required=True)
     p.add_argument("--db", required=True)
     p.add_argument("--events", type=int, default=0)
@@ -347,14 +342,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", nargs="*", default=list(VARIANTS))
     a = p.parse_args(argv)
     client = connect(f"chdb://{a.chdb}")
-    steps: dict[str, Callable[[Any, argparse.Namespace], dict[str, Any]]] = {
-        "build": build,
-        "measure": measure,
-        "tune": tune,
-        "ship": ship,
-        "keys": keys,
-        "disk": disk,
-    }
     print(json.dumps(steps[a.step](client, a), default=str), flush=True)
     os._exit(0)
 

@@ -274,7 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {time.perf_counter() - started:.0f} s")
     if a.json:
         a.json.write_text(
-            json.dumps({"figures": [f.as_json() for f in figs], "raw": results}, indent=2)
+            json.dumps(
+                {
+                    "figures": {f.key: f.value for f in figs},
+                    "table": [f.as_json() for f in figs],
+                    "raw": results,
+                },
+                indent=2,
+            )
         )
     if a.markdown:
         a.markdown.write_text(f"{render_markdown(figs)}\n\n{notes(results)}\n")
